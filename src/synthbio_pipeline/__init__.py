@@ -1,0 +1,1 @@
+"""Synthesize Bio API client, streaming result parser and offline emulator."""

@@ -1,0 +1,124 @@
+"""One error tree for everything that can go wrong talking to the API.
+
+    SynthbioError
+    ├── QueryValidationError        the query is wrong before anything is sent (local checks)
+    ├── MissingTokenError           no token in the environment or the keyring
+    ├── InsecureURLError            an http:// base URL that is not loopback
+    ├── APIConnectionError          the request did not get an answer
+    │   └── APITimeoutError
+    ├── APIStatusError              the server answered with an error status
+    │   ├── AuthenticationError     401, 403
+    │   ├── NotFoundError           404
+    │   ├── ValidationError         400, 422 (every ``path: message`` of the body listed)
+    │   ├── RateLimitError          429
+    │   └── ServerError             5xx
+    ├── QueryFailedError            the status endpoint reported ``failed``
+    ├── PollTimeoutError            the query did not finish within the poll timeout
+    └── ResultError                 the result document is an error, malformed or truncated
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a query: where (``inputs[0].metadata.sex``) and what."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class SynthbioError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class QueryValidationError(SynthbioError, ValueError):
+    """The query breaks the protocol's rules; nothing was sent."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = list(problems)
+        lines = [f"invalid query ({len(self.problems)} problem(s)):"]
+        lines += [f"- {problem}" for problem in self.problems]
+        super().__init__("\n".join(lines))
+
+
+TOKEN_HINT = (
+    "Set the SYNTHESIZE_API_KEY environment variable, or store a token once with "
+    "`synthbio-pipeline token set --keyring` (the vendor client's keyring entry "
+    "'pysynthbio'/'api_token' is read too). To try everything without a token, "
+    "run against the bundled emulator: `python -m synthbio_pipeline.emulator`."
+)
+
+
+class MissingTokenError(SynthbioError):
+    def __init__(self, message: str = "No Synthesize Bio API token found."):
+        super().__init__(f"{message} {TOKEN_HINT}")
+
+
+class InsecureURLError(SynthbioError, ValueError):
+    """Tokens are only sent over https, or over plain http to a loopback host."""
+
+
+class APIConnectionError(SynthbioError):
+    """No answer: the connection failed or broke."""
+
+
+class APITimeoutError(APIConnectionError):
+    """No answer within the read or connect timeout."""
+
+
+class APIStatusError(SynthbioError):
+    """The server answered with an error status; ``status_code`` and ``body`` say what."""
+
+    def __init__(self, message: str, *, status_code: int, body: str = ""):
+        super().__init__(message)
+        self.status_code = status_code
+        self.body = body
+
+
+class AuthenticationError(APIStatusError):
+    pass
+
+
+class NotFoundError(APIStatusError):
+    pass
+
+
+class ValidationError(APIStatusError):
+    """400/422: the server refused the query; ``problems`` lists its paths and messages."""
+
+    def __init__(self, message: str, *, status_code: int, body: str = "", problems=()):
+        super().__init__(message, status_code=status_code, body=body)
+        self.problems = list(problems)
+
+
+class RateLimitError(APIStatusError):
+    pass
+
+
+class ServerError(APIStatusError):
+    pass
+
+
+class QueryFailedError(SynthbioError):
+    """The model query ended in ``failed``; the message is the server's, traceback stripped."""
+
+    def __init__(self, message: str, *, query_id: str | None = None):
+        super().__init__(message)
+        self.query_id = query_id
+
+
+class PollTimeoutError(SynthbioError):
+    def __init__(self, message: str, *, query_id: str | None = None, last_status: str | None = None):
+        super().__init__(message)
+        self.query_id = query_id
+        self.last_status = last_status
+
+
+class ResultError(SynthbioError, ValueError):
+    """The result document is an error payload, malformed, or not what was asked for."""
