@@ -1,0 +1,20 @@
+"""An offline emulator of the Synthesize Bio API: a real HTTP server on loopback.
+
+It speaks the wire protocol (``/api/models``, ``example-query``, ``predict``, ``status``,
+signed downloads) so that this package's client and the vendor's ``pysynthbio`` can be run
+end to end without a token or a network. The expression it returns is synthetic: plausible
+and deterministic (see :mod:`.generate`), but not a model prediction.
+
+In process::
+
+    with start_emulator(tokens=["secret"], latency=0.5, genes=2000) as emulator:
+        predict_query(query, api_base_url=emulator.url)
+        emulator.stats()
+
+As a process: ``python -m synthbio_pipeline.emulator --port 8765``.
+"""
+
+from .generate import encode_ints, gene_order
+from .server import Emulator, body_hash, start_emulator
+
+__all__ = ["Emulator", "body_hash", "encode_ints", "gene_order", "start_emulator"]

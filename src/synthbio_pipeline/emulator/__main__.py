@@ -1,0 +1,65 @@
+"""``python -m synthbio_pipeline.emulator``: serve the API emulator until SIGINT or SIGTERM.
+
+Prints one line with the emulator's URL (``http://127.0.0.1:PORT``) as soon as it listens,
+so that a script can start it with ``--port 0`` and read where it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+from .generate import DEFAULT_GENES
+from .server import start_emulator
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m synthbio_pipeline.emulator",
+        description="Offline emulator of the Synthesize Bio API (synthetic data, not a model).",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=0, help="port to listen on; 0 picks a free one (default)")
+    parser.add_argument("--latency", type=float, default=1.0, help="seconds from submission to ready (default: 1)")
+    parser.add_argument("--genes", type=int, default=DEFAULT_GENES, help=f"genes per sample (default: {DEFAULT_GENES:,})")
+    parser.add_argument(
+        "--token",
+        action="append",
+        default=[],
+        metavar="T",
+        help="accepted bearer token (repeatable); without one, any non-empty token is accepted",
+    )
+    parser.add_argument("--url-ttl", type=float, default=300.0, help="lifetime of a signed download URL in seconds")
+    parser.add_argument("--workdir", default=None, help="keep result files here (default: a temporary folder)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    emulator = start_emulator(
+        args.host,
+        args.port,
+        tokens=args.token,
+        latency=args.latency,
+        genes=args.genes,
+        url_ttl=args.url_ttl,
+        workdir=args.workdir,
+    )
+    try:
+        auth = f"{len(args.token)} token(s) accepted" if args.token else "any bearer token accepted"
+        print(f"Synthesize Bio API emulator at {emulator.url} ({auth}; synthetic data, not a model)", flush=True)
+        while not stop.wait(0.5):
+            pass
+    finally:
+        emulator.stop()
+    print("emulator stopped", file=sys.stderr, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,565 @@
+"""The emulator's HTTP server: the Synthesize Bio API protocol on loopback, offline.
+
+Layers, so that a later fault plan can step in at one place per endpoint:
+
+- :class:`_Handler` (transport) reads each HTTP request into a :class:`Request` and writes
+  the :class:`Response` it gets back (JSON bytes, or a file streamed in chunks);
+- :meth:`EmulatorApp.handle` (the one dispatch point) counts the request, matches a
+  :data:`ROUTES` entry, checks the bearer token of ``/api/`` calls, asks
+  :meth:`EmulatorApp.intercept` (the fault-plan hook; it does nothing yet) and calls the
+  endpoint's method ``endpoint_<name>``;
+- the endpoint methods are plain functions of the request and the emulator's state.
+
+Generation runs in background threads (:class:`Job`) that write each result to a file;
+downloads go through HMAC-signed, expiring URLs and never carry the bearer token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import shutil
+import socket
+import tempfile
+import threading
+import time
+import traceback
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+from urllib.parse import parse_qs, urlsplit
+
+from ..errors import Problem
+from ..models import MODELS, SAMPLING_STRATEGIES, get_model, is_known_model
+from ..query import example_wire_query, metadata_problems, num_samples_problems, option_problems
+from . import generate
+
+DOWNLOAD_CHUNK_BYTES = 1 << 20
+#: How many queries generate at the same time; later ones wait as ``queued``.
+MAX_CONCURRENT_JOBS = 2
+
+
+# --- requests, responses, routes -----------------------------------------------------------
+
+
+@dataclass
+class Request:
+    """One HTTP request, as the endpoints see it."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: Mapping[str, str]
+    body: bytes = b""
+    params: dict[str, str] = field(default_factory=dict)  # from the route's pattern
+
+
+@dataclass
+class Response:
+    """What an endpoint answers: a small body in memory, or a file streamed from disk."""
+
+    status: int
+    body: bytes = b""
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+    file: Path | None = None
+
+    @classmethod
+    def json(cls, status: int, payload: Any, **headers: str) -> "Response":
+        return cls(status, json.dumps(payload).encode("utf-8"), headers=dict(headers))
+
+    @classmethod
+    def error(cls, status: int, message: str, **extra: Any) -> "Response":
+        return cls.json(status, {"error": message, **extra})
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    pattern: re.Pattern[str]
+    #: The endpoint's name: in the stats, and the suffix of its ``endpoint_<name>`` method.
+    name: str
+    authenticated: bool = True
+
+
+ROUTES: tuple[Route, ...] = (
+    Route("GET", re.compile(r"/api/models"), "list_models"),
+    Route("GET", re.compile(r"/api/models/(?P<model_id>[^/]+)/example-query"), "example_query"),
+    Route("POST", re.compile(r"/api/models/(?P<model_id>[^/]+)/predict"), "predict"),
+    Route("GET", re.compile(r"/api/model-queries/(?P<query_id>[^/]+)/status"), "status"),
+    Route("GET", re.compile(r"/download/(?P<query_id>[^/]+)"), "download", authenticated=False),
+    Route("GET", re.compile(r"/_emulator/stats"), "stats", authenticated=False),
+)
+#: Requests to these endpoints are not counted: they observe the emulator, not the API.
+UNCOUNTED = frozenset({"stats"})
+
+
+def body_hash(body: Mapping[str, Any]) -> str:
+    """SHA-256 of a query body's canonical JSON, ``source`` left out (the stats' submission key)."""
+    canonical = {key: value for key, value in body.items() if key != "source"}
+    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+# --- configuration, jobs, stats ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EmulatorConfig:
+    tokens: frozenset[str] = frozenset()
+    latency: float = 1.0
+    genes: int = generate.DEFAULT_GENES
+    url_ttl: float = 300.0
+    workdir: Path | None = None
+
+
+@dataclass
+class Job:
+    """One submitted model query and the thread generating its result."""
+
+    query_id: str
+    model_id: str
+    body: dict[str, Any]
+    submitted: float  # time.monotonic()
+    path: Path
+    phase: str = "queued"  # queued -> running -> done | failed
+    message: str = ""
+    thread: threading.Thread | None = None
+
+    def status(self, latency: float) -> str:
+        """The status the API reports: finished phases show only once ``latency`` has passed."""
+        if self.phase in ("done", "failed") and time.monotonic() - self.submitted < latency:
+            return "running"
+        return {"done": "ready"}.get(self.phase, self.phase)
+
+
+class Stats:
+    """Thread-safe counters behind :meth:`Emulator.stats` and ``GET /_emulator/stats``."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.requests: Counter[str] = Counter()
+        self.submissions: Counter[str] = Counter()
+        self.counters: Counter[str] = Counter()
+
+    def count_request(self, endpoint: str) -> None:
+        with self._lock:
+            self.requests[endpoint] += 1
+
+    def count_submission(self, digest: str) -> None:
+        with self._lock:
+            self.submissions[digest] += 1
+
+    def bump(self, name: str) -> None:
+        with self._lock:
+            self.counters[name] += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "requests": dict(self.requests),
+                "submissions": dict(self.submissions),
+                "downloads": self.counters["downloads"],
+                "downloads_with_auth": self.counters["downloads_with_auth"],
+                "auth_failures": self.counters["auth_failures"],
+            }
+
+
+# --- the application ------------------------------------------------------------------------
+
+
+class EmulatorApp:
+    """The API's behaviour, independent of the HTTP transport."""
+
+    def __init__(self, config: EmulatorConfig, workdir: Path):
+        self.config = config
+        self.workdir = workdir
+        self.base_url = ""  # set once the server knows its port
+        self.stats = Stats()
+        self._secret = secrets.token_bytes(32)
+        self._jobs: dict[str, Job] = {}
+        self._jobs_lock = threading.Lock()
+        self._slots = threading.Semaphore(MAX_CONCURRENT_JOBS)
+        self._stopping = threading.Event()
+
+    # -- dispatch
+
+    def handle(self, request: Request) -> Response:
+        """The single dispatch point: route, count, authenticate, intercept, answer."""
+        route, params = _match(request.method, request.path)
+        name = route.name if route else "unknown"
+        if name not in UNCOUNTED:
+            self.stats.count_request(name)
+        if route is None:
+            return Response.error(404, f"no such endpoint: {request.method} {request.path}")
+        request.params = params
+        if route.authenticated:
+            refused = self._authenticate(request)
+            if refused is not None:
+                return refused
+        intercepted = self.intercept(name, request)
+        if intercepted is not None:
+            return intercepted
+        return getattr(self, f"endpoint_{name}")(request, **params)
+
+    def intercept(self, endpoint: str, request: Request) -> Response | None:
+        """Hook for a fault plan: an answer that replaces the endpoint's own, or ``None``.
+
+        The emulator injects no faults yet; this is where 429s, 5xx, failed statuses or
+        expired URLs will be decided per endpoint and per call.
+        """
+        return None
+
+    def _authenticate(self, request: Request) -> Response | None:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            self.stats.bump("auth_failures")
+            return Response.error(401, "missing bearer token: send 'Authorization: Bearer <token>'")
+        if self.config.tokens and not any(hmac.compare_digest(token, known) for known in self.config.tokens):
+            self.stats.bump("auth_failures")
+            return Response.error(401, "invalid API token")
+        return None
+
+    # -- endpoints
+
+    def endpoint_list_models(self, request: Request) -> Response:
+        models = [
+            {"model_id": spec.model_id, "modality": spec.modality, "kind": spec.kind}
+            for spec in MODELS
+            if spec.kind == "baseline"
+        ]
+        return Response.json(200, {"models": models})
+
+    def endpoint_example_query(self, request: Request, model_id: str) -> Response:
+        if not _is_baseline(model_id):
+            return Response.error(404, f"unknown model: {model_id}")
+        return Response.json(200, {"example_query": example_wire_query(model_id)})
+
+    def endpoint_predict(self, request: Request, model_id: str) -> Response:
+        if not _is_baseline(model_id):
+            return Response.error(404, f"unknown model: {model_id}")
+        try:
+            body = json.loads(request.body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as error:
+            return Response.error(400, f"the request body is not JSON: {error}")
+        problems = body_problems(model_id, body)
+        if problems:
+            errors = [{"path": problem.path, "message": problem.message} for problem in problems]
+            return Response.json(422, {"error": "Invalid query", "errors": errors})
+        job = self._submit(model_id, body)
+        return Response.json(200, {"modelQueryId": job.query_id})
+
+    def endpoint_status(self, request: Request, query_id: str) -> Response:
+        job = self._job(query_id)
+        if job is None:
+            return Response.error(404, f"unknown model query: {query_id}")
+        status = job.status(self.config.latency)
+        payload: dict[str, Any] = {"status": status, "modelQueryId": job.query_id}
+        if status == "ready":
+            payload["downloadUrl"] = self.signed_url(job.query_id)
+        elif status == "failed":
+            payload["message"] = job.message
+        return Response.json(200, payload)
+
+    def endpoint_download(self, request: Request, query_id: str) -> Response:
+        if "Authorization" in request.headers:
+            # An object store refuses a second credential next to a signed URL.
+            self.stats.bump("downloads_with_auth")
+            return _s3_error(
+                400, "InvalidArgument", "Only one auth mechanism allowed; the URL is signed, send no Authorization header"
+            )
+        refusal = self._check_signature(query_id, request.query)
+        if refusal is not None:
+            return refusal
+        job = self._job(query_id)
+        if job is None or job.phase != "done" or not job.path.exists():
+            return _s3_error(404, "NoSuchKey", "The specified key does not exist.")
+        self.stats.bump("downloads")
+        return Response(200, content_type="application/json", file=job.path)
+
+    def endpoint_stats(self, request: Request) -> Response:
+        return Response.json(200, self.stats.snapshot())
+
+    # -- signed URLs
+
+    def signed_url(self, query_id: str) -> str:
+        """A fresh download URL for a query, valid for ``url_ttl`` seconds."""
+        expires = int(time.time() + self.config.url_ttl + 0.999)  # rounded up to whole seconds
+        return f"{self.base_url}/download/{query_id}?expires={expires}&signature={self._sign(query_id, expires)}"
+
+    def _sign(self, query_id: str, expires: int) -> str:
+        return hmac.new(self._secret, f"{query_id}\n{expires}".encode(), hashlib.sha256).hexdigest()
+
+    def _check_signature(self, query_id: str, query: Mapping[str, str]) -> Response | None:
+        expires, signature = query.get("expires", ""), query.get("signature", "")
+        if not expires.isdigit() or not signature:
+            return _s3_error(403, "AccessDenied", "Query-string authentication requires expires and signature")
+        if not hmac.compare_digest(signature, self._sign(query_id, int(expires))):
+            return _s3_error(403, "SignatureDoesNotMatch", "The request signature does not match.")
+        if time.time() > int(expires):
+            return _s3_error(403, "AccessDenied", "Request has expired")
+        return None
+
+    # -- jobs
+
+    def _submit(self, model_id: str, body: dict[str, Any]) -> Job:
+        query_id = uuid.uuid4().hex
+        job = Job(query_id, model_id, body, time.monotonic(), self.workdir / f"{query_id}.json")
+        with self._jobs_lock:
+            self._jobs[query_id] = job
+        self.stats.count_submission(body_hash(body))
+        job.thread = threading.Thread(target=self._run, args=(job,), name=f"emulator-{query_id[:8]}", daemon=True)
+        job.thread.start()
+        return job
+
+    def _job(self, query_id: str) -> Job | None:
+        with self._jobs_lock:
+            return self._jobs.get(query_id)
+
+    def _run(self, job: Job) -> None:
+        with self._slots:
+            if self._stopping.is_set():
+                return
+            job.phase = "running"
+            try:
+                plan = generate.plan_query(job.model_id, job.body)
+                generate.write_result(
+                    job.path,
+                    plan,
+                    genes=self.config.genes,
+                    extra={"query_id": job.query_id},
+                    cancelled=self._stopping.is_set,
+                )
+            except Exception as error:  # reported through the status endpoint, as the service does
+                job.message = f"generation failed: {error}\n{traceback.format_exc()}"
+                job.phase = "failed"
+                return
+            if not self._stopping.is_set():
+                job.phase = "done"
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Cancel generation and wait (briefly) for the generator threads."""
+        self._stopping.set()
+        with self._jobs_lock:
+            threads = [job.thread for job in self._jobs.values() if job.thread is not None]
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+
+def body_problems(model_id: str, body: Any) -> list[Problem]:
+    """Every reason the server refuses a query body (422), in reading order."""
+    if not isinstance(body, dict):
+        return [Problem("", f"the query must be a JSON object, not {type(body).__name__}")]
+    spec = get_model(model_id)
+    problems: list[Problem] = []
+    strategy = body.get("sampling_strategy")
+    allowed = ", ".join(repr(mode) for mode in spec.modes)
+    if strategy is None:
+        problems.append(Problem("sampling_strategy", f"required; one of {allowed}"))
+    elif strategy not in SAMPLING_STRATEGIES:
+        problems.append(Problem("sampling_strategy", f"unknown sampling strategy {strategy!r}; one of {allowed}"))
+    elif strategy not in spec.modes:
+        problems.append(Problem("sampling_strategy", f"{strategy!r} is not available for {model_id}; allowed: {allowed}"))
+    problems += option_problems(body)
+    inputs = body.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        problems.append(Problem("inputs", "required: a non-empty list of inputs"))
+        return problems
+    for index, item in enumerate(inputs):
+        problems += _input_problems(item, f"inputs[{index}]")
+    return problems
+
+
+def _input_problems(item: Any, path: str) -> list[Problem]:
+    if not isinstance(item, dict):
+        return [Problem(path, "each input is an object with 'metadata' and 'num_samples'")]
+    problems = []
+    metadata = item.get("metadata")
+    if metadata is None:
+        problems.append(Problem(f"{path}.metadata", "required"))
+    elif not isinstance(metadata, dict):
+        problems.append(Problem(f"{path}.metadata", "must be an object of metadata keys to values"))
+    else:
+        problems += metadata_problems(metadata, f"{path}.metadata")
+    if "num_samples" not in item:
+        problems.append(Problem(f"{path}.num_samples", "required"))
+    else:
+        problems += num_samples_problems(item["num_samples"], f"{path}.num_samples")
+    return problems
+
+
+def _is_baseline(model_id: str) -> bool:
+    return is_known_model(model_id) and get_model(model_id).kind == "baseline"
+
+
+def _match(method: str, path: str) -> tuple[Route | None, dict[str, str]]:
+    for route in ROUTES:
+        found = route.pattern.fullmatch(path)
+        if found and route.method == method:
+            return route, found.groupdict()
+    return None, {}
+
+
+def _s3_error(status: int, code: str, message: str) -> Response:
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f"<Error><Code>{code}</Code><Message>{message}</Message></Error>"
+    )
+    return Response(status, body.encode("utf-8"), content_type="application/xml")
+
+
+# --- HTTP transport -------------------------------------------------------------------------
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Turns HTTP requests into :class:`Request` objects and writes the app's :class:`Response`."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "synthbio-emulator"
+    timeout = 300  # seconds an idle keep-alive connection may hold its thread
+    server: "_Server"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # quiet: request lines would carry signed URLs
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    def do_POST(self) -> None:
+        self._serve()
+
+    def _serve(self) -> None:
+        url = urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length > 0 else b""
+        query = {key: values[-1] for key, values in parse_qs(url.query, keep_blank_values=True).items()}
+        request = Request(self.command, url.path, query, self.headers, body)
+        try:
+            response = self.server.app.handle(request)
+        except Exception:  # a bug in the emulator: answer 500 rather than drop the connection
+            response = Response.error(500, "internal emulator error", detail=traceback.format_exc(limit=3))
+        self._write(response)
+
+    def _write(self, response: Response) -> None:
+        size = response.file.stat().st_size if response.file is not None else len(response.body)
+        self.send_response(response.status)
+        self.send_header("Content-Type", response.content_type)
+        self.send_header("Content-Length", str(size))
+        for name, value in response.headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        try:
+            if response.file is None:
+                self.wfile.write(response.body)
+            else:
+                with open(response.file, "rb") as source:
+                    while chunk := source.read(DOWNLOAD_CHUNK_BYTES):
+                        self.wfile.write(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client went away mid-body
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 64  # many clients (a Snakemake run's jobs) may connect at once
+    app: EmulatorApp
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+# --- lifecycle ------------------------------------------------------------------------------
+
+
+class Emulator:
+    """A running emulator: ``.url``, ``.stats()``, ``.stop()``; also a context manager."""
+
+    def __init__(self, host: str, port: int, config: EmulatorConfig):
+        self.config = config
+        self._own_workdir = config.workdir is None
+        workdir = Path(tempfile.mkdtemp(prefix="synthbio-emulator-")) if self._own_workdir else Path(config.workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.app = EmulatorApp(config, workdir)
+        server_class = _Server6 if ":" in host else _Server
+        self._server = server_class((host, port), _Handler)
+        self._server.app = self.app
+        bound_host, bound_port = self._server.server_address[:2]
+        self.host, self.port = bound_host, bound_port
+        self.url = f"http://[{bound_host}]:{bound_port}" if ":" in bound_host else f"http://{bound_host}:{bound_port}"
+        self.app.base_url = self.url
+        # A short poll interval makes stop() quick (shutdown waits for the next poll).
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="emulator-http", daemon=True
+        )
+        self._stopped = False
+
+    @property
+    def workdir(self) -> Path:
+        """Where result files are written."""
+        return self.app.workdir
+
+    def start(self) -> "Emulator":
+        self._thread.start()
+        return self
+
+    def stats(self) -> dict[str, Any]:
+        """A snapshot of the counters (requests per endpoint, submissions per body hash, downloads...)."""
+        return self.app.stats.snapshot()
+
+    def stop(self) -> None:
+        """Stop serving, cancel generation, and remove the result files unless ``workdir`` was given."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._server.shutdown()
+        self._server.server_close()
+        self.app.stop()
+        if self._own_workdir:
+            shutil.rmtree(self.app.workdir, ignore_errors=True)
+
+    def __enter__(self) -> "Emulator":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"Emulator(url={self.url!r}, genes={self.config.genes}, latency={self.config.latency})"
+
+
+def start_emulator(
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    tokens: Iterable[str] = (),
+    latency: float = 1.0,
+    genes: int = generate.DEFAULT_GENES,
+    url_ttl: float = 300.0,
+    workdir: str | Path | None = None,
+) -> Emulator:
+    """Start an emulator serving in a background thread; ``port=0`` picks a free port.
+
+    ``tokens`` are the accepted bearer tokens (none: any non-empty token is accepted);
+    ``latency`` is the least time from submission to ``ready``; ``genes`` the length of
+    every counts vector; ``url_ttl`` the lifetime of a signed download URL; ``workdir``
+    keeps the result files (default: a temporary folder removed by :meth:`Emulator.stop`).
+    """
+    if genes < 1:
+        raise ValueError(f"genes must be at least 1, not {genes}")
+    config = EmulatorConfig(
+        tokens=frozenset(tokens),
+        latency=float(latency),
+        genes=int(genes),
+        url_ttl=float(url_ttl),
+        workdir=Path(workdir) if workdir is not None else None,
+    )
+    return Emulator(host, port, config).start()
