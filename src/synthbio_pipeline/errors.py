@@ -11,7 +11,8 @@
     │   ├── NotFoundError           404
     │   ├── ValidationError         400, 422 (every ``path: message`` of the body listed)
     │   ├── RateLimitError          429
-    │   └── ServerError             5xx
+    │   ├── ServerError             5xx
+    │   └── DownloadExpiredError    the object store refused a signed URL (403/404)
     ├── QueryFailedError            the status endpoint reported ``failed``
     ├── PollTimeoutError            the query did not finish within the poll timeout
     └── ResultError                 the result document is an error, malformed or truncated
@@ -103,6 +104,10 @@ class RateLimitError(APIStatusError):
 
 class ServerError(APIStatusError):
     pass
+
+
+class DownloadExpiredError(APIStatusError):
+    """The signed download URL was refused: ask the status endpoint for a fresh one."""
 
 
 class QueryFailedError(SynthbioError):

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Create the project's virtual environment (.venv, or $SYNTHBIO_VENV) and install everything
+# the demo and the tests need. Idempotent: a second run only checks that it is up to date.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv="${SYNTHBIO_VENV:-.venv}"
+python="${PYTHON:-python3}"
+"$python" - <<'PY'
+import sys
+if sys.version_info < (3, 11):
+    sys.exit(f"Python 3.11 or newer is needed; {sys.executable} is {sys.version.split()[0]}. Set PYTHON=python3.11.")
+PY
+if [[ ! -x "$venv/bin/python" ]]; then
+  echo "==> creating $venv"
+  "$python" -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --upgrade pip
+fi
+stamp="$venv/.installed-$(cat pyproject.toml | sha1sum | cut -c1-12)"
+if [[ ! -f "$stamp" ]]; then
+  echo "==> installing synthbio-pipeline and its test and workflow dependencies into $venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[test]"
+  touch "$stamp"
+fi

@@ -1,0 +1,57 @@
+"""The seed's functions, one call each: ``predict_query``, ``list_models``, ``get_example_query``."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import pandas as pd
+
+from . import _constants as C
+from .client import SynthesizeClient
+from .models import get_model, is_known_model
+from .query import to_wire, validate_modality
+from .results import to_frames
+from .token import resolve_token
+
+
+def predict_query(
+    query: Mapping[str, Any],
+    as_counts: bool = True,
+    api_base_url: str | None = None,
+    poll_interval_seconds: float = C.DEFAULT_POLL_INTERVAL_SECONDS,
+    poll_timeout_seconds: float = C.DEFAULT_POLL_TIMEOUT_SECONDS,
+    return_download_url: bool = False,
+) -> dict[str, Any]:
+    """Validate, submit, poll, download and parse one query.
+
+    Returns ``{"metadata": DataFrame, "expression": DataFrame, "latents": DataFrame}``
+    (samples in input order; ``expression`` is samples × genes, integer counts, or
+    log1p-CPM when ``as_counts`` is false). With ``return_download_url`` it returns
+    ``{"download_url": ..., "query_id": ...}`` instead of downloading.
+    """
+    validate_modality(query)
+    model_id, body = to_wire(query)
+    resolve_token()  # fail before anything is sent when there is no token
+    with SynthesizeClient(api_base_url, model_id=model_id) as client:
+        query_id = client.submit(model_id, body)
+        ready = client.wait(query_id, poll_interval=poll_interval_seconds, poll_timeout=poll_timeout_seconds)
+        if return_download_url:
+            return {"download_url": ready["downloadUrl"], "query_id": query_id}
+        result_kind = get_model(model_id).result_kind if is_known_model(model_id) else "expression"
+        with tempfile.TemporaryDirectory(prefix="synthbio-") as workdir:
+            path = client.fetch_result(query_id, ready, Path(workdir) / "result.json")
+            return to_frames(path, as_counts=as_counts, result_kind=result_kind)
+
+
+def list_models(api_base_url: str | None = None) -> pd.DataFrame:
+    """The models the token may use, as the server lists them (one row per model)."""
+    with SynthesizeClient(api_base_url) as client:
+        return pd.DataFrame(client.list_models().get("models", []))
+
+
+def get_example_query(model_id: str, api_base_url: str | None = None) -> dict:
+    """The server's example query for a model, in the wire format."""
+    with SynthesizeClient(api_base_url, model_id=model_id) as client:
+        return client.get_example_query(model_id).get("example_query", {})
