@@ -1,5 +1,6 @@
 """Fixtures every test module may use: in-process API emulators.
 
+``memory_keyring`` replaces the system keyring for one test.
 ``emulator`` is a small, fast emulator (200 genes, 0.1 s latency) that accepts only
 ``EMULATOR_TOKEN``; the test's environment carries that token in ``SYNTHESIZE_API_KEY``
 and no ``SYNTHESIZE_API_BASE_URL``. ``make_emulator(**options)`` starts others (options
@@ -9,7 +10,10 @@ Every emulator is stopped when its test ends.
 
 from __future__ import annotations
 
+import keyring
 import pytest
+
+from fixtures import MemoryKeyring
 
 EMULATOR_TOKEN = "emulator-test-token"
 
@@ -44,3 +48,13 @@ def make_emulator(emulator_token):
 def emulator(make_emulator):
     """A running emulator: 200 genes, 0.1 s from submission to ready, ``EMULATOR_TOKEN`` only."""
     return make_emulator()
+
+
+@pytest.fixture
+def memory_keyring():
+    """An in-memory keyring for the test (never the machine's real one)."""
+    previous = keyring.get_keyring()
+    backend = MemoryKeyring()
+    keyring.set_keyring(backend)
+    yield backend
+    keyring.set_keyring(previous)

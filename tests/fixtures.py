@@ -1,4 +1,4 @@
-"""Fixtures shared by several test modules (imported by name where used)."""
+"""Test keyring backends: in memory, and in a file shared with CLI subprocesses."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import os
 
 import keyring
 import keyring.backend
-import pytest
 from jaraco.classes import properties
 
 
@@ -31,15 +30,6 @@ class MemoryKeyring(keyring.backend.KeyringBackend):
     def delete_password(self, service, username):
         if self.entries.pop((service, username), None) is None:
             raise keyring.errors.PasswordDeleteError("not found")
-
-
-@pytest.fixture
-def memory_keyring():
-    previous = keyring.get_keyring()
-    backend = MemoryKeyring()
-    keyring.set_keyring(backend)
-    yield backend
-    keyring.set_keyring(previous)
 
 
 class FileKeyring(MemoryKeyring):

@@ -8,7 +8,6 @@ import pytest
 
 from synthbio_pipeline import errors
 from synthbio_pipeline.client import SynthesizeClient, check_base_url, clean_server_message, resolve_base_url
-from fixtures import memory_keyring  # noqa: F401  (a fixture)
 from scripted_server import DROP, ScriptedServer, start
 
 TOKEN = "tok-CLIENT-test-7f3a"

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from fixtures import memory_keyring  # noqa: F401  (a fixture)
 from synthbio_pipeline import clear_token, has_token, load_token_from_keyring, set_token
 from synthbio_pipeline.errors import MissingTokenError
-from synthbio_pipeline.token import resolve_token
+from synthbio_pipeline.token_store import resolve_token
 
 SECRET = "tok-TOKEN-test-91c2"
 

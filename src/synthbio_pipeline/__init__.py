@@ -35,7 +35,7 @@ from .query import (
     validate_query,
 )
 from .results import log_cpm, open_result, to_frames
-from .token import clear_token, has_token, load_token_from_keyring, set_token
+from .token_store import clear_token, has_token, load_token_from_keyring, set_token
 
 __all__ = [
     "APIConnectionError",

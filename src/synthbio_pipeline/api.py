@@ -13,7 +13,7 @@ from .client import SynthesizeClient
 from .models import get_model, is_known_model
 from .query import to_wire, validate_modality
 from .results import to_frames
-from .token import resolve_token
+from .token_store import resolve_token
 
 
 def predict_query(

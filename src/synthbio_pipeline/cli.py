@@ -17,7 +17,7 @@ import json
 import os
 import sys
 
-from . import token as token_store
+from . import token_store
 from ._constants import KEYRING_SERVICE, KEYRING_USER, TOKEN_ENV
 from .errors import SynthbioError
 

@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from . import _constants as C
+from ._io import atomic_path
 from .errors import (
     APIConnectionError,
     APIStatusError,
@@ -42,7 +42,7 @@ from .errors import (
     TOKEN_HINT,
     ValidationError,
 )
-from .token import resolve_token
+from .token_store import resolve_token
 
 log = logging.getLogger(__name__)
 
@@ -427,18 +427,12 @@ class SynthesizeClient:
 
 
 def _stream_to_file(response: requests.Response, destination: Path) -> int:
-    """Write a response body to a temporary file next to ``destination``, then rename it."""
+    """Write a response body to ``destination`` atomically; return the number of bytes."""
     written = 0
-    fd, temporary = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".part", dir=destination.parent)
-    try:
-        with os.fdopen(fd, "wb") as sink:
-            for chunk in response.iter_content(chunk_size=C.DOWNLOAD_CHUNK_BYTES):
-                sink.write(chunk)
-                written += len(chunk)
-        os.replace(temporary, destination)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_path(destination) as temporary, open(temporary, "wb") as sink:
+        for chunk in response.iter_content(chunk_size=C.DOWNLOAD_CHUNK_BYTES):
+            sink.write(chunk)
+            written += len(chunk)
     return written
 
 

@@ -1,0 +1,315 @@
+"""The conditions table: one row per biological condition, one model query per row.
+
+    condition   num_samples  tissue_ontology_id  sex   modality  mode
+    lung_m      4            UBERON:0002048      male  bulk      sample generation
+
+``condition`` and ``num_samples`` are required; every metadata key of the API may be a
+column (an empty cell means "not set"); ``modality``, ``mode`` (or its synonym
+``sampling_strategy``), ``seed``, ``total_count``, ``deterministic_latents`` and
+``model_id`` override the defaults per row. :func:`read_conditions` checks the whole table
+before anything is sent and raises one :class:`ConditionsError` listing every problem
+with its file, line, condition and column. The rules themselves live in
+:mod:`synthbio_pipeline.query`: each row is turned into a query, checked there, and each
+problem's query path is mapped back to the column it came from.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from ._io import atomic_path
+from .errors import SynthbioError
+from .models import MODALITY_MODELS, get_model, is_known_model
+from .query import METADATA_KEYS, _did_you_mean, query_problems, to_wire
+
+CONDITION_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+CONDITION_RULE = "1-100 ASCII letters, digits, '_', '.' or '-', starting with a letter or digit"
+#: More samples than this in one condition is almost surely a typo (and would be costly).
+MAX_SAMPLES_PER_CONDITION = 10_000
+REQUIRED_COLUMNS = ("condition", "num_samples")
+OPTION_COLUMNS = ("modality", "mode", "sampling_strategy", "model_id", "seed", "total_count", "deterministic_latents")
+DEFAULT_KEYS = ("modality", "mode", "seed", "total_count", "deterministic_latents")
+_TRUE, _FALSE = {"true", "yes", "1"}, {"false", "no", "0"}
+
+
+@dataclass(frozen=True)
+class TableProblem:
+    """One problem in the table: where (file, line, condition, column) and what."""
+
+    file: str
+    line: int | None
+    column: str | None
+    message: str
+    condition: str | None = None
+
+    def __str__(self) -> str:
+        where = self.file + (f":{self.line}" if self.line else "")
+        if self.condition:
+            where += f" (condition {self.condition!r})"
+        if self.column:
+            where += f", column {self.column!r}"
+        return f"{where}: {self.message}"
+
+
+class _Problems(list):
+    """The problems found so far in one file."""
+
+    def __init__(self, file: Path):
+        super().__init__()
+        self.file = str(file)
+
+    def add(self, line, column, message, condition=None) -> None:
+        self.append(TableProblem(self.file, line, column, message, condition))
+
+
+class ConditionsError(SynthbioError, ValueError):
+    def __init__(self, problems: list[TableProblem]):
+        self.problems = list(problems)
+        lines = [f"the conditions table has {len(self.problems)} problem(s); nothing was sent:"]
+        lines += [f"- {problem}" for problem in self.problems]
+        super().__init__("\n".join(lines))
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One validated row: everything needed to build its model query."""
+
+    name: str
+    row: int
+    modality: str
+    model_id: str
+    mode: str | None
+    num_samples: int
+    metadata: dict[str, Any] = field(default_factory=dict)
+    #: seed, total_count and deterministic_latents, where set (row or config default).
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def query(self) -> dict[str, Any]:
+        """The user-facing query of this condition (the seed's vocabulary)."""
+        query: dict[str, Any] = {"model_id": self.model_id, "modality": self.modality}
+        if self.mode is not None:
+            query["mode"] = self.mode
+        query["inputs"] = [{"metadata": dict(self.metadata), "num_samples": self.num_samples}]
+        return {**query, **self.options}
+
+    def wire_body(self) -> dict[str, Any]:
+        """The exact JSON body of ``POST /api/models/{model_id}/predict``."""
+        return to_wire(self.query(), validate=False)[1]
+
+
+def read_conditions(path: str | Path, defaults: Mapping[str, Any] | None = None) -> list[Condition]:
+    """Read and check a conditions table (TSV, or CSV by its ``.csv`` name)."""
+    path = Path(path)
+    defaults = {key: value for key, value in (defaults or {}).items() if value is not None}
+    problems = _Problems(path)
+    rows = _read_rows(path, problems)
+    if rows is None:
+        raise ConditionsError(problems)
+    header, records = rows
+    _check_header(header, problems)
+    if problems:
+        raise ConditionsError(problems)
+
+    conditions, seen = [], {}
+    for line, cells in records:
+        record = dict(zip(header, cells))
+        condition = _condition_of(record, line, defaults, problems, seen)
+        if condition is not None:
+            conditions.append(condition)
+    if not records:
+        problems.add(None, None, "the table has a header but no conditions")
+    if problems:
+        raise ConditionsError(problems)
+    return conditions
+
+
+def write_query(condition: Condition, path: str | Path) -> None:
+    """Write a condition's wire body as JSON, atomically."""
+    with atomic_path(path) as temporary:
+        temporary.write_text(json.dumps(condition.wire_body(), indent=2, ensure_ascii=False) + "\n")
+
+
+# --- reading ---------------------------------------------------------------------------
+
+
+def _read_rows(path: Path, problems: _Problems) -> tuple[list[str], list[tuple[int, list[str]]]] | None:
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        problems.add(None, None, f"cannot read the file: {error.strerror}")
+        return None
+    try:
+        text = raw.decode("utf-8-sig")  # a byte-order mark is dropped, not taken for part of a name
+    except UnicodeDecodeError as error:
+        problems.add(None, None, f"not UTF-8 text (byte {error.start}); save the table as UTF-8")
+        return None
+    if not text.strip():
+        problems.add(None, None, "the file is empty; expected a header line naming at least 'condition' and 'num_samples'")
+        return None
+    delimiter = "," if path.suffix.lower() == ".csv" else "\t"
+    first_line = text.lstrip("\r\n").splitlines()[0]
+    if delimiter not in first_line:
+        other = "," if delimiter == "\t" else "\t"
+        hint = (
+            f"; it looks {'comma' if other == ',' else 'tab'}-separated: "
+            f"{'name the file .csv' if other == ',' else 'name the file .tsv'} or save it "
+            f"{'tab' if delimiter == chr(9) else 'comma'}-separated"
+            if other in first_line
+            else ""
+        )
+        kind = "tab" if delimiter == "\t" else "comma"
+        problems.add(1, None, f"the header has no {kind}: a {path.suffix or 'table'} file is {kind}-separated{hint}")
+        return None
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    records = []
+    header: list[str] | None = None
+    try:
+        for cells in reader:
+            if not any(cell.strip() for cell in cells):
+                continue  # blank lines are allowed anywhere
+            if header is None:
+                header = [cell.strip() for cell in cells]
+                continue
+            if len(cells) != len(header):
+                problems.add(reader.line_num, None, f"{len(cells)} fields, but the header has {len(header)}")
+                continue
+            records.append((reader.line_num, cells))
+    except csv.Error as error:
+        problems.add(reader.line_num, None, f"malformed table: {error}")
+        return None
+    return header or [], records
+
+
+def _check_header(header: list[str], problems: _Problems) -> None:
+    for column in REQUIRED_COLUMNS:
+        if column not in header:
+            hint = _did_you_mean(column, [name for name in header if name])
+            problems.add(1, column, f"required column is missing{hint}")
+    seen = set()
+    for position, name in enumerate(header, start=1):
+        if not name:
+            problems.add(1, None, f"column {position} has no name")
+        elif name in seen:
+            problems.add(1, name, "the column appears twice")
+        elif name not in REQUIRED_COLUMNS and name not in OPTION_COLUMNS and name not in METADATA_KEYS:
+            hint = _did_you_mean(name, [*METADATA_KEYS, *OPTION_COLUMNS, *REQUIRED_COLUMNS])
+            problems.add(1, name, f"unknown column{hint or '; allowed: condition, num_samples, the API metadata keys and ' + ', '.join(OPTION_COLUMNS)}")
+        seen.add(name)
+    if "mode" in header and "sampling_strategy" in header:
+        problems.add(1, "sampling_strategy", "give 'mode' or its synonym 'sampling_strategy', not both")
+
+
+# --- one row ---------------------------------------------------------------------------
+
+
+def _condition_of(record: dict[str, str], line: int, defaults: Mapping[str, Any], problems: _Problems, seen) -> Condition | None:
+    raw_name = record["condition"]
+    name = raw_name.strip()
+    before = len(problems)
+
+    def bad(column, message):
+        problems.add(line, column, message, name or None)
+
+    if not name:
+        bad("condition", f"empty; every row needs a condition id ({CONDITION_RULE})")
+    elif raw_name != name:
+        bad("condition", f"{raw_name!r} has leading or trailing whitespace; ids are {CONDITION_RULE}")
+    elif not CONDITION_PATTERN.fullmatch(name):
+        bad("condition", f"{name!r} is not a valid id: use {CONDITION_RULE} (it becomes part of file paths)")
+    elif name in seen:
+        bad("condition", f"duplicate id {name!r}: also on line {seen[name]}")
+    else:
+        seen[name] = line
+
+    cells = {column: value.strip() for column, value in record.items() if value.strip() != ""}
+    modality, modality_column = _pick(cells, defaults, "modality")
+    mode, mode_column = _pick(cells, defaults, "mode", synonym="sampling_strategy")
+    model_id = cells.get("model_id")
+    if modality is None:
+        modality = get_model(model_id).modality if model_id and is_known_model(model_id) else "bulk"
+    model_id = model_id or MODALITY_MODELS.get(modality)
+    if mode is None and model_id and is_known_model(model_id):
+        mode = get_model(model_id).default_mode
+
+    query: dict[str, Any] = {"modality": modality}
+    if model_id:
+        query["model_id"] = model_id
+    if mode is not None:
+        query["mode"] = mode
+    columns = {"modality": modality_column, "mode": mode_column, "model_id": "model_id"}
+    options = {}
+    for key in ("seed", "total_count", "deterministic_latents"):
+        value, column = _pick(cells, defaults, key)
+        if value is not None:
+            options[key] = _parse_bool(value) if key == "deterministic_latents" else _parse_int(value)
+            columns[key] = column
+    metadata = {key: _parse_metadata(key, value) for key, value in cells.items() if key in METADATA_KEYS}
+    num_samples = _parse_int(cells.get("num_samples", ""))
+    query.update(options)
+    query["inputs"] = [{"metadata": metadata, "num_samples": num_samples}]
+
+    for found in query_problems(query):
+        path = found.path
+        if path.startswith("inputs[0].metadata."):
+            bad(path.split(".", 2)[2], found.message)
+        elif path == "inputs[0].num_samples":
+            bad("num_samples", "required: a whole number of at least 1" if num_samples == "" else found.message)
+        else:
+            column = columns.get(path) or path
+            if column.startswith("config defaults."):
+                bad(path, f"{found.message} (the value is {column}; set this row's {path!r} to override it)")
+            else:
+                bad(column, found.message)
+    if isinstance(num_samples, int) and num_samples > MAX_SAMPLES_PER_CONDITION:
+        bad("num_samples", f"{num_samples:,} is more than {MAX_SAMPLES_PER_CONDITION:,} samples in one condition; "
+                           "split it into several conditions if you mean it")
+    if len(problems) > before:
+        return None
+    return Condition(
+        name=name,
+        row=line,
+        modality=query["modality"],
+        model_id=model_id,
+        mode=mode,
+        num_samples=num_samples,
+        metadata=metadata,
+        options=options,
+    )
+
+
+def _pick(cells: Mapping[str, str], defaults: Mapping[str, Any], key: str, synonym: str | None = None):
+    """A row's value of ``key`` (or its synonym), else the config default; and where it came from."""
+    for column in (key, synonym):
+        if column and column in cells:
+            return cells[column], column
+    if key in defaults:
+        return defaults[key], f"config defaults.{key}"
+    return None, key
+
+
+def _parse_int(value: Any) -> Any:
+    if isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value):
+        return int(value)
+    return value  # left as it is, so that the check names what was written
+
+
+def _parse_bool(value: Any) -> Any:
+    if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+        return value.lower() in _TRUE
+    return value
+
+
+def _parse_metadata(key: str, value: str) -> Any:
+    if METADATA_KEYS[key].numeric:
+        try:
+            number = float(value)
+        except ValueError:
+            return value
+        return int(number) if number.is_integer() else number
+    return value

@@ -1,0 +1,32 @@
+"""Checks the workflow makes once, at parse time, before any job runs."""
+
+from __future__ import annotations
+
+import os
+
+from ._constants import TOKEN_ENV
+from .client import check_base_url, is_loopback
+from .errors import MissingTokenError
+from .token_store import resolve_token
+
+
+def check_token(base_url: str) -> None:
+    """Make sure jobs will find a token; stop the run now, with directions, when there is none.
+
+    A token found only in the keyring is copied into this process's environment, which
+    local jobs inherit and cluster executors pass on (``--export=ALL`` on SLURM); compute
+    nodes rarely have a keyring of their own.
+    """
+    check_base_url(base_url)
+    try:
+        os.environ[TOKEN_ENV] = resolve_token()
+    except MissingTokenError:
+        from urllib.parse import urlsplit
+
+        where = "the emulator" if is_loopback(urlsplit(base_url).hostname or "") else base_url
+        raise MissingTokenError(
+            f"No Synthesize Bio API token for {where}; the run was stopped before any job. "
+            f"To try the workflow without one: `bash scripts/demo.sh`, or start "
+            f"`python -m synthbio_pipeline.emulator` and run with `--config api_base_url=<its URL>` "
+            f"and any {TOKEN_ENV} value."
+        ) from None

@@ -1,0 +1,65 @@
+"""One prediction job against the emulator: query file in, parts out, status changes logged."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from synthbio_pipeline.conditions import read_conditions, write_query
+from synthbio_pipeline.errors import MissingTokenError, ValidationError
+from synthbio_pipeline.runner import run_prediction
+from synthbio_pipeline.tables import load_expression
+from synthbio_pipeline.workflow_support import check_token
+
+
+@pytest.fixture
+def lung_query(tmp_path):
+    (tmp_path / "c.tsv").write_text("condition\tnum_samples\ttissue_ontology_id\nlung\t3\tUBERON:0002048\n")
+    (lung,) = read_conditions(tmp_path / "c.tsv", {"seed": 9})
+    write_query(lung, tmp_path / "lung.json")
+    return tmp_path / "lung.json"
+
+
+def test_run_prediction_writes_parts_and_logs_each_status(emulator, lung_query, tmp_path, caplog):
+    out = tmp_path / "out"
+    with caplog.at_level(logging.INFO, logger="synthbio_pipeline.runner"):
+        summary = run_prediction(lung_query, model_id="gem-1-bulk", condition="lung",
+                                 expression_out=out / "expression.parquet", metadata_out=out / "metadata.parquet",
+                                 base_url=emulator.url, poll_interval=1)
+    expression, metadata = load_expression(out / "expression.parquet", out / "metadata.parquet", orientation="samples")
+    assert list(expression.index) == ["lung_1", "lung_2", "lung_3"]
+    assert (expression.to_numpy() >= 0).all() and expression.shape[1] == summary["genes"]
+    assert metadata.query_id.nunique() == 1 and metadata.backend.eq("emulator").all()
+    log = caplog.text
+    assert "submitted to gem-1-bulk" in log and "status ready after" in log and "wrote 3 samples" in log
+    assert sorted(p.name for p in out.iterdir()) == ["expression.parquet", "metadata.parquet"]
+    assert sum(emulator.stats()["submissions"].values()) >= 1
+
+
+def test_a_refused_query_leaves_no_output(emulator, tmp_path):
+    query = tmp_path / "bad.json"
+    query.write_text(json.dumps({"sampling_strategy": "sample generation",
+                                 "inputs": [{"metadata": {"sex": "male"}, "num_samples": 1}]}))
+    with pytest.raises(ValidationError):
+        run_prediction(query, model_id="gem-1-sc", condition="bad", expression_out=tmp_path / "o" / "e.parquet",
+                       metadata_out=tmp_path / "o" / "m.parquet", base_url=emulator.url, poll_interval=1)
+    assert not (tmp_path / "o" / "e.parquet").exists()
+
+
+def test_check_token_copies_a_keyring_token_into_the_environment(monkeypatch, memory_keyring):
+    monkeypatch.delenv("SYNTHESIZE_API_KEY", raising=False)
+    memory_keyring.set_password("pysynthbio", "api_token", "kr-token")
+    check_token("https://app.synthesize.bio")
+    import os
+
+    assert os.environ["SYNTHESIZE_API_KEY"] == "kr-token"
+
+
+def test_check_token_without_a_token_says_how_to_get_going(monkeypatch, memory_keyring):
+    monkeypatch.delenv("SYNTHESIZE_API_KEY", raising=False)
+    with pytest.raises(MissingTokenError) as caught:
+        check_token("https://app.synthesize.bio")
+    text = str(caught.value)
+    assert "SYNTHESIZE_API_KEY" in text and "emulator" in text and "before any job" in text
