@@ -63,3 +63,60 @@ def test_check_token_without_a_token_says_how_to_get_going(monkeypatch, memory_k
         check_token("https://app.synthesize.bio")
     text = str(caught.value)
     assert "SYNTHESIZE_API_KEY" in text and "emulator" in text and "before any job" in text
+
+
+def run(query, out, url, **options):
+    return run_prediction(query, model_id="gem-1-bulk", condition="lung", expression_out=out / "expression.parquet",
+                          metadata_out=out / "metadata.parquet", base_url=url, poll_interval=1, **options)
+
+
+def test_a_timed_out_job_is_resumed_not_resubmitted(make_emulator, lung_query, tmp_path):
+    from synthbio_pipeline.errors import PollTimeoutError
+    from synthbio_pipeline.runner import TICKET_NAME, load_ticket
+
+    emulator = make_emulator(latency=2.5)
+    out = tmp_path / "out"
+    with pytest.raises(PollTimeoutError):
+        run(lung_query, out, emulator.url, poll_timeout=1)
+    ticket = load_ticket(out / TICKET_NAME)
+    assert ticket is not None and ticket.submissions == 1
+    assert not (out / "expression.parquet").exists()
+
+    summary = run(lung_query, out, emulator.url)
+    assert summary["query_id"] == ticket.query_id and summary["submissions"] == 1
+    assert list(emulator.stats()["submissions"].values()) == [1]
+    assert (out / "expression.parquet").exists() and not (out / TICKET_NAME).exists()
+
+
+def test_a_changed_query_is_submitted_afresh(make_emulator, lung_query, tmp_path):
+    from synthbio_pipeline.errors import PollTimeoutError
+
+    emulator = make_emulator(latency=2.5)
+    out = tmp_path / "out"
+    with pytest.raises(PollTimeoutError):
+        run(lung_query, out, emulator.url, poll_timeout=1)
+    changed = json.loads(lung_query.read_text())
+    changed["seed"] = 10
+    lung_query.write_text(json.dumps(changed))
+    run(lung_query, out, emulator.url)
+    assert sorted(emulator.stats()["submissions"].values()) == [1, 1]
+
+
+def test_an_id_the_server_does_not_know_is_submitted_afresh(emulator, lung_query, tmp_path):
+    from synthbio_pipeline.runner import TICKET_NAME, Ticket, body_sha256, save_ticket
+
+    out = tmp_path / "out"
+    body = json.loads(lung_query.read_text())
+    save_ticket(out / TICKET_NAME, Ticket("no-such-query", body_sha256(body), "gem-1-bulk", emulator.url))
+    summary = run(lung_query, out, emulator.url)
+    assert summary["query_id"] != "no-such-query" and summary["submissions"] == 2
+    assert list(emulator.stats()["submissions"].values()) == [1]
+
+
+def test_a_damaged_ticket_is_ignored(emulator, lung_query, tmp_path):
+    from synthbio_pipeline.runner import TICKET_NAME
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / TICKET_NAME).write_text("{not json")
+    assert run(lung_query, out, emulator.url)["submissions"] == 1
