@@ -18,6 +18,6 @@ fi
 stamp="$venv/.installed-$(cat pyproject.toml | sha1sum | cut -c1-12)"
 if [[ ! -f "$stamp" ]]; then
   echo "==> installing synthbio-pipeline and its test and workflow dependencies into $venv"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[test]"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[workflow,test]"
   touch "$stamp"
 fi

@@ -23,8 +23,10 @@ def conda_pins(path: Path) -> dict[str, str]:
 
 
 def pip_requirements() -> set[str]:
+    """The package's dependencies and those of its `workflow` extra: what a conda user needs."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    return {re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0].lower() for requirement in project["dependencies"]}
+    requirements = project["dependencies"] + project["optional-dependencies"]["workflow"]
+    return {re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0].lower() for requirement in requirements}
 
 
 def test_environment_yml_lists_exactly_the_python_dependencies():

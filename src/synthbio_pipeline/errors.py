@@ -57,8 +57,8 @@ TOKEN_HINT = (
 
 
 class MissingTokenError(SynthbioError):
-    def __init__(self, message: str = "No Synthesize Bio API token found."):
-        super().__init__(f"{message} {TOKEN_HINT}")
+    def __init__(self, message: str = "No Synthesize Bio API token found.", hint: str = TOKEN_HINT):
+        super().__init__(f"{message} {hint}")
 
 
 class InsecureURLError(SynthbioError, ValueError):

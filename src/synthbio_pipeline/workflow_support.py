@@ -25,8 +25,11 @@ def check_token(base_url: str) -> None:
 
         where = "the emulator" if is_loopback(urlsplit(base_url).hostname or "") else base_url
         raise MissingTokenError(
-            f"No Synthesize Bio API token for {where}; the run was stopped before any job. "
-            f"To try the workflow without one: `bash scripts/demo.sh`, or start "
-            f"`python -m synthbio_pipeline.emulator` and run with `--config api_base_url=<its URL>` "
-            f"and any {TOKEN_ENV} value."
+            f"No Synthesize Bio API token for {where}; the run was stopped before any job.",
+            hint=(
+                f"Set {TOKEN_ENV}, or store a token once with `synthbio-pipeline token set` "
+                "(the vendor client's keyring entry is read too). To try the workflow without "
+                "a token: `bash scripts/demo.sh`, or start `python -m synthbio_pipeline.emulator` "
+                f"and run with `--config api_base_url=<its URL>` and any {TOKEN_ENV} value."
+            ),
         ) from None

@@ -1,0 +1,222 @@
+"""The Snakemake workflow: lint, formatting, an end-to-end run against the emulator, and
+the checks that stop a run before anything is sent."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from snakemake_runs import ROOT, SNAKEFILE, copy_config, files_under, output_of, snakemake
+from synthbio_pipeline.conditions import OPTION_COLUMNS, REQUIRED_COLUMNS, read_conditions
+from synthbio_pipeline.query import METADATA_KEYS
+from synthbio_pipeline.tables import load_expression
+
+GENES = 500
+
+
+def test_lint_is_clean_without_a_token():
+    run = snakemake("--lint", cwd=ROOT, token=None)
+    assert run.returncode == 0, output_of(run)
+    assert "Congratulations, your workflow is in a good condition!" in run.stdout + run.stderr
+
+
+def test_snakefmt_and_black_are_clean():
+    for tool, paths in (("snakefmt", ["workflow", "wrappers"]), ("black", ["wrappers", "workflow/scripts"])):
+        run = subprocess.run([sys.executable, "-m", tool, "--check", *paths], cwd=ROOT, capture_output=True, text=True)
+        assert run.returncode == 0, f"{tool}:\n{run.stdout}{run.stderr}"
+
+
+def test_conditions_schema_names_every_column_the_library_reads():
+    schema = yaml.safe_load((ROOT / "workflow/schemas/conditions.schema.yaml").read_text())
+    assert set(schema["properties"]) == {*REQUIRED_COLUMNS, *OPTION_COLUMNS, *METADATA_KEYS}
+    assert schema["required"] == list(REQUIRED_COLUMNS)
+
+
+def test_conda_envs_pin_what_environment_yml_pins():
+    def pins(path):
+        return {item for item in yaml.safe_load(path.read_text())["dependencies"] if isinstance(item, str)}
+
+    # Jobs run from Snakemake, not inside it: the rule environments need everything but it.
+    expected = {pin for pin in pins(ROOT / "environment.yml") if not pin.startswith("snakemake ")}
+    for env in ("workflow/envs/synthbio.yaml", "wrappers/synthesize/predict/environment.yaml"):
+        spec = yaml.safe_load((ROOT / env).read_text())
+        assert spec["channels"] == ["conda-forge", "nodefaults"], env
+        assert pins(ROOT / env) == expected, env
+        pip = [item["pip"] for item in spec["dependencies"] if isinstance(item, dict)]
+        assert pip and pip[0][0].startswith("synthbio-pipeline @ "), env
+
+
+def job_counts(run: subprocess.CompletedProcess) -> dict[str, int]:
+    """The "Job stats" table of a dry run."""
+    lines = run.stdout.split("Job stats:", 1)[-1].splitlines()[3:]  # after the table's header
+    counts = {}
+    for row in map(str.split, lines):
+        if len(row) != 2 or not row[1].isdigit():
+            break
+        counts[row[0]] = int(row[1])
+    return counts
+
+
+def test_example_table_end_to_end(make_emulator, emulator_token, tmp_path):
+    """The example table against an emulator in a fresh working directory, then dry runs."""
+    workdir, emulator = tmp_path, make_emulator(genes=GENES, latency=0.2)
+    configfile = copy_config(ROOT / "config", workdir)
+    args = ("-s", str(SNAKEFILE), "-d", str(workdir), "--configfile", str(configfile))
+    overrides = ("--config", f"api_base_url={emulator.url}", "poll_interval_seconds=1")
+    run = snakemake("--cores", "2", *args, *overrides, cwd=workdir, token=emulator_token)
+    assert run.returncode == 0, output_of(run)
+    config = yaml.safe_load(configfile.read_text())
+    conditions = read_conditions(workdir / config["conditions"], config["defaults"])
+
+    modalities = {"bulk": "gem-1-bulk", "single-cell": "gem-1-sc"}
+    assert {c.modality for c in conditions} == set(modalities)  # the example has both
+    assert sorted(p.name for p in (workdir / "results").iterdir()) == ["bulk", "predictions", "queries", "single-cell"]
+
+    for modality, model_id in modalities.items():
+        mine = [c for c in conditions if c.modality == modality]
+        ids = [f"{c.name}_{n}" for c in mine for n in range(1, c.num_samples + 1)]
+        folder = workdir / "results" / modality
+        assert sorted(p.name for p in folder.iterdir()) == ["expression.parquet", "metadata.parquet"]
+
+        expression = pq.read_table(folder / "expression.parquet")
+        assert expression.column_names == ["gene_id", *ids]
+        assert expression.num_rows == GENES
+        assert all(name.startswith("ENSG") for name in expression.column("gene_id").to_pylist()[:20])
+        counts = np.column_stack([expression.column(i).to_numpy() for i in ids])
+        assert counts.dtype == np.int32 and counts.min() >= 0
+        assert (counts.sum(axis=0) > 0).all()
+
+        metadata = pd.read_parquet(folder / "metadata.parquet")
+        assert list(metadata["sample_id"]) == ids  # one row per sample, in the expression's order
+        assert list(metadata["condition"]) == [c.name for c in mine for _ in range(c.num_samples)]
+        assert set(metadata["backend"]) == {"emulator"}
+        assert set(metadata["model_id"]) == {model_id}
+        assert metadata["query_id"].notna().all() and metadata["model_version"].notna().all()
+        for condition in mine:
+            rows = metadata[metadata["condition"] == condition.name]
+            for key, value in condition.metadata.items():
+                assert set(rows[key]) == {str(value)}, (condition.name, key)
+
+        # The library's loader gives the same pair, aligned, in both orientations.
+        by_sample, meta = load_expression(folder / "expression.parquet", folder / "metadata.parquet", orientation="samples")
+        assert list(by_sample.index) == ids and list(meta.index) == ids
+        assert by_sample.shape == (len(ids), GENES)
+
+    for condition in conditions:
+        query = json.loads((workdir / "results/queries" / f"{condition.name}.json").read_text())
+        assert query == condition.wire_body()
+        log = (workdir / "logs/predict" / f"{condition.name}.log").read_text()
+        assert "status ready after" in log, log
+    assert sum(emulator.stats()["submissions"].values()) == len(conditions)
+
+    # The token is never written anywhere: not in params, logs, metadata or outputs.
+    for path in files_under(workdir):
+        assert emulator_token.encode() not in path.read_bytes(), path
+
+    check_rerun_triggers(workdir, args, overrides, emulator_token)
+
+
+def check_rerun_triggers(workdir, args, overrides, token):
+    """A finished run is not redone for a change of polling; an edited row reruns that row only."""
+    # How often or how long to poll is not a reason to buy a prediction again.
+    run = snakemake("-n", *args, *overrides[:-1], "poll_interval_seconds=5", "poll_timeout_seconds=60",
+                    cwd=workdir, token=token)
+    assert run.returncode == 0, output_of(run)
+    assert "Nothing to be done" in run.stdout + run.stderr, output_of(run)
+
+    # Editing one row reruns that condition only (and the merge of its modality).
+    table = workdir / "config/conditions.tsv"
+    frame = pd.read_csv(table, sep="\t", dtype=str, keep_default_na=False)
+    frame.loc[frame["condition"] == "heart_normal", "num_samples"] = "5"
+    frame.to_csv(table, sep="\t", index=False)
+    run = snakemake("-n", *args, *overrides, cwd=workdir, token=token)
+    assert run.returncode == 0, output_of(run)
+    assert job_counts(run) == {"write_query": 1, "predict": 1, "merge": 1, "all": 1, "total": 4}, output_of(run)
+    assert "heart_normal" in run.stdout and "lung_normal.json" not in run.stdout
+
+
+@pytest.mark.parametrize(
+    "base_url, expected",
+    [
+        (None, ["SYNTHESIZE_API_KEY", "emulator"]),
+        ("http://api.example.org", ["refusing base URL", "loopback"]),
+    ],
+    ids=["no-token", "plain-http"],
+)
+def test_run_stops_before_any_job(tmp_path, base_url, expected):
+    configfile = copy_config(ROOT / "config", tmp_path)
+    overrides = ["--config", f"api_base_url={base_url}"] if base_url else []
+    args = ("-s", str(SNAKEFILE), "--configfile", str(configfile))
+    run = snakemake("--cores", "1", *args, *overrides, cwd=tmp_path, token=None, timeout=60)
+    assert run.returncode != 0
+    for words in expected:
+        assert words in run.stdout + run.stderr, output_of(run)
+    assert not (tmp_path / "results").exists() and not (tmp_path / "logs").exists()
+
+
+BAD_TABLES = {
+    "misspelt-column": (
+        "condition\tnum_samples\ttisue_ontology_id\n"
+        "lung\t2\tUBERON:0002048\n",
+        ["conditions.tsv:1, column 'tisue_ontology_id'", "did you mean 'tissue_ontology_id'"],
+    ),
+    "bad-cells": (
+        "condition\tnum_samples\ttissue_ontology_id\tsex\n"
+        "lung\t2\tUBERON:0002048\tfemale\n"
+        "liver\t2.5\tUBERON:0002107\tmale\n"
+        "heart\t2\tUBERON:0000948\tfemal\n",
+        ["2 problem(s)", "conditions.tsv:3 (condition 'liver'), column 'num_samples'",
+         "conditions.tsv:4 (condition 'heart'), column 'sex'"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD_TABLES)
+def test_a_bad_table_stops_the_run_before_any_request(case, emulator, emulator_token, tmp_path):
+    table, expected = BAD_TABLES[case]
+    configfile = copy_config(ROOT / ".test/config", tmp_path)
+    (tmp_path / "config/conditions.tsv").write_text(table)
+    args = ("-s", str(SNAKEFILE), "--configfile", str(configfile), "--config", f"api_base_url={emulator.url}")
+    run = snakemake("--cores", "1", *args, cwd=tmp_path, token=emulator_token, timeout=60)
+    assert run.returncode != 0
+    for words in expected:
+        assert words in run.stdout + run.stderr, output_of(run)
+    assert emulator.stats()["requests"] == {}
+    assert not (tmp_path / "results").exists()
+
+
+def test_schema_problems_are_reported_with_file_line_and_column(tmp_path):
+    """The schema's refusals (here made stricter than the library) read like the library's."""
+    shutil.copytree(ROOT / "workflow", tmp_path / "workflow")
+    schema_file = tmp_path / "workflow/schemas/conditions.schema.yaml"
+    schema = yaml.safe_load(schema_file.read_text())
+    schema["properties"]["sex"]["enum"] = ["male"]
+    schema_file.write_text(yaml.safe_dump(schema))
+    configfile = copy_config(ROOT / ".test/config", tmp_path)
+    (tmp_path / "config/conditions.tsv").write_text(
+        "condition\tnum_samples\tsex\n"
+        "lung\t2\tfemale\n"
+        "liver\t2.5\tmale\n"
+        "\n"
+        "heart\t2\tfemale\n"
+    )
+    args = ("-s", str(tmp_path / "workflow/Snakefile"), "--configfile", str(configfile))
+    run = snakemake("-n", *args, cwd=tmp_path, token="unused", timeout=60)
+    assert run.returncode != 0
+    problems = [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("- ")]
+    assert problems == [
+        "- config/conditions.tsv:2 (condition 'lung'), column 'sex': 'female' is not one of ['male']; "
+        "allowed: API metadata key (biological): one of 'male', 'female'",
+        "- config/conditions.tsv:3 (condition 'liver'), column 'num_samples': "
+        "must be a whole number of at least 1, not '2.5'",  # the library's words, not the schema's too
+        "- config/conditions.tsv:5 (condition 'heart'), column 'sex': 'female' is not one of ['male']; "
+        "allowed: API metadata key (biological): one of 'male', 'female'",
+    ], output_of(run)

@@ -1,0 +1,142 @@
+# Checks made once, at parse time, before any job runs; the constants and input
+# functions the rules use. The logic lives in the synthbio_pipeline package.
+import jsonschema
+import pandas as pd
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from synthbio_pipeline.client import check_base_url
+from synthbio_pipeline.conditions import ConditionsError, TableProblem, read_conditions
+from synthbio_pipeline.workflow_support import check_token
+
+MODALITIES = ("bulk", "single-cell")
+
+
+wildcard_constraints:
+    condition=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    modality="|".join(MODALITIES),
+
+
+# The wrapper directory, found from this file, so that it resolves whatever the working
+# directory and when this workflow is a module of another (its `workflow.basedir` is the
+# host's). Computed once: the `wrapper:` expression is evaluated again when a job runs.
+_wrappers_src = workflow.current_basedir.join("../../wrappers")
+_wrappers_uri = _wrappers_src.get_path_or_uri(secret_free=True)
+WRAPPERS = _wrappers_uri if "://" in _wrappers_uri else f"file:{_wrappers_uri}"
+
+
+def schema_problems(path):
+    """The rows of the table that break workflow/schemas/conditions.schema.yaml.
+
+    One problem per row (jsonschema stops at the first), with file, line and column.
+    Tables pandas cannot parse, or without the required columns, are left to
+    read_conditions, which says what is wrong with them more precisely.
+    """
+    try:
+        sep = "," if str(path).lower().endswith(".csv") else "\t"
+        table = pd.read_csv(
+            path, sep=sep, dtype=str, keep_default_na=False, skip_blank_lines=False
+        )
+    except (OSError, ValueError, pd.errors.ParserError):
+        return []
+    if not {"condition", "num_samples"} <= set(table.columns):
+        return []
+    # Line numbers as in the file (header = line 1); empty cells are "not set".
+    table.index = table.index + 2
+    table = table.fillna("")
+    table = table[(table.map(str.strip) != "").any(axis=1)]
+    table = table.map(lambda cell: None if cell.strip() == "" else cell)
+    try:
+        validate(table, "../schemas/conditions.schema.yaml", set_default=False)
+        return []
+    except WorkflowError:
+        pass  # look at every row, to report them all at once
+    problems = []
+    for line, row in table.iterrows():
+        try:
+            schema = "../schemas/conditions.schema.yaml"
+            validate(row.to_frame().T, schema, set_default=False)
+        except WorkflowError as error:
+            found = error.__context__  # the jsonschema ValidationError, if it is one
+            if not isinstance(found, jsonschema.ValidationError):
+                raise
+            column = found.path[0] if found.path else None
+            if found.validator == "required":
+                column = found.message.split("'")[1]
+            allowed = found.schema.get("description", "")
+            message = f"{found.message}" + (f"; allowed: {allowed}" if allowed else "")
+            name = row.get("condition")
+            problems.append(TableProblem(str(path), line, column, message, name))
+    return problems
+
+
+def load_conditions(path, defaults):
+    """Every condition of the table, checked; raise one error listing every problem."""
+    from_schema = schema_problems(path)
+    try:
+        conditions = read_conditions(path, defaults=defaults)
+    except ConditionsError as error:
+        # The library's messages are the more precise: add the schema's for other rows.
+        lines = {problem.line for problem in error.problems}
+        if None in lines or 1 in lines:
+            raise
+        extra = [problem for problem in from_schema if problem.line not in lines]
+        problems = sorted(
+            error.problems + extra, key=lambda p: (p.line, p.column or "")
+        )
+        raise ConditionsError(problems) from None
+    if from_schema:
+        raise ConditionsError(from_schema)
+    return conditions
+
+
+validate(config, "../schemas/config.schema.yaml")
+CONDITIONS = {
+    condition.name: condition
+    for condition in load_conditions(config["conditions"], config["defaults"])
+}
+# A token must not travel in clear text; without a token, stop before any job. The token
+# is not looked for when linting (lint needs no secrets) nor again inside cluster jobs.
+check_base_url(config["api_base_url"])
+if workflow.check_envvars and workflow.is_main_process:
+    check_token(config["api_base_url"])
+
+
+def conditions_of(modality):
+    return [name for name, c in CONDITIONS.items() if c.modality == modality]
+
+
+def final_outputs():
+    """The merged pair of every modality in the table (never bulk and single-cell mixed)."""
+    present = [m for m in MODALITIES if conditions_of(m)]
+    return expand(
+        "results/{modality}/{table}.parquet",
+        modality=present,
+        table=["expression", "metadata"],
+    )
+
+
+def get_condition(wildcards):
+    return CONDITIONS[wildcards.condition]
+
+
+def get_wire_body(wildcards):
+    """The request body: a parameter, so that editing a row reruns that row only."""
+    return CONDITIONS[wildcards.condition].wire_body()
+
+
+def get_model_id(wildcards):
+    return CONDITIONS[wildcards.condition].model_id
+
+
+def get_parts(table):
+    """Input function: the per-condition `table` parts of one modality, in table order."""
+
+    def parts(wildcards):
+        return expand(
+            "results/predictions/{condition}/{table}.parquet",
+            condition=conditions_of(wildcards.modality),
+            table=table,
+        )
+
+    return parts
