@@ -29,18 +29,17 @@ def schema_problems(path):
     """The rows of the table that break workflow/schemas/conditions.schema.yaml.
 
     One problem per row (jsonschema stops at the first), with file, line and column.
-    Tables pandas cannot parse, or without the required columns, are left to
-    read_conditions, which says what is wrong with them more precisely.
+    Only called on a table read_conditions accepted, so pandas can parse it.
     """
-    try:
-        sep = "," if str(path).lower().endswith(".csv") else "\t"
-        table = pd.read_csv(
-            path, sep=sep, dtype=str, keep_default_na=False, skip_blank_lines=False
-        )
-    except (OSError, ValueError, pd.errors.ParserError):
-        return []
-    if not {"condition", "num_samples"} <= set(table.columns):
-        return []
+    sep = "," if str(path).lower().endswith(".csv") else "\t"
+    table = pd.read_csv(
+        path,
+        sep=sep,
+        dtype=str,
+        keep_default_na=False,
+        skip_blank_lines=False,
+        encoding="utf-8-sig",
+    )
     # Line numbers as in the file (header = line 1); empty cells are "not set".
     table.index = table.index + 2
     table = table.fillna("")
@@ -71,22 +70,15 @@ def schema_problems(path):
 
 
 def load_conditions(path, defaults):
-    """Every condition of the table, checked; raise one error listing every problem."""
-    from_schema = schema_problems(path)
-    try:
-        conditions = read_conditions(path, defaults=defaults)
-    except ConditionsError as error:
-        # The library's messages are the more precise: add the schema's for other rows.
-        lines = {problem.line for problem in error.problems}
-        if None in lines or 1 in lines:
-            raise
-        extra = [problem for problem in from_schema if problem.line not in lines]
-        problems = sorted(
-            error.problems + extra, key=lambda p: (p.line, p.column or "")
-        )
-        raise ConditionsError(problems) from None
-    if from_schema:
-        raise ConditionsError(from_schema)
+    """Every condition of the table, checked; raise one error listing every problem.
+
+    The library reads the file first: it reports malformed tables (ragged rows, wrong
+    delimiter, encodings) precisely. The schema then checks the table it accepted.
+    """
+    conditions = read_conditions(path, defaults=defaults)
+    problems = schema_problems(path)
+    if problems:
+        raise ConditionsError(problems)
     return conditions
 
 
