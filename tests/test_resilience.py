@@ -1,0 +1,121 @@
+"""Never lose work, never pay twice, never leak the token: whole-workflow tests.
+
+A run killed while queries are in flight is resumed on rerun without a second
+submission; the token appears in no file the run wrote and on no command line.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from snakemake_runs import NO_KEYRING, ROOT, SNAKEFILE, copy_config, files_under, output_of, snakemake
+
+GENES = 300
+
+
+def workflow_args(workdir: Path, url: str) -> tuple[str, ...]:
+    configfile = workdir / "config" / "config.yaml"
+    return ("-s", str(SNAKEFILE), "-d", str(workdir), "--configfile", str(configfile),
+            "--config", f"api_base_url={url}", "poll_interval_seconds=1")
+
+
+def merged(workdir: Path) -> dict[str, pd.DataFrame]:
+    """The merged outputs, without what legitimately differs between runs (query ids)."""
+    tables = {}
+    for folder in sorted((workdir / "results").iterdir()):
+        if (folder / "expression.parquet").exists():
+            tables[f"{folder.name}/expression"] = pd.read_parquet(folder / "expression.parquet")
+            tables[f"{folder.name}/metadata"] = pd.read_parquet(folder / "metadata.parquet").drop(columns="query_id")
+    return tables
+
+
+def assert_same_outputs(left: Path, right: Path) -> None:
+    a, b = merged(left), merged(right)
+    assert a.keys() == b.keys() and a
+    for name in a:
+        pd.testing.assert_frame_equal(a[name], b[name], obj=name)
+
+
+def clean_run(make_emulator, token, workdir: Path) -> Path:
+    emulator = make_emulator(genes=GENES, latency=0.1)
+    copy_config(ROOT / ".test/config", workdir)
+    run = snakemake("--cores", "2", *workflow_args(workdir, emulator.url), cwd=workdir, token=token)
+    assert run.returncode == 0, output_of(run)
+    return workdir
+
+
+def test_a_killed_run_resumes_without_submitting_again(make_emulator, emulator_token, tmp_path):
+    reference = clean_run(make_emulator, emulator_token, tmp_path / "reference")
+
+    workdir = tmp_path / "killed"
+    copy_config(ROOT / ".test/config", workdir)
+    emulator = make_emulator(genes=GENES, latency=6)  # queries stay in flight long enough to kill the run
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("SYNTHESIZE_API")},
+           "PYTHON_KEYRING_BACKEND": NO_KEYRING, "SYNTHESIZE_API_KEY": emulator_token}
+    process = subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "3",
+                                *workflow_args(workdir, emulator.url)],
+                               cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    conditions = 3
+    deadline = time.monotonic() + 60
+    while sum(emulator.stats()["submissions"].values()) < conditions:
+        assert time.monotonic() < deadline and process.poll() is None, "the queries were never all submitted"
+        time.sleep(0.1)
+    time.sleep(0.5)  # every job is polling now
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+    assert not (workdir / "results" / "bulk").exists()
+    tickets = sorted(workdir.glob("results/predictions/*/.synthbio-query.json"))
+    assert len(tickets) == conditions
+
+    assert snakemake("--unlock", *workflow_args(workdir, emulator.url), cwd=workdir, token=emulator_token).returncode == 0
+    rerun = snakemake("--cores", "3", "--rerun-incomplete", *workflow_args(workdir, emulator.url),
+                      cwd=workdir, token=emulator_token)
+    assert rerun.returncode == 0, output_of(rerun)
+
+    assert sorted(emulator.stats()["submissions"].values()) == [1] * conditions  # nobody paid twice
+    logs = "".join(path.read_text() for path in workdir.glob("logs/predict/*.log"))
+    assert logs.count("resuming model query") == conditions
+    assert not list(workdir.glob("results/predictions/*/.synthbio-query.json"))
+    assert_same_outputs(workdir, reference)
+
+
+def test_the_token_is_in_no_file_and_on_no_command_line(make_emulator, tmp_path):
+    token = "sk-SECRET-distinctive-9f8e7d6c"
+    emulator = make_emulator(genes=GENES, latency=1.5, tokens=[token])
+    workdir = tmp_path
+    copy_config(ROOT / ".test/config", workdir)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("SYNTHESIZE_API")},
+           "PYTHON_KEYRING_BACKEND": NO_KEYRING, "SYNTHESIZE_API_KEY": token}
+    process = subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "2", "--printshellcmds",
+                                *workflow_args(workdir, emulator.url)],
+                               cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    command_lines_seen = 0
+    while process.poll() is None:
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                arguments = cmdline.read_bytes()
+            except OSError:
+                continue  # the process ended
+            command_lines_seen += 1
+            assert token.encode() not in arguments, f"the token is on the command line of {cmdline.parent.name}"
+        time.sleep(0.05)
+    output = process.stdout.read().decode()
+    assert process.returncode == 0, output
+    assert command_lines_seen > 0
+    assert token not in output
+
+    written = files_under(workdir)
+    assert any(".snakemake" in path.parts for path in written) and any("logs" in path.parts for path in written)
+    for path in written:
+        assert token.encode() not in path.read_bytes(), f"the token was written to {path}"
+    stats = emulator.stats()
+    assert stats["downloads"] == 3 and stats["downloads_with_auth"] == 0  # never sent to the download host
