@@ -33,6 +33,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--url-ttl", type=float, default=300.0, help="lifetime of a signed download URL in seconds")
     parser.add_argument("--workdir", default=None, help="keep result files here (default: a temporary folder)")
+    parser.add_argument(
+        "--faults",
+        default=None,
+        metavar="PLAN",
+        help="a fault plan: a JSON/YAML file or inline JSON (see synthbio_pipeline.emulator.faults); "
+        "also settable later with POST /_emulator/faults",
+    )
     return parser.parse_args(argv)
 
 
@@ -49,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         genes=args.genes,
         url_ttl=args.url_ttl,
         workdir=args.workdir,
+        faults=args.faults,
     )
     try:
         auth = f"{len(args.token)} token(s) accepted" if args.token else "any bearer token accepted"

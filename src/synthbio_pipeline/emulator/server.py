@@ -30,6 +30,7 @@ import traceback
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -39,6 +40,7 @@ from ..errors import Problem
 from ..models import MODELS, SAMPLING_STRATEGIES, get_model, is_known_model
 from ..query import example_wire_query, metadata_problems, num_samples_problems, option_problems
 from . import generate
+from .faults import STATUS_FAULTS, FaultPlan, FaultRule
 
 DOWNLOAD_CHUNK_BYTES = 1 << 20
 #: How many queries generate at the same time; later ones wait as ``queued``.
@@ -69,6 +71,8 @@ class Response:
     content_type: str = "application/json"
     headers: dict[str, str] = field(default_factory=dict)
     file: Path | None = None
+    #: A fault the transport acts out: ``drop``, ``stall``, ``truncate`` or ``short``.
+    fault: FaultRule | None = None
 
     @classmethod
     def json(cls, status: int, payload: Any, **headers: str) -> "Response":
@@ -95,9 +99,10 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", re.compile(r"/api/model-queries/(?P<query_id>[^/]+)/status"), "status"),
     Route("GET", re.compile(r"/download/(?P<query_id>[^/]+)"), "download", authenticated=False),
     Route("GET", re.compile(r"/_emulator/stats"), "stats", authenticated=False),
+    Route("POST", re.compile(r"/_emulator/faults"), "set_faults", authenticated=False),
 )
-#: Requests to these endpoints are not counted: they observe the emulator, not the API.
-UNCOUNTED = frozenset({"stats"})
+#: Requests to these endpoints are not counted: they observe or steer the emulator, not the API.
+UNCOUNTED = frozenset({"stats", "set_faults"})
 
 
 def body_hash(body: Mapping[str, Any]) -> str:
@@ -117,6 +122,7 @@ class EmulatorConfig:
     genes: int = generate.DEFAULT_GENES
     url_ttl: float = 300.0
     workdir: Path | None = None
+    faults: FaultPlan | None = None
 
 
 @dataclass
@@ -131,9 +137,13 @@ class Job:
     phase: str = "queued"  # queued -> running -> done | failed
     message: str = ""
     thread: threading.Thread | None = None
+    #: Set by a ``failed`` fault: the query has failed for good, whatever its generation does.
+    forced_failure: str | None = None
 
     def status(self, latency: float) -> str:
         """The status the API reports: finished phases show only once ``latency`` has passed."""
+        if self.forced_failure is not None:
+            return "failed"
         if self.phase in ("done", "failed") and time.monotonic() - self.submitted < latency:
             return "running"
         return {"done": "ready"}.get(self.phase, self.phase)
@@ -160,9 +170,10 @@ class Stats:
         with self._lock:
             self.counters[name] += 1
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self, faults: FaultPlan | None = None) -> dict[str, Any]:
         with self._lock:
             return {
+                "faults": dict(faults.injected) if faults is not None else {},
                 "requests": dict(self.requests),
                 "submissions": dict(self.submissions),
                 "downloads": self.counters["downloads"],
@@ -187,6 +198,7 @@ class EmulatorApp:
         self._jobs_lock = threading.Lock()
         self._slots = threading.Semaphore(MAX_CONCURRENT_JOBS)
         self._stopping = threading.Event()
+        self.faults = FaultPlan.load(config.faults)
 
     # -- dispatch
 
@@ -203,18 +215,36 @@ class EmulatorApp:
             refused = self._authenticate(request)
             if refused is not None:
                 return refused
-        intercepted = self.intercept(name, request)
-        if intercepted is not None:
-            return intercepted
-        return getattr(self, f"endpoint_{name}")(request, **params)
+        rule = self.faults.decide(name) if name not in UNCOUNTED else None
+        if rule is not None and rule.fault in (*STATUS_FAULTS, "drop"):
+            return self._fault_answer(rule)  # instead of the endpoint: the request has no effect
+        if rule is not None and rule.fault == "failed":
+            job = self._job(params.get("query_id", ""))
+            if job is not None:
+                job.forced_failure = (
+                    "model query failed: the model could not generate this condition\n"
+                    "Traceback (most recent call last):\n  File \"worker.py\", line 1, in run\nRuntimeError: injected"
+                )
+        response = getattr(self, f"endpoint_{name}")(request, **params)
+        if rule is not None and rule.fault == "expire_url" and b"downloadUrl" in response.body:
+            payload = json.loads(response.body)
+            payload["downloadUrl"] = self.signed_url(payload["modelQueryId"], ttl=-1)
+            response = Response.json(200, payload)
+        if rule is not None and rule.fault in ("drop_after", "stall", "truncate", "short"):
+            response.fault = rule  # acted out by the transport
+        return response
 
-    def intercept(self, endpoint: str, request: Request) -> Response | None:
-        """Hook for a fault plan: an answer that replaces the endpoint's own, or ``None``.
-
-        The emulator injects no faults yet; this is where 429s, 5xx, failed statuses or
-        expired URLs will be decided per endpoint and per call.
-        """
-        return None
+    def _fault_answer(self, rule: FaultRule) -> Response:
+        if rule.fault == "drop":
+            return Response(0, fault=rule)
+        headers = {}
+        if rule.retry_after is not None:
+            headers["Retry-After"] = (
+                formatdate(time.time() + 2, usegmt=True) if rule.retry_after == "http-date" else f"{rule.retry_after:g}"
+            )
+        answer = Response.error(int(rule.fault), f"injected fault: {rule.fault}")
+        answer.headers.update(headers)
+        return answer
 
     def _authenticate(self, request: Request) -> Response | None:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
@@ -265,7 +295,7 @@ class EmulatorApp:
         if status == "ready":
             payload["downloadUrl"] = self.signed_url(job.query_id)
         elif status == "failed":
-            payload["message"] = job.message
+            payload["message"] = job.forced_failure or job.message
         return Response.json(200, payload)
 
     def endpoint_download(self, request: Request, query_id: str) -> Response:
@@ -285,13 +315,21 @@ class EmulatorApp:
         return Response(200, content_type="application/json", file=job.path)
 
     def endpoint_stats(self, request: Request) -> Response:
-        return Response.json(200, self.stats.snapshot())
+        return Response.json(200, self.stats.snapshot(self.faults))
+
+    def endpoint_set_faults(self, request: Request) -> Response:
+        try:
+            self.faults = FaultPlan.load(request.body.decode("utf-8") or "{}")
+        except (ValueError, KeyError, TypeError) as error:
+            return Response.error(400, f"bad fault plan: {error}")
+        return Response.json(200, {"rules": len(self.faults.rules)})
 
     # -- signed URLs
 
-    def signed_url(self, query_id: str) -> str:
-        """A fresh download URL for a query, valid for ``url_ttl`` seconds."""
-        expires = int(time.time() + self.config.url_ttl + 0.999)  # rounded up to whole seconds
+    def signed_url(self, query_id: str, ttl: float | None = None) -> str:
+        """A fresh download URL for a query, valid for ``url_ttl`` (or ``ttl``) seconds."""
+        ttl = self.config.url_ttl if ttl is None else ttl
+        expires = int(time.time() + ttl + 0.999)  # rounded up to whole seconds
         return f"{self.base_url}/download/{query_id}?expires={expires}&signature={self._sign(query_id, expires)}"
 
     def _sign(self, query_id: str, expires: int) -> str:
@@ -446,23 +484,44 @@ class _Handler(BaseHTTPRequestHandler):
             response = self.server.app.handle(request)
         except Exception:  # a bug in the emulator: answer 500 rather than drop the connection
             response = Response.error(500, "internal emulator error", detail=traceback.format_exc(limit=3))
+        fault = response.fault.fault if response.fault is not None else None
+        if fault in ("drop", "drop_after"):
+            self._hang_up()
+            return
+        if fault == "stall":
+            time.sleep(response.fault.stall_seconds)
         self._write(response)
+
+    def _hang_up(self) -> None:
+        """Close the connection without a word, as a dropped network does."""
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
     def _write(self, response: Response) -> None:
         size = response.file.stat().st_size if response.file is not None else len(response.body)
+        fault = response.fault.fault if response.fault is not None else None
+        sent = int(size * response.fault.keep_fraction) if fault in ("truncate", "short") else size
         self.send_response(response.status)
         self.send_header("Content-Type", response.content_type)
-        self.send_header("Content-Length", str(size))
+        self.send_header("Content-Length", str(sent if fault == "truncate" else size))
         for name, value in response.headers.items():
             self.send_header(name, value)
         self.end_headers()
         try:
             if response.file is None:
-                self.wfile.write(response.body)
+                self.wfile.write(response.body[:sent])
             else:
                 with open(response.file, "rb") as source:
-                    while chunk := source.read(DOWNLOAD_CHUNK_BYTES):
+                    left = sent
+                    while left > 0 and (chunk := source.read(min(DOWNLOAD_CHUNK_BYTES, left))):
                         self.wfile.write(chunk)
+                        left -= len(chunk)
+            if fault == "short":
+                self.wfile.flush()
+                self._hang_up()
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True  # the client went away mid-body
 
@@ -512,8 +571,13 @@ class Emulator:
         return self
 
     def stats(self) -> dict[str, Any]:
-        """A snapshot of the counters (requests per endpoint, submissions per body hash, downloads...)."""
-        return self.app.stats.snapshot()
+        """A snapshot of the counters (requests per endpoint, submissions per body hash, downloads,
+        faults injected per ``endpoint:kind``...)."""
+        return self.app.stats.snapshot(self.app.faults)
+
+    def set_faults(self, plan: FaultPlan | dict | str | Path | None) -> None:
+        """Replace the fault plan of the running emulator (``None``: no faults)."""
+        self.app.faults = FaultPlan.load(plan)
 
     def stop(self) -> None:
         """Stop serving, cancel generation, and remove the result files unless ``workdir`` was given."""
@@ -545,13 +609,15 @@ def start_emulator(
     genes: int = generate.DEFAULT_GENES,
     url_ttl: float = 300.0,
     workdir: str | Path | None = None,
+    faults: FaultPlan | dict | str | Path | None = None,
 ) -> Emulator:
     """Start an emulator serving in a background thread; ``port=0`` picks a free port.
 
     ``tokens`` are the accepted bearer tokens (none: any non-empty token is accepted);
     ``latency`` is the least time from submission to ``ready``; ``genes`` the length of
     every counts vector; ``url_ttl`` the lifetime of a signed download URL; ``workdir``
-    keeps the result files (default: a temporary folder removed by :meth:`Emulator.stop`).
+    keeps the result files (default: a temporary folder removed by :meth:`Emulator.stop`);
+    ``faults`` is a fault plan (see :mod:`synthbio_pipeline.emulator.faults`).
     """
     if genes < 1:
         raise ValueError(f"genes must be at least 1, not {genes}")
@@ -561,5 +627,6 @@ def start_emulator(
         genes=int(genes),
         url_ttl=float(url_ttl),
         workdir=Path(workdir) if workdir is not None else None,
+        faults=FaultPlan.load(faults),
     )
     return Emulator(host, port, config).start()
