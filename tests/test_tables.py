@@ -130,3 +130,11 @@ def test_orientation_must_be_named_right(tmp_path, counts):
     expression, _, _ = part(tmp_path, "a", counts)
     with pytest.raises(ValueError):
         load_expression(expression, orientation="cells")
+
+
+def test_a_single_part_merges_to_the_same_table(tmp_path, counts):
+    expression, metadata, _ = part(tmp_path, "only", counts)
+    merge_parts([expression], [metadata], tmp_path / "e.parquet", tmp_path / "m.parquet")
+    assert pq.read_table(tmp_path / "e.parquet").equals(pq.read_table(expression))
+    merged, meta = load_expression(tmp_path / "e.parquet", tmp_path / "m.parquet")
+    assert list(meta.index) == list(merged.columns) == ["only_1", "only_2", "only_3"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -193,24 +194,34 @@ def merge_parts(
              "orientation": "genes x samples", "parts": len(expression_parts)}
     schema = _expression_schema(ids, value_type, label)
 
-    groups = pq.ParquetFile(expression_parts[0]).metadata.num_row_groups
-    with atomic_path(expression_out) as temporary, pq.ParquetWriter(temporary, schema, **_PARQUET_OPTIONS) as out:
-        for group in range(groups):
-            gene_ids, columns = None, []
-            for path in expression_parts:
-                table = pq.ParquetFile(path).read_row_group(group)
-                if gene_ids is None:
-                    gene_ids = table.column(0)
-                elif not table.column(0).equals(gene_ids):
-                    raise MergeError(f"{path} has other genes (or another gene order) than {expression_parts[0]}")
-                columns.extend(table.columns[1:])
-            out.write_table(pa.Table.from_arrays([gene_ids, *columns], schema=schema))
+    if len(expression_parts) == 1:
+        # One part is already the merged file: copy its bytes rather than decode and re-encode them.
+        with atomic_path(expression_out) as temporary:
+            shutil.copyfile(expression_parts[0], temporary)
+    else:
+        _merge_expression(expression_parts, expression_out, schema)
 
     metadata = pd.concat([pd.read_parquet(path) for path in metadata_parts], ignore_index=True)
     if list(metadata[SAMPLE_ID]) != ids:
         raise MergeError("the metadata parts do not list the same samples, in the same order, as the expression parts")
     write_metadata(metadata, metadata_out, label)
     return {"samples": len(ids), "parts": len(expression_parts), "backend": label["backend"]}
+
+
+def _merge_expression(expression_parts, expression_out, schema: pa.Schema) -> None:
+    """Write the parts side by side, one row group (gene block) at a time."""
+    footers = [pq.read_metadata(path) for path in expression_parts]  # parsed once, not once per group
+    with atomic_path(expression_out) as temporary, pq.ParquetWriter(temporary, schema, **_PARQUET_OPTIONS) as out:
+        for group in range(footers[0].num_row_groups):
+            gene_ids, columns = None, []
+            for path, footer in zip(expression_parts, footers):
+                table = pq.ParquetFile(path, metadata=footer).read_row_group(group)
+                if gene_ids is None:
+                    gene_ids = table.column(0)
+                elif not table.column(0).equals(gene_ids):
+                    raise MergeError(f"{path} has other genes (or another gene order) than {expression_parts[0]}")
+                columns.extend(table.columns[1:])
+            out.write_table(pa.Table.from_arrays([gene_ids, *columns], schema=schema))
 
 
 # --- reading -----------------------------------------------------------------------------
