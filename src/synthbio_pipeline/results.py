@@ -290,6 +290,10 @@ class _Scanner:
 
     def decode(self, what: str) -> Any:
         """Decode the JSON value at ``pos`` with the stdlib and consume it."""
+        return self.decode_raw(what)[0]
+
+    def decode_raw(self, what: str) -> tuple[Any, bytes, int]:
+        """Like :meth:`decode`; also the value's bytes and its offset in the file."""
         end = self.value_end(what)
         start = self.pos
         raw = self.buf[start:end]
@@ -300,7 +304,7 @@ class _Scanner:
         except (ValueError, RecursionError) as exc:
             self.fail(f"malformed JSON in {what}: {exc}", start)
         self.pos = end
-        return value
+        return value, raw, self.base + start
 
     def skip(self, what: str) -> None:
         self.pos = self.value_end(what)
@@ -547,18 +551,7 @@ class _OutputReader:
 
     def counts_sparse(self, index: int, what: str) -> np.ndarray:
         """A single-cell object gene id -> count; genes it leaves out count 0."""
-        s = self.s
-        end = s.value_end(f"{what} of output {index}")
-        start = s.pos
-        raw = s.buf[start:end]
-        at = s.base + start
-        try:
-            mapping = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            s.fail(f"malformed JSON in {what} of output {index}: {exc.msg}", start + _byte_pos(exc))
-        except (ValueError, RecursionError) as exc:
-            s.fail(f"malformed JSON in {what} of output {index}: {exc}", start)
-        s.pos = end
+        mapping, raw, at = self.s.decode_raw(f"{what} of output {index}")
         if "counts" in mapping:  # {"counts": [...]} with "counts" not first: the vendor reads the list
             counts = self.counts_from_python(mapping["counts"], raw, index, what, at)
             if len(counts) != self.n_genes:

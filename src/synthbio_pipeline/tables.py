@@ -20,7 +20,6 @@ import os
 import shutil
 import tempfile
 from collections import Counter
-from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np

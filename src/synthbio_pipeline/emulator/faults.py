@@ -38,7 +38,7 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+
 
 ENDPOINTS = ("list_models", "example_query", "predict", "status", "download")
 STATUS_FAULTS = ("429", "500", "502", "503", "504")
