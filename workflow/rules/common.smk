@@ -76,9 +76,12 @@ def load_conditions(path, defaults):
     delimiter, encodings) precisely. The schema then checks the table it accepted.
     """
     conditions = read_conditions(path, defaults=defaults)
-    problems = schema_problems(path)
-    if problems:
-        raise ConditionsError(problems)
+    # Cluster jobs parse this file again; the main process has checked the same table
+    # (the schema pass costs about 1 s per job at 10,000 rows).
+    if workflow.is_main_process:
+        problems = schema_problems(path)
+        if problems:
+            raise ConditionsError(problems)
     return conditions
 
 
