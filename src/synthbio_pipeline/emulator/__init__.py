@@ -12,9 +12,14 @@ In process::
         emulator.stats()
 
 As a process: ``python -m synthbio_pipeline.emulator --port 8765``.
+
+A fault plan (:mod:`.faults`: 429/5xx, dropped connections, stalls, failed queries, expired
+URLs, corrupt downloads) is given with ``start_emulator(faults=...)`` or ``--faults``, and
+replaced on a running emulator with ``emulator.set_faults(...)`` or ``POST /_emulator/faults``.
 """
 
+from .faults import FaultPlan, FaultPlanError
 from .generate import encode_ints, gene_order
 from .server import Emulator, body_hash, start_emulator
 
-__all__ = ["Emulator", "body_hash", "encode_ints", "gene_order", "start_emulator"]
+__all__ = ["Emulator", "FaultPlan", "FaultPlanError", "body_hash", "encode_ints", "gene_order", "start_emulator"]

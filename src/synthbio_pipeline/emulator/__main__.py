@@ -11,14 +11,42 @@ import signal
 import sys
 import threading
 
+from .faults import KINDS, FaultPlan, FaultPlanError
 from .generate import DEFAULT_GENES
 from .server import start_emulator
+
+FAULTS_HELP = f"""\
+fault plans (--faults PATH_OR_JSON: a .json/.yaml file, or inline JSON starting with '{{'):
+  {{"seed": 1, "faults": [
+    {{"endpoint": "predict", "fault": "503", "requests": [1], "retry_after": 1}},
+    {{"endpoint": "status", "fault": "429", "fraction": 0.2, "retry_after": "http-date"}},
+    {{"endpoint": "status", "fault": "stall", "requests": [3], "stall_seconds": 40}},
+    {{"endpoint": "download", "fault": "truncate", "requests": [1], "keep_fraction": 0.5}}]}}
+
+  endpoint       list_models, example_query, predict, status, download
+  fault          {", ".join(KINDS)}
+                 (429/5xx and drop: the request has no effect; drop_after: processed, then
+                 the connection closes unanswered; stall: answer after stall_seconds;
+                 failed, expire_url: status only (an expire_url hit on a status that is
+                 not ready is carried to the next ready one); truncate, short: download only)
+  requests       1-based ordinals of that endpoint's requests, counted from when the plan
+                 was installed; or
+  fraction       chance per request, drawn from a generator seeded by seed and endpoint
+  retry_after    seconds, or "http-date", for a Retry-After header on 429/5xx
+  stall_seconds  delay of a stall (default 60); keep_fraction: share of the body kept (0.5)
+
+  Replace the plan of a running emulator with POST /_emulator/faults (JSON body, no token);
+  GET /_emulator/stats counts injected faults as "endpoint:kind".
+  Details: python -c "import synthbio_pipeline.emulator.faults as f; help(f)"
+"""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m synthbio_pipeline.emulator",
         description="Offline emulator of the Synthesize Bio API (synthetic data, not a model).",
+        epilog=FAULTS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port to listen on; 0 picks a free one (default)")
@@ -36,11 +64,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--faults",
         default=None,
-        metavar="PLAN",
-        help="a fault plan: a JSON/YAML file or inline JSON (see synthbio_pipeline.emulator.faults); "
+        metavar="PATH_OR_JSON",
+        help="a fault plan: a JSON/YAML file or inline JSON (format below); "
         "also settable later with POST /_emulator/faults",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    try:
+        args.faults = FaultPlan.load(args.faults)
+    except FaultPlanError as error:
+        parser.error(f"--faults: {error}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

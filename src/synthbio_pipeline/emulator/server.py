@@ -6,9 +6,14 @@ Layers, so that a later fault plan can step in at one place per endpoint:
   the :class:`Response` it gets back (JSON bytes, or a file streamed in chunks);
 - :meth:`EmulatorApp.handle` (the one dispatch point) counts the request, matches a
   :data:`ROUTES` entry, checks the bearer token of ``/api/`` calls, asks
-  :meth:`EmulatorApp.intercept` (the fault-plan hook; it does nothing yet) and calls the
-  endpoint's method ``endpoint_<name>``;
-- the endpoint methods are plain functions of the request and the emulator's state.
+  :meth:`EmulatorApp.intercept` (the fault-plan hook: it may answer instead of the endpoint)
+  and calls the endpoint's method ``endpoint_<name>``, then lets the fault that hit the
+  request (if any) change the answer (:meth:`EmulatorApp.apply_fault`);
+- the endpoint methods are plain functions of the request and the emulator's state;
+- faults that live below HTTP answers (``drop``, ``drop_after``, ``stall``, ``truncate``,
+  ``short``) travel with the :class:`Response` and the transport acts them out.
+
+The fault plan's format is in :mod:`.faults`.
 
 Generation runs in background threads (:class:`Job`) that write each result to a file;
 downloads go through HMAC-signed, expiring URLs and never carry the bearer token.
@@ -23,6 +28,7 @@ import re
 import secrets
 import shutil
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -40,7 +46,7 @@ from ..errors import Problem
 from ..models import MODELS, SAMPLING_STRATEGIES, get_model, is_known_model
 from ..query import example_wire_query, metadata_problems, num_samples_problems, option_problems
 from . import generate
-from .faults import STATUS_FAULTS, FaultPlan, FaultRule
+from .faults import HTTP_DATE_AHEAD, STATUS_FAULTS, TRANSPORT_FAULTS, FaultPlan, FaultRule
 
 DOWNLOAD_CHUNK_BYTES = 1 << 20
 #: How many queries generate at the same time; later ones wait as ``queued``.
@@ -60,6 +66,9 @@ class Request:
     headers: Mapping[str, str]
     body: bytes = b""
     params: dict[str, str] = field(default_factory=dict)  # from the route's pattern
+    #: The fault-plan rule that hit this request, and its plan (set by :meth:`EmulatorApp.intercept`).
+    fault: FaultRule | None = None
+    fault_plan: FaultPlan | None = None
 
 
 @dataclass
@@ -103,6 +112,15 @@ ROUTES: tuple[Route, ...] = (
 )
 #: Requests to these endpoints are not counted: they observe or steer the emulator, not the API.
 UNCOUNTED = frozenset({"stats", "set_faults"})
+
+#: The message of a query failed by a ``failed`` fault: a short line, then a server traceback.
+INJECTED_FAILURE = (
+    "generation failed: CUDA error: an illegal memory access was encountered (injected fault)\n"
+    "Traceback (most recent call last):\n"
+    '  File "/srv/worker.py", line 212, in run\n'
+    "    outputs = model.generate(batch)\n"
+    "RuntimeError: CUDA error: an illegal memory access was encountered"
+)
 
 
 def body_hash(body: Mapping[str, Any]) -> str:
@@ -173,7 +191,7 @@ class Stats:
     def snapshot(self, faults: FaultPlan | None = None) -> dict[str, Any]:
         with self._lock:
             return {
-                "faults": dict(faults.injected) if faults is not None else {},
+                "faults": faults.injected_counts() if faults is not None else {},
                 "requests": dict(self.requests),
                 "submissions": dict(self.submissions),
                 "downloads": self.counters["downloads"],
@@ -200,6 +218,11 @@ class EmulatorApp:
         self._stopping = threading.Event()
         self.faults = FaultPlan.load(config.faults)
 
+    @property
+    def stopping(self) -> threading.Event:
+        """Set once :meth:`stop` has been called."""
+        return self._stopping
+
     # -- dispatch
 
     def handle(self, request: Request) -> Response:
@@ -215,35 +238,66 @@ class EmulatorApp:
             refused = self._authenticate(request)
             if refused is not None:
                 return refused
-        rule = self.faults.decide(name) if name not in UNCOUNTED else None
-        if rule is not None and rule.fault in (*STATUS_FAULTS, "drop"):
-            return self._fault_answer(rule)  # instead of the endpoint: the request has no effect
-        if rule is not None and rule.fault == "failed":
-            job = self._job(params.get("query_id", ""))
-            if job is not None:
-                job.forced_failure = (
-                    "model query failed: the model could not generate this condition\n"
-                    "Traceback (most recent call last):\n  File \"worker.py\", line 1, in run\nRuntimeError: injected"
-                )
+        answer = self.intercept(name, request)
+        if answer is not None:
+            return answer
         response = getattr(self, f"endpoint_{name}")(request, **params)
-        if rule is not None and rule.fault == "expire_url" and b"downloadUrl" in response.body:
-            payload = json.loads(response.body)
-            payload["downloadUrl"] = self.signed_url(payload["modelQueryId"], ttl=-1)
-            response = Response.json(200, payload)
-        if rule is not None and rule.fault in ("drop_after", "stall", "truncate", "short"):
-            response.fault = rule  # acted out by the transport
+        return self.apply_fault(name, request, response)
+
+    # -- faults
+
+    def intercept(self, endpoint: str, request: Request) -> Response | None:
+        """The fault-plan hook, before the endpoint: an answer that replaces the endpoint's, or ``None``.
+
+        Asks the plan which rule (if any) hits this request and keeps it on ``request.fault``.
+        A 429/5xx or ``drop`` answers here, so the request has no effect; ``failed`` marks the
+        query as failed before the status endpoint reads it.
+        """
+        if endpoint in UNCOUNTED:
+            return None
+        plan = request.fault_plan = self.faults  # the plan may be replaced meanwhile: keep this one
+        rule = request.fault = plan.decide(endpoint)
+        if rule is None:
+            return None
+        if rule.fault == "drop":
+            plan.record(rule)
+            return Response(0, fault=rule)  # the transport hangs up
+        if rule.fault in STATUS_FAULTS:
+            plan.record(rule)
+            return self._fault_answer(rule)
+        if rule.fault == "failed":
+            job = self._job(request.params.get("query_id", ""))
+            if job is not None:
+                job.forced_failure = INJECTED_FAILURE
+                plan.record(rule)
+        return None
+
+    def apply_fault(self, endpoint: str, request: Request, response: Response) -> Response:
+        """The fault-plan hook, after the endpoint: change its answer, or hand it to the transport."""
+        plan, rule = request.fault_plan, request.fault
+        if plan is None:
+            return response
+        if endpoint == "status" and response.status == 200 and b'"downloadUrl"' in response.body:
+            # expire_url: this hit, or one carried over from an answer that was not ready.
+            expire = rule if rule is not None and rule.fault == "expire_url" else plan.take_carried()
+            if expire is not None:
+                payload = json.loads(response.body)
+                payload["downloadUrl"] = self.signed_url(payload["modelQueryId"], ttl=-1)
+                plan.record(expire)
+                response = Response.json(200, payload)
+        elif rule is not None and rule.fault == "expire_url":
+            plan.carry(rule)
+        if rule is not None and rule.fault in TRANSPORT_FAULTS:
+            plan.record(rule)
+            response.fault = rule
         return response
 
     def _fault_answer(self, rule: FaultRule) -> Response:
-        if rule.fault == "drop":
-            return Response(0, fault=rule)
-        headers = {}
-        if rule.retry_after is not None:
-            headers["Retry-After"] = (
-                formatdate(time.time() + 2, usegmt=True) if rule.retry_after == "http-date" else f"{rule.retry_after:g}"
-            )
         answer = Response.error(int(rule.fault), f"injected fault: {rule.fault}")
-        answer.headers.update(headers)
+        if rule.retry_after == "http-date":
+            answer.headers["Retry-After"] = formatdate(time.time() + HTTP_DATE_AHEAD, usegmt=True)
+        elif rule.retry_after is not None:
+            answer.headers["Retry-After"] = f"{rule.retry_after:g}"
         return answer
 
     def _authenticate(self, request: Request) -> Response | None:
@@ -318,11 +372,13 @@ class EmulatorApp:
         return Response.json(200, self.stats.snapshot(self.faults))
 
     def endpoint_set_faults(self, request: Request) -> Response:
+        """``POST /_emulator/faults``: the JSON body replaces the plan (``{}``: no faults)."""
         try:
-            self.faults = FaultPlan.load(request.body.decode("utf-8") or "{}")
-        except (ValueError, KeyError, TypeError) as error:
+            plan = FaultPlan.from_dict(json.loads(request.body.decode("utf-8") or "{}"))
+        except (UnicodeDecodeError, ValueError) as error:  # FaultPlanError is a ValueError
             return Response.error(400, f"bad fault plan: {error}")
-        return Response.json(200, {"rules": len(self.faults.rules)})
+        self.faults = plan
+        return Response.json(200, {"rules": len(plan.rules), "plan": plan.to_dict()})
 
     # -- signed URLs
 
@@ -488,8 +544,9 @@ class _Handler(BaseHTTPRequestHandler):
         if fault in ("drop", "drop_after"):
             self._hang_up()
             return
-        if fault == "stall":
-            time.sleep(response.fault.stall_seconds)
+        if fault == "stall" and self.server.app.stopping.wait(response.fault.stall_seconds):
+            self._hang_up()  # the emulator is stopping: do not hold its thread any longer
+            return
         self._write(response)
 
     def _hang_up(self) -> None:
@@ -504,13 +561,13 @@ class _Handler(BaseHTTPRequestHandler):
         size = response.file.stat().st_size if response.file is not None else len(response.body)
         fault = response.fault.fault if response.fault is not None else None
         sent = int(size * response.fault.keep_fraction) if fault in ("truncate", "short") else size
-        self.send_response(response.status)
-        self.send_header("Content-Type", response.content_type)
-        self.send_header("Content-Length", str(sent if fault == "truncate" else size))
-        for name, value in response.headers.items():
-            self.send_header(name, value)
-        self.end_headers()
         try:
+            self.send_response(response.status)
+            self.send_header("Content-Type", response.content_type)
+            self.send_header("Content-Length", str(sent if fault == "truncate" else size))
+            for name, value in response.headers.items():
+                self.send_header(name, value)
+            self.end_headers()
             if response.file is None:
                 self.wfile.write(response.body[:sent])
             else:
@@ -530,6 +587,13 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 64  # many clients (a Snakemake run's jobs) may connect at once
     app: EmulatorApp
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that gave up (a read timeout, a stall, a drop) resets its connection:
+        # routine under a fault plan, not worth a traceback on stderr.
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
 
 
 class _Server6(_Server):
@@ -576,7 +640,10 @@ class Emulator:
         return self.app.stats.snapshot(self.app.faults)
 
     def set_faults(self, plan: FaultPlan | dict | str | Path | None) -> None:
-        """Replace the fault plan of the running emulator (``None``: no faults)."""
+        """Replace the fault plan of the running emulator (``None``: no faults).
+
+        The new plan counts request ordinals and ``stats()["faults"]`` from zero.
+        """
         self.app.faults = FaultPlan.load(plan)
 
     def stop(self) -> None:
