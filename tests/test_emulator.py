@@ -434,3 +434,24 @@ def test_vendor_client_shows_each_validation_problem(emulator):
     with pytest.raises(pysynthbio.ValidationError) as caught:
         pysynthbio.predict_query(query, model_id="gem-1-sc", api_base_url=emulator.url)
     assert "- sampling_strategy: 'sample generation' is not available" in str(caught.value)
+
+
+def test_max_in_flight_refuses_submissions_beyond_the_cap(make_emulator, emulator_token):
+    """A cap of C: the (C+1)th concurrent submission gets 429 with Retry-After; later ones pass."""
+    import time
+
+    import requests
+
+    emulator = make_emulator(latency=0.6, genes=20, max_in_flight=2)
+    headers = {"Authorization": f"Bearer {emulator_token}"}
+    url = f"{emulator.url}/api/models/gem-1-bulk/predict"
+    from synthbio_pipeline.query import example_wire_query
+
+    body = example_wire_query("gem-1-bulk")
+    answers = [requests.post(url, json=body, headers=headers, timeout=5) for _ in range(3)]
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    assert answers[2].headers["Retry-After"] == "1"
+    time.sleep(0.8)  # the first two are ready now
+    assert requests.post(url, json=body, headers=headers, timeout=5).status_code == 200
+    stats = emulator.stats()
+    assert stats["peak_in_flight"] == 2 and stats["refused_over_capacity"] == 1

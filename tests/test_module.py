@@ -60,5 +60,5 @@ def test_workflow_runs_as_a_module_under_a_prefix(make_emulator, emulator_token,
         assert set(metadata["backend"]) == {"emulator"} and set(metadata["seed"]) == {3}
         expression = pd.read_parquet(folder / "expression.parquet")
         assert list(expression.columns) == ["gene_id", *samples] and len(expression) == 200
-    assert (tmp_path / "synth" / "logs" / "predict" / "lung.log").exists()
+    assert "lung: status ready" in (tmp_path / "synth" / "logs" / "predict" / "bulk" / "0001.log").read_text()
     assert "synth_predict" in run.stderr + run.stdout  # the host sees the module's rules renamed

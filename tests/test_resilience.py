@@ -72,7 +72,7 @@ def test_a_killed_run_resumes_without_submitting_again(make_emulator, emulator_t
     os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=30)
     assert not (workdir / "results" / "bulk").exists()
-    tickets = sorted(workdir.glob("results/predictions/*/.synthbio-query.json"))
+    tickets = sorted(workdir.glob("results/predictions/*/.tickets/*.json"))
     assert len(tickets) == conditions
 
     assert snakemake("--unlock", *workflow_args(workdir, emulator.url), cwd=workdir, token=emulator_token).returncode == 0
@@ -81,9 +81,11 @@ def test_a_killed_run_resumes_without_submitting_again(make_emulator, emulator_t
     assert rerun.returncode == 0, output_of(rerun)
 
     assert sorted(emulator.stats()["submissions"].values()) == [1] * conditions  # nobody paid twice
-    logs = "".join(path.read_text() for path in workdir.glob("logs/predict/*.log"))
+    logs = "".join(path.read_text() for path in workdir.glob("logs/predict/*/*.log"))
     assert logs.count("resuming model query") == conditions
-    assert not list(workdir.glob("results/predictions/*/.synthbio-query.json"))
+    # The tickets stay (a later edit of a row buys that row only); the batches' work folders go.
+    assert len(list(workdir.glob("results/predictions/*/.tickets/*.json"))) == conditions
+    assert not list(workdir.glob("results/predictions/**/.*.work"))
     assert_same_outputs(workdir, reference)
 
 

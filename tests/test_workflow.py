@@ -110,37 +110,47 @@ def test_example_table_end_to_end(make_emulator, emulator_token, tmp_path):
         assert list(by_sample.index) == ids and list(meta.index) == ids
         assert by_sample.shape == (len(ids), GENES)
 
+    logs = "".join(path.read_text() for path in (workdir / "logs/predict").glob("*/*.log"))
     for condition in conditions:
-        query = json.loads((workdir / "results/queries" / f"{condition.name}.json").read_text())
-        assert query == condition.wire_body()
-        log = (workdir / "logs/predict" / f"{condition.name}.log").read_text()
-        assert "status ready after" in log, log
+        # One query file per condition, in its modality's batch folder.
+        (query_path,) = (workdir / "results/queries").glob(f"*/*/{condition.name}.json")
+        assert json.loads(query_path.read_text()) == condition.wire_body()
+        assert f"{condition.name}: status ready after" in logs, logs
     assert sum(emulator.stats()["submissions"].values()) == len(conditions)
 
     # The token is never written anywhere: not in params, logs, metadata or outputs.
     for path in files_under(workdir):
         assert emulator_token.encode() not in path.read_bytes(), path
 
-    check_rerun_triggers(workdir, args, overrides, emulator_token)
+    check_rerun_triggers(workdir, args, overrides, emulator_token, emulator)
 
 
-def check_rerun_triggers(workdir, args, overrides, token):
-    """A finished run is not redone for a change of polling; an edited row reruns that row only."""
+def check_rerun_triggers(workdir, args, overrides, token, emulator):
+    """A finished run is not redone for a change of polling; an edited row buys that row only."""
     # How often or how long to poll is not a reason to buy a prediction again.
     run = snakemake("-n", *args, *overrides[:-1], "poll_interval_seconds=5", "poll_timeout_seconds=60",
                     cwd=workdir, token=token)
     assert run.returncode == 0, output_of(run)
     assert "Nothing to be done" in run.stdout + run.stderr, output_of(run)
 
-    # Editing one row reruns that condition only (and the merge of its modality).
+    # Editing one row reruns its batch only (and the merge of its modality)...
     table = workdir / "config/conditions.tsv"
     frame = pd.read_csv(table, sep="\t", dtype=str, keep_default_na=False)
     frame.loc[frame["condition"] == "heart_normal", "num_samples"] = "5"
     frame.to_csv(table, sep="\t", index=False)
     run = snakemake("-n", *args, *overrides, cwd=workdir, token=token)
     assert run.returncode == 0, output_of(run)
-    assert job_counts(run) == {"write_query": 1, "predict": 1, "merge": 1, "all": 1, "total": 4}, output_of(run)
-    assert "heart_normal" in run.stdout and "lung_normal.json" not in run.stdout
+    assert job_counts(run) == {"write_queries": 1, "predict": 1, "merge": 1, "all": 1, "total": 4}, output_of(run)
+    assert "results/predictions/bulk/" in run.stdout and "single-cell/0001" not in run.stdout
+
+    # ... and buys that row only: the batch's other queries are downloaded again, not resubmitted.
+    before = emulator.stats()
+    run = snakemake("--cores", "2", *args, *overrides, cwd=workdir, token=token)
+    assert run.returncode == 0, output_of(run)
+    after = emulator.stats()
+    assert sum(after["submissions"].values()) - sum(before["submissions"].values()) == 1
+    bulk = [name for name in frame["condition"] if not name.endswith("_sc")]
+    assert after["downloads"] - before["downloads"] == len(bulk)
 
 
 @pytest.mark.parametrize(

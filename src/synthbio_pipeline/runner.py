@@ -19,21 +19,29 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ContextManager, Sequence
 
 from . import _constants as C
 from ._io import atomic_path
 from .client import SynthesizeClient
-from .errors import APIConnectionError, NotFoundError, QueryFailedError, ResultError
-from .tables import write_part
+from .errors import APIConnectionError, NotFoundError, QueryFailedError, RateLimitError, ResultError
+from .tables import merge_parts, write_part
 
 logger = logging.getLogger(__name__)
 
 TICKET_NAME = ".synthbio-query.json"
+#: Next to a batch's outputs: one folder per condition (ticket, finished part) until the batch is done.
+WORK_DIR_SUFFIX = ".work"
+#: Written next to a condition's finished part in a batch's work folder: the body it answers.
+DONE_NAME = ".done.json"
 #: Downloads of one result, when a download breaks or the document is corrupt or truncated.
 DOWNLOAD_ATTEMPTS = 3
 
@@ -86,8 +94,14 @@ def run_prediction(
     as_counts: bool = True,
     resubmit_failed: int = 0,
     log: logging.Logger = logger,
+    cpu_lock: ContextManager | None = None,
+    ticket_path: str | os.PathLike | None = None,
+    keep_ticket: bool = False,
 ) -> dict[str, Any]:
     """Submit (or resume) the query in ``query_path``, wait, download, parse, write parts.
+
+    ``cpu_lock``, when given, is held while the result is parsed: a batch runs many
+    queries at once but parses one result at a time, on one core.
 
     Each change of status is logged with the time since polling began. A ``failed``
     query is resubmitted at most ``resubmit_failed`` times (default 0: a failure usually
@@ -98,7 +112,7 @@ def run_prediction(
     digest = body_sha256(body)
     outputs = Path(expression_out).parent
     outputs.mkdir(parents=True, exist_ok=True)
-    ticket_path = outputs / TICKET_NAME
+    ticket_path = Path(ticket_path) if ticket_path is not None else outputs / TICKET_NAME
     started = time.monotonic()
 
     with SynthesizeClient(base_url, model_id=model_id) as client:
@@ -113,7 +127,7 @@ def run_prediction(
         submitted_before = 0
         while True:
             if ticket is None:
-                query_id = client.submit(model_id, body)
+                query_id = _submit_when_admitted(client, model_id, body, condition, started + poll_timeout, log)
                 ticket = Ticket(query_id, digest, model_id, client.base_url, submitted_before + 1)
                 save_ticket(ticket_path, ticket)
                 log.info("%s: submitted to %s as model query %s", condition, model_id, query_id)
@@ -136,8 +150,9 @@ def run_prediction(
             submitted_before, ticket = ticket.submissions, None
 
         summary = _download_and_write(client, ticket.query_id, ready, body, condition, model_id,
-                                      expression_out, metadata_out, as_counts, log)
-    ticket_path.unlink(missing_ok=True)
+                                      expression_out, metadata_out, as_counts, log, cpu_lock or nullcontext())
+    if not keep_ticket:
+        ticket_path.unlink(missing_ok=True)
     summary["seconds"] = round(time.monotonic() - started, 2)
     summary["submissions"] = ticket.submissions
     log.info("%s: wrote %d samples x %d genes (%s) in %.1f s", condition, summary["samples"], summary["genes"],
@@ -145,16 +160,34 @@ def run_prediction(
     return summary
 
 
+def _submit_when_admitted(client, model_id, body, condition, deadline, log) -> str:
+    """Submit; while the service refuses for too many queries in flight (429), wait and retry.
+
+    The client already retried a few times honouring ``Retry-After``; a full concurrency
+    cap is routine for a batch, so it waits on, until the poll deadline.
+    """
+    while True:
+        try:
+            return client.submit(model_id, body)
+        except RateLimitError:
+            if time.monotonic() >= deadline:
+                raise
+            log.info("%s: the service is at its concurrency limit; submitting again shortly", condition)
+            time.sleep(2.0)
+
+
 def _download_and_write(client, query_id, ready, body, condition, model_id, expression_out, metadata_out,
-                        as_counts, log) -> dict[str, Any]:
+                        as_counts, log, cpu_lock) -> dict[str, Any]:
     """Download the result and write the parts; a broken or corrupt download is fetched again."""
     with tempfile.TemporaryDirectory(prefix=".download-", dir=Path(expression_out).parent) as scratch:
         for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
             try:
                 result = client.fetch_result(query_id, ready, Path(scratch) / "result.json")
                 log.info("%s: downloaded %.1f MB", condition, result.stat().st_size / 1e6)
-                return write_part(result, condition=condition, model_id=model_id, query_id=query_id, body=body,
-                                  expression_out=expression_out, metadata_out=metadata_out, as_counts=as_counts)
+                with cpu_lock:
+                    return write_part(result, condition=condition, model_id=model_id, query_id=query_id, body=body,
+                                      expression_out=expression_out, metadata_out=metadata_out,
+                                      as_counts=as_counts)
             except (ResultError, APIConnectionError) as error:
                 if attempt == DOWNLOAD_ATTEMPTS:
                     raise
@@ -162,3 +195,92 @@ def _download_and_write(client, query_id, ready, body, condition, model_id, expr
                             condition, attempt, query_id, error)
                 ready = client.status(query_id)  # a fresh signed URL
     raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True)
+class BatchQuery:
+    """One condition of a batch: its name, its query file and its model."""
+
+    condition: str
+    query_path: Path
+    model_id: str
+
+
+def run_batch(
+    queries: Sequence[BatchQuery],
+    *,
+    expression_out: str | os.PathLike,
+    metadata_out: str | os.PathLike,
+    in_flight: int = 1,
+    ticket_dir: str | os.PathLike | None = None,
+    log: logging.Logger = logger,
+    **options: Any,
+) -> dict[str, Any]:
+    """Run many predictions in one job: ``in_flight`` queries at a time, one parse at a time.
+
+    Waiting on the API costs no CPU, so one job keeps ``in_flight`` queries going with
+    threads, while parsing (the CPU-bound part) is serialised, so the job never needs more
+    than one core. Each condition works in its own folder under ``.{expression file name}.work/``
+    (its ticket, then its finished part with a note of the body it answers), so a killed
+    batch resumes: finished conditions are not downloaded again, pending ones resume their
+    model query. The batch's pair is the conditions' parts merged in the given order; the
+    work folder is removed once it is written.
+
+    Tickets (``{condition}.json``) are kept in ``ticket_dir`` (default: a folder next to
+    the outputs) after success: when the batch runs again (a row of it was edited), its
+    unchanged conditions download their answered queries again rather than buy them again.
+    Delete the folder to buy every query afresh. ``options`` are :func:`run_prediction`'s.
+    """
+    if not queries:
+        raise ValueError("a batch needs at least one query")
+    names = [query.condition for query in queries]
+    if len(set(names)) != len(names):
+        raise ValueError(f"a batch lists a condition twice: {sorted({n for n in names if names.count(n) > 1})}")
+    started = time.monotonic()
+    # Named after the output, so that jobs writing into one folder keep apart.
+    work = Path(expression_out).parent / f".{Path(expression_out).name}{WORK_DIR_SUFFIX}"
+    tickets = Path(ticket_dir) if ticket_dir is not None else work.with_name(f".{Path(expression_out).name}.tickets")
+    tickets.mkdir(parents=True, exist_ok=True)
+    cpu_lock = threading.Lock()
+
+    def one(query: BatchQuery) -> dict[str, Any]:
+        folder = work / query.condition
+        expression, metadata = folder / "expression.parquet", folder / "metadata.parquet"
+        digest = body_sha256(json.loads(Path(query.query_path).read_text()))
+        done = folder / DONE_NAME
+        if expression.exists() and metadata.exists() and _done_digest(done) == digest:
+            log.info("%s: already done in an earlier run of this batch", query.condition)
+            return json.loads(done.read_text())["summary"]
+        done.unlink(missing_ok=True)
+        summary = run_prediction(query.query_path, model_id=query.model_id, condition=query.condition,
+                                 expression_out=expression, metadata_out=metadata, log=log, cpu_lock=cpu_lock,
+                                 ticket_path=tickets / f"{query.condition}.json", keep_ticket=True, **options)
+        with atomic_path(done, durable=True) as temporary:
+            temporary.write_text(json.dumps({"body_sha256": digest, "summary": summary}) + "\n")
+        return summary
+
+    with ThreadPoolExecutor(max_workers=max(1, min(in_flight, len(queries))), thread_name_prefix="query") as pool:
+        futures = [pool.submit(one, query) for query in queries]
+        # Every query is waited for, so that a failure does not abandon paid queries in flight.
+        errors = [future.exception() for future in futures]
+    failed = [(query.condition, error) for query, error in zip(queries, errors) if error is not None]
+    if failed:
+        for condition, error in failed:
+            log.error("%s: %s", condition, error)
+        raise failed[0][1]
+    summaries = [future.result() for future in futures]
+    with cpu_lock:
+        merge_parts([work / name / "expression.parquet" for name in names],
+                    [work / name / "metadata.parquet" for name in names], expression_out, metadata_out)
+    shutil.rmtree(work, ignore_errors=True)
+    seconds = round(time.monotonic() - started, 2)
+    log.info("batch of %d conditions (%d samples) done in %.1f s, %d queries in flight at most", len(queries),
+             sum(s["samples"] for s in summaries), seconds, min(in_flight, len(queries)))
+    return {"conditions": summaries, "seconds": seconds}
+
+
+def _done_digest(path: Path) -> str | None:
+    try:
+        return json.loads(path.read_text())["body_sha256"]
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return None

@@ -15,6 +15,7 @@ MODALITIES = ("bulk", "single-cell")
 wildcard_constraints:
     condition=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     modality="|".join(MODALITIES),
+    batch=r"[0-9]+",
 
 
 # The wrapper directory, found from this file, so that it resolves whatever the working
@@ -101,6 +102,23 @@ def conditions_of(modality):
     return [name for name, c in CONDITIONS.items() if c.modality == modality]
 
 
+def make_batches(size):
+    """{modality: {batch id: condition names}}: table order, `size` conditions per batch.
+
+    A batch is one prediction job: its queries run at once and its results are parsed one
+    at a time, so a job costs one core however long the API takes.
+    """
+    batches = {}
+    for modality in MODALITIES:
+        names = conditions_of(modality)
+        chunks = [names[i : i + size] for i in range(0, len(names), size)]
+        batches[modality] = {f"{i:04d}": chunk for i, chunk in enumerate(chunks, 1)}
+    return batches
+
+
+BATCHES = make_batches(config["batch_size"])
+
+
 def final_outputs():
     """The merged pair of every modality in the table (never bulk and single-cell mixed)."""
     present = [m for m in MODALITIES if conditions_of(m)]
@@ -111,26 +129,37 @@ def final_outputs():
     )
 
 
-def get_condition(wildcards):
-    return CONDITIONS[wildcards.condition]
+def get_batch(wildcards):
+    """The names of a batch's conditions, in table order."""
+    return BATCHES[wildcards.modality][wildcards.batch]
 
 
-def get_wire_body(wildcards):
-    """The request body: a parameter, so that editing a row reruns that row only."""
-    return CONDITIONS[wildcards.condition].wire_body()
+def get_batch_conditions(wildcards):
+    return [CONDITIONS[name] for name in get_batch(wildcards)]
 
 
-def get_model_id(wildcards):
-    return CONDITIONS[wildcards.condition].model_id
+def get_wire_bodies(wildcards):
+    """The request bodies: a parameter, so that editing a row reruns its batch only."""
+    return {name: CONDITIONS[name].wire_body() for name in get_batch(wildcards)}
+
+
+def get_model_ids(wildcards):
+    return {name: CONDITIONS[name].model_id for name in get_batch(wildcards)}
+
+
+def get_in_flight(wildcards):
+    """Queries a prediction job keeps in flight (capped by --resources synthbio_api)."""
+    return min(len(get_batch(wildcards)), config["queries_per_job"])
 
 
 def get_parts(table):
-    """Input function: the per-condition `table` parts of one modality, in table order."""
+    """Input function: the `table` part of every batch of one modality, in table order."""
 
     def parts(wildcards):
         return expand(
-            "results/predictions/{condition}/{table}.parquet",
-            condition=conditions_of(wildcards.modality),
+            "results/predictions/{modality}/{batch}/{table}.parquet",
+            modality=wildcards.modality,
+            batch=BATCHES[wildcards.modality],
             table=table,
         )
 

@@ -1,22 +1,33 @@
-# Stage 2: submit each query, poll it, download and parse the result (a paid API call).
-# The token is read from the environment inside the job; it is never a parameter.
+# Stage 2: submit a batch's queries, poll them, download and parse the results (paid API
+# calls). The token is read from the environment inside the job; it is never a parameter.
+#
+# A job waits on many queries at once (threads; `synthbio_api` of them, a global resource
+# capped with --resources) and parses one result at a time: it needs one core. It runs
+# where Snakemake runs (localrule): on a cluster, waiting must not hold a compute node.
 
 
 rule predict:
     input:
-        query="results/queries/{condition}.json",
+        queries="results/queries/{modality}/{batch}",
     output:
-        expression="results/predictions/{condition}/expression.parquet",
-        metadata="results/predictions/{condition}/metadata.parquet",
+        expression="results/predictions/{modality}/{batch}/expression.parquet",
+        metadata="results/predictions/{modality}/{batch}/metadata.parquet",
     log:
-        "logs/predict/{condition}.log",
+        "logs/predict/{modality}/{batch}.log",
+    localrule: True
+    threads: 1
     resources:
-        synthbio_api=1,
+        synthbio_api=get_in_flight,
     params:
-        model_id=get_model_id,
-        condition="{condition}",
+        conditions=get_batch,
+        model_id=get_model_ids,
         base_url=config["api_base_url"],
         as_counts=config["as_counts"],
+        # Answered queries are remembered across runs, per modality (see README, "Reruns");
+        # derived from the output, so that a module's prefix applies to it too.
+        ticket_dir=lambda wildcards, output: os.path.join(
+            os.path.dirname(os.path.dirname(output.expression)), ".tickets"
+        ),
         # Functions of `resources` are not rerun triggers: changing how often or how
         # long to poll must not buy finished predictions again.
         poll_interval=lambda wildcards, resources: config["poll_interval_seconds"],

@@ -1,17 +1,17 @@
-# Stage 1: one query per condition, in the API's wire format.
+# Stage 1: one query per condition, in the API's wire format, a batch of them per job.
 
 
-rule write_query:
+rule write_queries:
     output:
-        "results/queries/{condition}.json",
+        directory("results/queries/{modality}/{batch}"),
     log:
-        "logs/queries/{condition}.log",
+        "logs/queries/{modality}/{batch}.log",
     localrule: True
     conda:
         "../envs/synthbio.yaml"
     params:
-        condition=get_condition,
-        # The request itself: a change to the row reruns this condition (and only it).
-        body=get_wire_body,
+        conditions=get_batch_conditions,
+        # The requests themselves: a change to a row reruns its batch (and only it).
+        bodies=get_wire_bodies,
     script:
-        "../scripts/write_query.py"
+        "../scripts/write_queries.py"

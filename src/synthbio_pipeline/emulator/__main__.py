@@ -51,6 +51,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port to listen on; 0 picks a free one (default)")
     parser.add_argument("--latency", type=float, default=1.0, help="seconds from submission to ready (default: 1)")
+    parser.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=None,
+        metavar="C",
+        help="refuse submissions with 429 while C queries are in flight (default: no cap)",
+    )
     parser.add_argument("--genes", type=int, default=DEFAULT_GENES, help=f"genes per sample (default: {DEFAULT_GENES:,})")
     parser.add_argument(
         "--token",
@@ -90,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         url_ttl=args.url_ttl,
         workdir=args.workdir,
         faults=args.faults,
+        max_in_flight=args.max_in_flight,
     )
     try:
         auth = f"{len(args.token)} token(s) accepted" if args.token else "any bearer token accepted"

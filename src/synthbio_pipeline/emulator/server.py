@@ -141,6 +141,9 @@ class EmulatorConfig:
     url_ttl: float = 300.0
     workdir: Path | None = None
     faults: FaultPlan | None = None
+    #: At most this many queries in flight (submitted, not yet ready or failed) at once;
+    #: a submission beyond it is refused with 429 and ``Retry-After``. ``None``: no cap.
+    max_in_flight: int | None = None
 
 
 @dataclass
@@ -184,6 +187,10 @@ class Stats:
         with self._lock:
             self.submissions[digest] += 1
 
+    def record_in_flight(self, in_flight: int) -> None:
+        with self._lock:
+            self.counters["peak_in_flight"] = max(self.counters["peak_in_flight"], in_flight)
+
     def bump(self, name: str) -> None:
         with self._lock:
             self.counters[name] += 1
@@ -197,6 +204,8 @@ class Stats:
                 "downloads": self.counters["downloads"],
                 "downloads_with_auth": self.counters["downloads_with_auth"],
                 "auth_failures": self.counters["auth_failures"],
+                "peak_in_flight": self.counters["peak_in_flight"],
+                "refused_over_capacity": self.counters["refused_over_capacity"],
             }
 
 
@@ -338,6 +347,11 @@ class EmulatorApp:
             errors = [{"path": problem.path, "message": problem.message} for problem in problems]
             return Response.json(422, {"error": "Invalid query", "errors": errors})
         job = self._submit(model_id, body)
+        if job is None:
+            self.stats.bump("refused_over_capacity")
+            answer = Response.error(429, f"too many queries in flight (at most {self.config.max_in_flight})")
+            answer.headers["Retry-After"] = "1"
+            return answer
         return Response.json(200, {"modelQueryId": job.query_id})
 
     def endpoint_status(self, request: Request, query_id: str) -> Response:
@@ -403,11 +417,17 @@ class EmulatorApp:
 
     # -- jobs
 
-    def _submit(self, model_id: str, body: dict[str, Any]) -> Job:
+    def _submit(self, model_id: str, body: dict[str, Any]) -> Job | None:
+        """Accept a query, or ``None`` when ``max_in_flight`` queries are already in flight."""
         query_id = uuid.uuid4().hex
         job = Job(query_id, model_id, body, time.monotonic(), self.workdir / f"{query_id}.json")
         with self._jobs_lock:
+            in_flight = sum(1 for other in self._jobs.values()
+                            if other.status(self.config.latency) in ("queued", "running"))
+            if self.config.max_in_flight is not None and in_flight >= self.config.max_in_flight:
+                return None
             self._jobs[query_id] = job
+        self.stats.record_in_flight(in_flight + 1)
         self.stats.count_submission(body_hash(body))
         job.thread = threading.Thread(target=self._run, args=(job,), name=f"emulator-{query_id[:8]}", daemon=True)
         job.thread.start()
@@ -677,6 +697,7 @@ def start_emulator(
     url_ttl: float = 300.0,
     workdir: str | Path | None = None,
     faults: FaultPlan | dict | str | Path | None = None,
+    max_in_flight: int | None = None,
 ) -> Emulator:
     """Start an emulator serving in a background thread; ``port=0`` picks a free port.
 
@@ -684,7 +705,9 @@ def start_emulator(
     ``latency`` is the least time from submission to ``ready``; ``genes`` the length of
     every counts vector; ``url_ttl`` the lifetime of a signed download URL; ``workdir``
     keeps the result files (default: a temporary folder removed by :meth:`Emulator.stop`);
-    ``faults`` is a fault plan (see :mod:`synthbio_pipeline.emulator.faults`).
+    ``faults`` is a fault plan (see :mod:`synthbio_pipeline.emulator.faults`);
+    ``max_in_flight`` caps the queries in flight (more are refused with 429), as a busy
+    service caps a customer's concurrency.
     """
     if genes < 1:
         raise ValueError(f"genes must be at least 1, not {genes}")
@@ -695,5 +718,6 @@ def start_emulator(
         url_ttl=float(url_ttl),
         workdir=Path(workdir) if workdir is not None else None,
         faults=FaultPlan.load(faults),
+        max_in_flight=None if max_in_flight is None else int(max_in_flight),
     )
     return Emulator(host, port, config).start()

@@ -1,8 +1,10 @@
-"""Snakemake wrapper: one Synthesize Bio prediction, from query JSON to Parquet parts.
+"""Snakemake wrapper: Synthesize Bio predictions, from query JSON files to one Parquet pair.
 
-Submits the query, polls it (each status change is logged with the elapsed time),
-downloads and parses the result. The API token is read from SYNTHESIZE_API_KEY (or
-the system keyring) inside the job: it is never a parameter.
+Submits each query, polls it (each status change is logged with the elapsed time),
+downloads and parses the result. Several queries (a batch) run at once, as many as the
+job's ``synthbio_api`` resource, and are parsed one at a time into one expression and one
+metadata part. The API token is read from SYNTHESIZE_API_KEY (or the system keyring)
+inside the job: it is never a parameter.
 """
 
 __author__ = "synthbio-snakemake contributors"
@@ -10,35 +12,74 @@ __license__ = "MIT"
 
 import logging
 import sys
+from pathlib import Path
 
-# Appended: a rerun resumes the same model query, and its log tells the whole story.
+# Appended: a rerun resumes the same model queries, and its log tells the whole story.
 sys.stderr = open(snakemake.log[0], "a") if snakemake.log else sys.stderr
 logging.basicConfig(
     stream=sys.stderr,
     level=logging.INFO,
-    format="%(asctime)s %(levelname)s %(message)s",
+    format="%(asctime)s %(levelname)s %(threadName)s %(message)s",
 )
 
-from synthbio_pipeline.runner import run_prediction
+from synthbio_pipeline.runner import BatchQuery, run_batch
 
 
 def required(name):
     value = snakemake.params.get(name)
-    if value is None or value == "":
+    if value is None or value == "" or value == []:
         raise ValueError(f"Missing required parameter: {name}")
     return value
 
 
+def query_files():
+    """The query files: ``input.query``, or ``input.queries`` (files, or folders of ``{condition}.json``)."""
+    given = (
+        snakemake.input.get("queries")
+        or snakemake.input.get("query")
+        or snakemake.input[0]
+    )
+    files = []
+    for item in [given] if isinstance(given, str) else list(given):
+        path = Path(item)
+        files.extend(sorted(path.glob("*.json")) if path.is_dir() else [path])
+    return files
+
+
+files = query_files()
+conditions = snakemake.params.get("conditions") or snakemake.params.get("condition")
+if conditions is None:
+    conditions = [path.stem for path in files]
+elif isinstance(conditions, str):
+    conditions = [conditions]
+if len(files) == 1 and len(conditions) == 1:
+    by_condition = {conditions[0]: files[0]}
+else:
+    # Folders list their files by name; the conditions' order is the output's sample order.
+    by_stem = {path.stem: path for path in files}
+    missing = [name for name in conditions if name not in by_stem]
+    if missing:
+        raise ValueError(
+            f"No query file for condition(s) {', '.join(missing)} among {len(files)} input files"
+        )
+    by_condition = {name: by_stem[name] for name in conditions}
+
+model_id = required("model_id")
 as_counts = snakemake.params.get("as_counts", True)
 if not isinstance(as_counts, bool):
     raise ValueError(f"Parameter as_counts must be True or False, not {as_counts!r}")
 
-run_prediction(
-    snakemake.input.get("query", snakemake.input[0]),
-    model_id=required("model_id"),
-    condition=required("condition"),
+run_batch(
+    [
+        BatchQuery(
+            name, path, model_id if isinstance(model_id, str) else model_id[name]
+        )
+        for name, path in by_condition.items()
+    ],
     expression_out=snakemake.output.expression,
     metadata_out=snakemake.output.metadata,
+    in_flight=int(snakemake.resources.get("synthbio_api", 1)),
+    ticket_dir=snakemake.params.get("ticket_dir"),
     base_url=snakemake.params.get("base_url"),
     poll_interval=float(snakemake.params.get("poll_interval", 2.0)),
     poll_timeout=float(snakemake.params.get("poll_timeout", 900.0)),
