@@ -77,7 +77,9 @@ def run_snakemake(workdir: Path, config: Path, *args: str, url: str | None = Non
     text = log.read_text(errors="replace")
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"snakemake failed ({' '.join(command[3:])}):\n{text[-3000:]}")
-    jobs = sum(int(line.split()[-1]) for line in text.splitlines() if line.startswith("total "))
+    # Snakemake prints its job table at the start (and again at the end of a dry run).
+    totals = [int(line.split()[-1]) for line in text.splitlines() if line.startswith("total ")]
+    jobs = totals[0] if totals else 0
     return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_mb": usage.ru_maxrss / 1024,
             "jobs": jobs}
 

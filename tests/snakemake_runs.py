@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEFILE = ROOT / "workflow" / "Snakefile"
 #: The tests never read the machine's keyring: a token must come from the environment.
@@ -50,3 +52,33 @@ def copy_config(source: Path, workdir: Path) -> Path:
 
 def files_under(folder: Path) -> list[Path]:
     return sorted(path for path in folder.rglob("*") if path.is_file())
+
+
+def merged(workdir: Path) -> dict[str, pd.DataFrame]:
+    """The merged outputs, without what legitimately differs between runs (query ids)."""
+    tables = {}
+    for folder in sorted((workdir / "results").iterdir()):
+        if (folder / "expression.parquet").exists():
+            tables[f"{folder.name}/expression"] = pd.read_parquet(folder / "expression.parquet")
+            tables[f"{folder.name}/metadata"] = pd.read_parquet(folder / "metadata.parquet").drop(columns="query_id")
+    return tables
+
+
+def assert_same_outputs(left: Path, right: Path) -> None:
+    a, b = merged(left), merged(right)
+    assert a.keys() == b.keys() and a
+    for name in a:
+        pd.testing.assert_frame_equal(a[name], b[name], obj=name)
+
+
+def scan_command_lines(token: str) -> int:
+    """Assert that no running process has ``token`` on its command line; the number looked at."""
+    seen = 0
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            arguments = cmdline.read_bytes()
+        except OSError:
+            continue  # the process ended
+        seen += 1
+        assert token.encode() not in arguments, f"the token is on the command line of {cmdline.parent.name}"
+    return seen

@@ -13,9 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
-
-from snakemake_runs import NO_KEYRING, ROOT, SNAKEFILE, copy_config, files_under, output_of, snakemake
+from snakemake_runs import (NO_KEYRING, ROOT, SNAKEFILE, assert_same_outputs, copy_config, files_under, output_of,
+                            scan_command_lines, snakemake)
 
 GENES = 300
 
@@ -24,23 +23,6 @@ def workflow_args(workdir: Path, url: str) -> tuple[str, ...]:
     configfile = workdir / "config" / "config.yaml"
     return ("-s", str(SNAKEFILE), "-d", str(workdir), "--configfile", str(configfile),
             "--config", f"api_base_url={url}", "poll_interval_seconds=1")
-
-
-def merged(workdir: Path) -> dict[str, pd.DataFrame]:
-    """The merged outputs, without what legitimately differs between runs (query ids)."""
-    tables = {}
-    for folder in sorted((workdir / "results").iterdir()):
-        if (folder / "expression.parquet").exists():
-            tables[f"{folder.name}/expression"] = pd.read_parquet(folder / "expression.parquet")
-            tables[f"{folder.name}/metadata"] = pd.read_parquet(folder / "metadata.parquet").drop(columns="query_id")
-    return tables
-
-
-def assert_same_outputs(left: Path, right: Path) -> None:
-    a, b = merged(left), merged(right)
-    assert a.keys() == b.keys() and a
-    for name in a:
-        pd.testing.assert_frame_equal(a[name], b[name], obj=name)
 
 
 def clean_run(make_emulator, token, workdir: Path) -> Path:
@@ -102,13 +84,7 @@ def test_the_token_is_in_no_file_and_on_no_command_line(make_emulator, tmp_path)
                                start_new_session=True)
     command_lines_seen = 0
     while process.poll() is None:
-        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-            try:
-                arguments = cmdline.read_bytes()
-            except OSError:
-                continue  # the process ended
-            command_lines_seen += 1
-            assert token.encode() not in arguments, f"the token is on the command line of {cmdline.parent.name}"
+        command_lines_seen += scan_command_lines(token)
         time.sleep(0.05)
     output = process.stdout.read().decode()
     assert process.returncode == 0, output

@@ -94,3 +94,14 @@ def test_cli_example_query_is_valid(tmp_path):
     done = cli(["example-query", "--modality", "single-cell"], tmp_path)
     assert done.returncode == 0
     validate_query(json.loads(done.stdout))
+
+
+@pytest.mark.parametrize("export", [True, False], ids=["local-run", "cluster-run"])
+def test_check_token_exports_a_keyring_token_only_for_local_runs(memory_keyring, monkeypatch, export):
+    """A cluster run leaves the keyring token out of the environment its submitted jobs inherit."""
+    from synthbio_pipeline.workflow_support import check_token
+
+    monkeypatch.delenv("SYNTHESIZE_API_KEY", raising=False)
+    memory_keyring.set_password("pysynthbio", "api_token", SECRET)
+    check_token("https://app.synthesize.bio", export=export)
+    assert (os.environ.get("SYNTHESIZE_API_KEY") == SECRET) is export

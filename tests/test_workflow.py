@@ -78,13 +78,16 @@ def test_example_table_end_to_end(make_emulator, emulator_token, tmp_path):
 
     modalities = {"bulk": "gem-1-bulk", "single-cell": "gem-1-sc"}
     assert {c.modality for c in conditions} == set(modalities)  # the example has both
-    assert sorted(p.name for p in (workdir / "results").iterdir()) == ["bulk", "predictions", "queries", "single-cell"]
+    assert sorted(p.name for p in (workdir / "results").iterdir()) == [
+        "bulk", "predictions", "queries", "report", "single-cell"]
 
     for modality, model_id in modalities.items():
         mine = [c for c in conditions if c.modality == modality]
         ids = [f"{c.name}_{n}" for c in mine for n in range(1, c.num_samples + 1)]
         folder = workdir / "results" / modality
-        assert sorted(p.name for p in folder.iterdir()) == ["expression.parquet", "metadata.parquet"]
+        # AnnData by default for single-cell only (outputs: h5ad).
+        h5ad = [f"{modality}.h5ad"] if modality == "single-cell" else []
+        assert sorted(p.name for p in folder.iterdir()) == ["expression.parquet", "metadata.parquet", *h5ad]
 
         expression = pq.read_table(folder / "expression.parquet")
         assert expression.column_names == ["gene_id", *ids]
@@ -140,7 +143,8 @@ def check_rerun_triggers(workdir, args, overrides, token, emulator):
     frame.to_csv(table, sep="\t", index=False)
     run = snakemake("-n", *args, *overrides, cwd=workdir, token=token)
     assert run.returncode == 0, output_of(run)
-    assert job_counts(run) == {"write_queries": 1, "predict": 1, "merge": 1, "all": 1, "total": 4}, output_of(run)
+    expected = {"write_queries": 1, "predict": 1, "merge": 1, "report_figures": 1, "report_conditions": 1, "all": 1}
+    assert job_counts(run) == {**expected, "total": 6}, output_of(run)
     assert "results/predictions/bulk/" in run.stdout and "single-cell/0001" not in run.stdout
 
     # ... and buys that row only: the batch's other queries are downloaded again, not resubmitted.

@@ -10,16 +10,20 @@ from .errors import MissingTokenError
 from .token_store import resolve_token
 
 
-def check_token(base_url: str) -> None:
+def check_token(base_url: str, *, export: bool = True) -> None:
     """Make sure jobs will find a token; stop the run now, with directions, when there is none.
 
-    A token found only in the keyring is copied into this process's environment, which
-    local jobs inherit and cluster executors pass on (``--export=ALL`` on SLURM); compute
-    nodes rarely have a keyring of their own.
+    With ``export``, a token found only in the keyring is copied into this process's
+    environment, which local jobs inherit. A cluster run passes ``export=False``: the jobs
+    that call the API run locally and read the keyring themselves, and whatever is in the
+    environment would travel with every submitted job (SLURM's ``--export=ALL`` keeps it in
+    its spool directory).
     """
     check_base_url(base_url)
     try:
-        os.environ[TOKEN_ENV] = resolve_token()
+        token = resolve_token()
+        if export:
+            os.environ[TOKEN_ENV] = token
     except MissingTokenError:
         from urllib.parse import urlsplit
 

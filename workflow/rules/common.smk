@@ -7,6 +7,7 @@ from snakemake.utils import validate
 
 from synthbio_pipeline.client import check_base_url
 from synthbio_pipeline.conditions import ConditionsError, TableProblem, read_conditions
+from synthbio_pipeline.report import data_source
 from synthbio_pipeline.workflow_support import check_token
 
 MODALITIES = ("bulk", "single-cell")
@@ -95,7 +96,13 @@ CONDITIONS = {
 # is not looked for when linting (lint needs no secrets) nor again inside cluster jobs.
 check_base_url(config["api_base_url"])
 if workflow.check_envvars and workflow.is_main_process:
-    check_token(config["api_base_url"])
+    check_token(config["api_base_url"], export=workflow.local_exec)
+# Counts as text from log1p-CPM values would be mislabelled: refuse before any job.
+if config["outputs"]["counts_tsv"] and not config["as_counts"]:
+    raise WorkflowError(
+        "outputs: counts_tsv: true needs as_counts: true (with as_counts: false there are "
+        "no counts to write); switch one of them"
+    )
 
 
 def conditions_of(modality):
@@ -119,14 +126,40 @@ def make_batches(size):
 BATCHES = make_batches(config["batch_size"])
 
 
+REPORT_FIGURES = ("library_sizes", "detected_genes", "pca", "condition_correlation")
+
+
+def report_figures():
+    """The figures drawn per modality: no library sizes for log1p-CPM (the counts are gone)."""
+    return [f for f in REPORT_FIGURES if config["as_counts"] or f != "library_sizes"]
+
+
 def final_outputs():
-    """The merged pair of every modality in the table (never bulk and single-cell mixed)."""
+    """The merged pair of every modality in the table (never bulk and single-cell mixed),
+    and the files `outputs` asks for."""
     present = [m for m in MODALITIES if conditions_of(m)]
-    return expand(
+    outputs = config["outputs"]
+    targets = expand(
         "results/{modality}/{table}.parquet",
         modality=present,
         table=["expression", "metadata"],
     )
+    targets += expand(
+        "results/{modality}/{modality}.h5ad",
+        modality=[m for m in present if m in outputs["h5ad"]],
+    )
+    # With as_counts false, expression.parquet is log1p-CPM already.
+    if outputs["log_cpm"] and config["as_counts"]:
+        targets += expand("results/{modality}/log1p_cpm.parquet", modality=present)
+    if outputs["counts_tsv"]:
+        targets += expand("results/{modality}/counts.tsv.gz", modality=present)
+    if outputs["report"]:
+        targets.append("results/report/conditions.html")
+        names = [f"{f}.svg" for f in report_figures()] + ["summary.html", "summary.tsv"]
+        targets += expand(
+            "results/report/{modality}/{name}", modality=present, name=names
+        )
+    return targets
 
 
 def get_batch(wildcards):
@@ -164,3 +197,54 @@ def get_parts(table):
         )
 
     return parts
+
+
+def get_run_summaries(wildcards):
+    """The prediction summaries (timings, submissions) of every batch of one modality."""
+    return expand(
+        "results/predictions/{modality}/{batch}/summary.json",
+        modality=wildcards.modality,
+        batch=BATCHES[wildcards.modality],
+    )
+
+
+def figure_outputs():
+    """The figures of rule report_figures, marked for the report."""
+    return {
+        name: report(
+            f"results/report/{{modality}}/{name}.svg",
+            caption=f"../report/{name}.rst",
+            category="{modality}",
+            subcategory=FIGURE_SUBCATEGORIES[name],
+            labels=figure_labels(FIGURE_TITLES[name]),
+        )
+        for name in report_figures()
+    }
+
+
+FIGURE_TITLES = {
+    "library_sizes": "library sizes",
+    "detected_genes": "detected genes",
+    "pca": "PCA of log1p-CPM",
+    "condition_correlation": "correlation of condition means",
+}
+FIGURE_SUBCATEGORIES = {
+    "library_sizes": "Quality control",
+    "detected_genes": "Quality control",
+    "pca": "Structure",
+    "condition_correlation": "Structure",
+}
+
+
+def figure_labels(title):
+    """Report labels; `data` is read from the merged file when the report is made, so the
+    report says emulator wherever the emulator made the data."""
+
+    def labels(wildcards, input):
+        return {
+            "modality": wildcards.modality,
+            "figure": title,
+            "data": data_source(input.expression),
+        }
+
+    return labels

@@ -12,6 +12,7 @@ rule predict:
     output:
         expression="results/predictions/{modality}/{batch}/expression.parquet",
         metadata="results/predictions/{modality}/{batch}/metadata.parquet",
+        summary="results/predictions/{modality}/{batch}/summary.json",
     log:
         "logs/predict/{modality}/{batch}.log",
     localrule: True

@@ -10,6 +10,7 @@ inside the job: it is never a parameter.
 __author__ = "synthbio-snakemake contributors"
 __license__ = "MIT"
 
+import json
 import logging
 import sys
 from pathlib import Path
@@ -69,7 +70,7 @@ as_counts = snakemake.params.get("as_counts", True)
 if not isinstance(as_counts, bool):
     raise ValueError(f"Parameter as_counts must be True or False, not {as_counts!r}")
 
-run_batch(
+summary = run_batch(
     [
         BatchQuery(
             name, path, model_id if isinstance(model_id, str) else model_id[name]
@@ -87,3 +88,8 @@ run_batch(
     resubmit_failed=int(snakemake.params.get("resubmit_failed", 0)),
     log=logging.getLogger("synthesize.predict"),
 )
+
+if snakemake.output.get("summary"):
+    # Per condition: model query id, model version, samples, seconds, submissions.
+    with open(snakemake.output.summary, "w") as out:
+        json.dump(summary, out, indent=2)

@@ -1,0 +1,660 @@
+"""Figures and a summary table of one merged expression + metadata pair, for a Snakemake report.
+
+    data = compute_report("results/bulk/expression.parquet", "results/bulk/metadata.parquet")
+    plot_library_sizes(data, "report/library_sizes.svg")
+    plot_detected_genes(data, "report/detected_genes.svg")
+    plot_pca(data, "report/pca.svg")
+    plot_condition_correlation(data, "report/condition_correlation.svg")
+    write_condition_summary(data, "report/conditions.tsv")
+    # or all of them at once: write_report(expression, metadata, pca="report/pca.svg", ...)
+
+:func:`compute_report` reads the expression file row group by row group (``ROW_GROUP_GENES``
+genes of every sample at a time), in two passes: the first sums library sizes and detected
+genes per sample; the second turns each block into log1p-CPM (which needs the library
+sizes), keeps the ``pca_genes`` most variable genes seen so far and accumulates the sums
+that give the Pearson correlation of the condition means. Memory is one block of all samples
+plus the kept genes, whatever the number of genes.
+
+Each plot function writes one file atomically; its format follows the suffix (``.svg``,
+``.png``, ``.pdf``). SVG text stays text (searchable, small). Figures of emulator data say
+"emulator data (synthetic, not a model)" in their title.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from ._io import atomic_path
+from .errors import SynthbioError
+from .results import log_cpm
+from .tables import COUNTS, GENE_ID, LOG_CPM, SAMPLE_ID, SCHEMA_KEY
+
+__all__ = [
+    "EMULATOR_NOTE",
+    "ReportData",
+    "ReportError",
+    "compute_report",
+    "condition_summary",
+    "conditions_frame",
+    "data_source",
+    "plot_condition_correlation",
+    "plot_detected_genes",
+    "plot_library_sizes",
+    "plot_pca",
+    "read_run_summaries",
+    "write_condition_summary",
+    "write_conditions_page",
+    "write_html_table",
+    "write_report",
+]
+
+EMULATOR_NOTE = "emulator data (synthetic, not a model)"
+DEFAULT_PCA_GENES = 2000
+
+
+class ReportError(SynthbioError, ValueError):
+    """An expression file and metadata file that do not belong together, or cannot be read."""
+
+
+@dataclass
+class ReportData:
+    """Everything the figures and the summary table show, computed from one merged pair.
+
+    Per-sample arrays follow ``samples`` (the expression file's column order).
+    ``library_sizes`` is ``None`` for a file of log1p-CPM values (the counts are gone).
+    ``correlation[i, j]`` is the Pearson correlation, over genes, of the mean log1p-CPM of
+    ``conditions[i]`` and ``conditions[j]``.
+    """
+
+    samples: list[str]
+    sample_conditions: list[str]
+    conditions: list[str]
+    values: str
+    backend: str
+    n_genes: int
+    library_sizes: np.ndarray | None
+    detected_genes: np.ndarray
+    pca: np.ndarray
+    explained_variance: np.ndarray
+    pca_gene_ids: list[str]
+    correlation: np.ndarray
+    metadata: pd.DataFrame
+
+    @property
+    def is_emulator(self) -> bool:
+        return "emulator" in self.backend
+
+    def title(self, text: str) -> str:
+        if self.backend == "emulator":
+            return f"{text}\n{EMULATOR_NOTE}"
+        if self.is_emulator:
+            return f"{text}\npartly {EMULATOR_NOTE}"
+        return text
+
+
+# --- statistics --------------------------------------------------------------------------
+
+
+def compute_report(
+    expression_path: str | os.PathLike,
+    metadata_path: str | os.PathLike,
+    *,
+    pca_genes: int = DEFAULT_PCA_GENES,
+) -> ReportData:
+    """Per-sample statistics, PCA and condition correlation of a merged pair, streamed."""
+    if pca_genes < 1:
+        raise ValueError(f"pca_genes must be at least 1, not {pca_genes}")
+    parquet = pq.ParquetFile(expression_path)
+    schema = parquet.schema_arrow
+    if schema.names[:1] != [GENE_ID]:
+        raise ReportError(f"{expression_path} has no leading {GENE_ID!r} column; is it a merged expression file?")
+    samples = schema.names[1:]
+    label = json.loads((schema.metadata or {}).get(SCHEMA_KEY, b"{}"))
+    values = label.get("values", COUNTS)
+    if values not in (COUNTS, LOG_CPM):
+        raise ReportError(f"{expression_path} holds values of unknown kind {values!r}")
+
+    metadata = pd.read_parquet(metadata_path)
+    if list(metadata[SAMPLE_ID]) != samples:
+        raise ReportError(f"{metadata_path} does not list the samples of {expression_path} in the same order")
+    sample_conditions = [str(c) for c in metadata["condition"]]
+    conditions = list(dict.fromkeys(sample_conditions))  # the conditions table's order
+    backend = _backend(label, metadata)
+
+    # Pass 1: library sizes and detected genes.
+    library = np.zeros(len(samples), np.int64)
+    detected = np.zeros(len(samples), np.int64)
+    n_genes = 0
+    for block, _ in _blocks(parquet):
+        if values == COUNTS:
+            library += block.sum(axis=1, dtype=np.int64)
+        detected += np.count_nonzero(block > 0, axis=1)
+        n_genes += block.shape[1]
+
+    # Pass 2: log1p-CPM per block; top-variance genes for the PCA; condition-mean cross products.
+    membership = np.zeros((len(conditions), len(samples)))
+    index = {condition: i for i, condition in enumerate(conditions)}
+    for j, condition in enumerate(sample_conditions):
+        membership[index[condition], j] = 1.0
+    membership /= membership.sum(axis=1, keepdims=True)
+    kept = np.zeros((len(samples), 0))
+    kept_variance, kept_genes, kept_ids = np.zeros(0), np.zeros(0, np.int64), np.zeros(0, object)
+    mean_sum = np.zeros(len(conditions))
+    cross = np.zeros((len(conditions), len(conditions)))
+    start = 0
+    for block, ids in _blocks(parquet):
+        cpm = _block_log_cpm(block, library) if values == COUNTS else block.astype(np.float64)
+        means = membership @ cpm  # conditions x genes
+        mean_sum += means.sum(axis=1)
+        cross += means @ means.T
+        variance = cpm.var(axis=0)
+        positions = np.arange(start, start + cpm.shape[1])
+        kept = np.concatenate([kept, cpm], axis=1)
+        kept_variance = np.concatenate([kept_variance, variance])
+        kept_genes = np.concatenate([kept_genes, positions])
+        kept_ids = np.concatenate([kept_ids, np.array(ids, object)])
+        if kept.shape[1] > pca_genes:
+            # Highest variance first; ties by gene position, so the choice is deterministic.
+            order = np.lexsort((kept_genes, -kept_variance))[:pca_genes]
+            order.sort()
+            kept, kept_variance, kept_genes, kept_ids = (kept[:, order], kept_variance[order], kept_genes[order],
+                                                         kept_ids[order])
+        start += cpm.shape[1]
+
+    pca, explained = _pca(kept)
+    return ReportData(
+        samples=samples,
+        sample_conditions=sample_conditions,
+        conditions=conditions,
+        values=values,
+        backend=backend,
+        n_genes=n_genes,
+        library_sizes=library if values == COUNTS else None,
+        detected_genes=detected,
+        pca=pca,
+        explained_variance=explained,
+        pca_gene_ids=[str(gene) for gene in kept_ids],
+        correlation=_pearson(mean_sum, cross, n_genes),
+        metadata=metadata,
+    )
+
+
+def _blocks(parquet: pq.ParquetFile):
+    """(samples x genes array, gene ids) for each row group."""
+    for group in range(parquet.metadata.num_row_groups):
+        table = parquet.read_row_group(group)
+        ids = table.column(0).to_pylist()
+        if table.num_columns == 1:
+            yield np.zeros((0, len(ids))), ids
+            continue
+        yield np.stack([column.to_numpy() for column in table.columns[1:]]), ids
+
+
+def _block_log_cpm(block: np.ndarray, library: np.ndarray) -> np.ndarray:
+    """log_cpm of a gene block with each sample's whole-library total as its denominator.
+
+    log_cpm normalises by the row sum; a last column holding the rest of each library
+    makes that sum the library size, so the block's values equal those of the full matrix.
+    """
+    rest = (library - block.sum(axis=1, dtype=np.int64)).astype(np.float64)
+    widened = np.concatenate([block.astype(np.float64), rest[:, None]], axis=1)
+    return log_cpm(widened)[:, :-1]
+
+
+def _pca(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Scores on the first two components (samples x 2) and their share of the variance."""
+    scores, explained = np.zeros((matrix.shape[0], 2)), np.zeros(2)
+    if matrix.shape[0] < 2 or matrix.shape[1] == 0:
+        return scores, explained
+    centred = matrix - matrix.mean(axis=0)
+    u, s, _ = np.linalg.svd(centred, full_matrices=False)
+    total = float((s**2).sum())
+    k = min(2, len(s))
+    # SVD signs are arbitrary: make each component's largest loading on a sample positive.
+    signs = np.sign(u[np.abs(u[:, :k]).argmax(axis=0), range(k)])
+    signs[signs == 0] = 1.0
+    scores[:, :k] = u[:, :k] * s[:k] * signs
+    if total > 0:
+        explained[:k] = s[:k] ** 2 / total
+    return scores, explained
+
+
+def _pearson(sums: np.ndarray, cross: np.ndarray, n: int) -> np.ndarray:
+    if n < 2:
+        return np.full_like(cross, np.nan)
+    mean = sums / n
+    covariance = cross / n - np.outer(mean, mean)
+    sd = np.sqrt(np.clip(np.diag(covariance), 0, None))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        correlation = covariance / np.outer(sd, sd)
+    return np.clip(correlation, -1.0, 1.0)
+
+
+def _backend(label: dict, metadata: pd.DataFrame) -> str:
+    """``emulator``, ``synthesize``, or ``emulator+synthesize`` for a mixed file."""
+    found = label.get("backend", [])
+    found = {found} if isinstance(found, str) else set(found)
+    if "backend" in metadata:
+        found |= {str(b) for b in metadata["backend"].dropna().unique()}
+    return "+".join(sorted(found)) or "unknown"
+
+
+# --- summary table -----------------------------------------------------------------------
+
+
+def read_run_summaries(paths: Sequence[str | os.PathLike]) -> dict[str, dict[str, Any]]:
+    """Per condition, its prediction's summary (``seconds``, ``submissions``, ``query_id``, ...).
+
+    ``paths`` are the ``summary.json`` files the prediction wrapper writes, one per batch:
+    ``{"conditions": [{"condition": ..., "seconds": ..., ...}, ...], "seconds": ...}``.
+    """
+    runs: dict[str, dict[str, Any]] = {}
+    for path in paths:
+        try:
+            document = json.loads(Path(path).read_text())
+            conditions = document["conditions"]
+            for entry in conditions:
+                runs[str(entry["condition"])] = entry
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ReportError(f"{path} is not a prediction summary (a 'conditions' list of objects "
+                              f"with a 'condition' each): {exc}") from exc
+    return runs
+
+
+def condition_summary(data: ReportData, runs: dict[str, dict[str, Any]] | None = None) -> pd.DataFrame:
+    """One row per condition: ids, model version, backend, samples and median statistics.
+
+    With ``runs`` (:func:`read_run_summaries`), also ``seconds`` (submission to parsed result)
+    and ``submissions`` (times the query was bought) of each condition's prediction.
+    """
+    frame = pd.DataFrame({"condition": data.sample_conditions, "detected": data.detected_genes})
+    frame["library"] = data.library_sizes if data.library_sizes is not None else np.nan
+    for column in ("query_id", "model_version", "backend"):
+        frame[column] = data.metadata[column].astype("string").to_numpy() if column in data.metadata else pd.NA
+    rows = []
+    for condition in data.conditions:
+        group = frame[frame.condition == condition]
+        row = {
+            "condition": condition,
+            "query_id": _joined(group.query_id),
+            "model_version": _joined(group.model_version),
+            "backend": _joined(group.backend),
+            "samples": len(group),
+            "library_size_median": group.library.median() if data.library_sizes is not None else np.nan,
+            "detected_genes_median": group.detected.median(),
+        }
+        if runs is not None:
+            run = runs.get(condition, {})
+            row["seconds"] = run.get("seconds", np.nan)
+            row["submissions"] = run.get("submissions", pd.NA)
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if runs is not None:
+        table["submissions"] = table["submissions"].astype("Int64")
+    return table
+
+
+def _joined(values: pd.Series) -> str:
+    # A condition normally has one query; a rerun part could in principle bring another.
+    return ";".join(dict.fromkeys(str(v) for v in values.dropna()))
+
+
+def write_condition_summary(data: ReportData, path: str | os.PathLike,
+                            runs: dict[str, dict[str, Any]] | None = None) -> pd.DataFrame:
+    """Write :func:`condition_summary` as TSV (``.tsv``), an HTML page (``.html``) or CSV
+    (anything else); return it."""
+    table = condition_summary(data, runs)
+    suffix = Path(path).suffix.lower()
+    if suffix in (".html", ".htm"):
+        notes = [f"{len(data.samples):,} samples × {data.n_genes:,} genes; medians per condition."]
+        if data.library_sizes is None:
+            notes.append("Library sizes are not available: the expression file holds log1p-CPM (as_counts: false).")
+        if runs is not None:
+            notes.append("seconds: from submission to the parsed result (a rerun that downloaded an answered "
+                         "query again counts that time); submissions: times the query was sent (and paid for).")
+        # Shortest columns first, so the numbers fit on screen; the long query id last.
+        shown = table.rename(columns=_SUMMARY_HEADERS)
+        shown = shown[[name for name in _SUMMARY_HEADERS.values() if name in shown]]
+        write_html_table(shown, path, title=f"Per-condition summary ({len(data.conditions):,} conditions)",
+                         notes=notes, emulator=_emulator_warning(data.backend), code_columns=["query id"])
+        return table
+    separator = "\t" if suffix == ".tsv" else ","
+    with atomic_path(path) as temporary:
+        table.to_csv(temporary, sep=separator, index=False, float_format="%.10g", na_rep="NA")
+    return table
+
+
+_SUMMARY_HEADERS = {
+    "condition": "condition",
+    "samples": "samples",
+    "seconds": "seconds",
+    "submissions": "submissions",
+    "library_size_median": "median library size",
+    "detected_genes_median": "median detected genes",
+    "model_version": "model version",
+    "backend": "backend",
+    "query_id": "query id",
+}
+
+
+def data_source(expression_path: str | os.PathLike) -> str:
+    """Who made a merged file's values, in words: ``emulator``, ``Synthesize Bio API`` or both."""
+    label = json.loads((pq.read_schema(expression_path).metadata or {}).get(SCHEMA_KEY, b"{}"))
+    found = label.get("backend", [])
+    found = {found} if isinstance(found, str) else set(found)
+    words = {"emulator": "emulator", "synthesize": "Synthesize Bio API"}
+    return " + ".join(words.get(b, b) for b in sorted(found)) or "unknown"
+
+
+def _emulator_warning(backend: str) -> str | None:
+    if backend == "emulator":
+        return "Emulator data (synthetic, not a model): made by the bundled API emulator, not by GEM-1."
+    if "emulator" in backend:
+        return f"Partly emulator data (synthetic, not a model): backends {backend}."
+    return None
+
+
+def conditions_frame(conditions: Sequence[Any]) -> pd.DataFrame:
+    """The conditions as the workflow runs them (``read_conditions``' output), one row each:
+    defaults applied, the model's own mode where the table gives none, then every metadata
+    key any row sets (in the API's key order)."""
+    from .models import get_model, is_known_model
+    from .query import METADATA_KEYS
+
+    options = [key for key in ("seed", "total_count", "deterministic_latents")
+               if any(key in c.options for c in conditions)]
+    keys = [key for key in METADATA_KEYS if any(key in c.metadata for c in conditions)]
+    rows = []
+    for c in conditions:
+        mode = c.mode
+        if mode is None and is_known_model(c.model_id):
+            mode = get_model(c.model_id).default_mode
+        rows.append({"condition": c.name, "modality": c.modality, "model_id": c.model_id, "mode": mode,
+                     "num_samples": c.num_samples, **{key: c.options.get(key) for key in options},
+                     **{key: c.metadata.get(key) for key in keys}})
+    columns = ["condition", "modality", "model_id", "mode", "num_samples", *options, *keys]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def write_conditions_page(table_path: str | os.PathLike, out: str | os.PathLike,
+                          defaults: dict[str, Any] | None = None) -> pd.DataFrame:
+    """An HTML page of the conditions table as the workflow runs it (:func:`conditions_frame`)."""
+    from .conditions import read_conditions
+
+    conditions = read_conditions(table_path, defaults=defaults)
+    frame = conditions_frame(conditions)
+    modalities = ", ".join(f"{m}: {n}" for m, n in frame["modality"].value_counts(sort=False).items())
+    notes = [f"{table_path}: {len(frame):,} conditions ({modalities}), {int(frame['num_samples'].sum()):,} samples "
+             "requested; config defaults applied; mode: the model's own where the table gives none."]
+    if defaults:
+        notes.append("defaults: " + ", ".join(f"{key} = {value}" for key, value in defaults.items()))
+    write_html_table(frame, out, title="Conditions table", notes=notes)
+    return frame
+
+
+_HTML_STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 1rem; color: #1f2937; }
+h1 { font-size: 1.1rem; margin: 0 0 .5rem; }
+p.note { margin: .2rem 0; color: #4b5563; font-size: .8rem; max-width: 60rem; }
+p.emulator { background: #fef3c7; border-left: 4px solid #d97706; padding: .4rem .7rem; color: #78350f;
+             font-weight: 600; font-size: .85rem; max-width: 60rem; }
+table { border-collapse: separate; border-spacing: 0; margin-top: .7rem; font-size: .8rem; }
+th, td { border-bottom: 1px solid #e5e7eb; padding: .25rem .55rem; text-align: left; white-space: nowrap; }
+th { background: #f3f4f6; position: sticky; top: 0; z-index: 1; }
+/* The first column (the condition) stays in view when a wide table scrolls sideways. */
+th:first-child, td:first-child { position: sticky; left: 0; background: #ffffff; border-right: 1px solid #e5e7eb; }
+th:first-child { background: #f3f4f6; z-index: 2; }
+td.number, th.number { text-align: right; font-variant-numeric: tabular-nums; }
+td.code { font-family: ui-monospace, "SFMono-Regular", Menlo, monospace; font-size: .75rem; }
+td.missing { color: #9ca3af; }
+tr:hover td { background: #f9fafb; }
+"""
+
+
+def write_html_table(frame: pd.DataFrame, path: str | os.PathLike, *, title: str, notes: Sequence[str] = (),
+                     emulator: str | None = None, code_columns: Sequence[str] = ()) -> Path:
+    """A self-contained HTML page (no scripts, no external resources) showing ``frame``.
+
+    Numbers are right-aligned with thousands separators (no decimals from 100 on); missing
+    values show as ``–``. ``emulator`` is a warning shown above the table; ``code_columns``
+    are set in a monospace font (ids).
+    """
+    from html import escape
+
+    def cell(value: Any, code: bool) -> str:
+        if value is None or (not isinstance(value, str) and pd.isna(value)):
+            return '<td class="missing">–</td>'
+        if isinstance(value, (bool, np.bool_)):
+            return f"<td>{str(bool(value)).lower()}</td>"
+        if isinstance(value, (int, np.integer)):
+            return f'<td class="number">{int(value):,}</td>'
+        if isinstance(value, (float, np.floating)):
+            text = f"{value:,.0f}" if float(value).is_integer() or abs(value) >= 100 else f"{value:,.2f}"
+            return f'<td class="number">{text}</td>'
+        return f'<td class="code">{escape(str(value))}</td>' if code else f"<td>{escape(str(value))}</td>"
+
+    codes = [column in code_columns for column in frame.columns]
+    numeric = [pd.api.types.is_numeric_dtype(frame[column]) and not pd.api.types.is_bool_dtype(frame[column])
+               for column in frame.columns]
+    head = "".join(f'<th class="number">{escape(str(column))}</th>' if number else f"<th>{escape(str(column))}</th>"
+                   for column, number in zip(frame.columns, numeric))
+    body = "\n".join("<tr>" + "".join(cell(value, code) for value, code in zip(row, codes)) + "</tr>"
+                     for row in frame.itertuples(index=False, name=None))
+    paragraphs = ([f'<p class="emulator">{escape(emulator)}</p>'] if emulator else [])
+    paragraphs += [f'<p class="note">{escape(note)}</p>' for note in notes]
+    page = (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{escape(title)}</title>\n'
+            f"<style>{_HTML_STYLE}</style>\n</head>\n<body>\n<h1>{escape(title)}</h1>\n" + "\n".join(paragraphs)
+            + f"\n<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>\n</body>\n</html>\n")
+    path = Path(path)
+    with atomic_path(path) as temporary:
+        temporary.write_text(page, encoding="utf-8")
+    return path
+
+
+# --- figures -----------------------------------------------------------------------------
+
+
+def _figure(width: float, height: float):
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as exc:  # matplotlib comes with the workflow extra only
+        raise ImportError("the report needs matplotlib: pip install 'synthbio-pipeline[workflow]'") from exc
+    # A bare Figure on an Agg canvas: no pyplot, so no global backend or figure state.
+    figure = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _save(figure, path: str | os.PathLike) -> Path:
+    import matplotlib
+
+    path = Path(path)
+    fmt = path.suffix.lstrip(".").lower() or "svg"
+    # Text as text in SVG; no date, so an unchanged input gives an identical file.
+    metadata = {"Date": None} if fmt in ("svg", "pdf") else None
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "synthbio"}):
+        with atomic_path(path) as temporary:
+            figure.savefig(temporary, format=fmt, dpi=150, metadata=metadata)
+    return path
+
+
+def _colours(n: int) -> list[tuple[Any, str]]:
+    """(colour, marker) per condition: distinct up to 20 colours, then markers vary too."""
+    from matplotlib import colormaps
+
+    palette = colormaps["tab10" if n <= 10 else "tab20"].colors
+    markers = "osD^vP*X"
+    return [(palette[i % len(palette)], markers[(i // len(palette)) % len(markers)]) for i in range(n)]
+
+
+def _strip_plot(data: ReportData, values: np.ndarray, path, *, title: str, ylabel: str) -> Path:
+    n = len(data.conditions)
+    longest = max((len(c) for c in data.conditions), default=0)
+    # Slanted labels take height: grow the figure so the plot area keeps its size.
+    figure = _figure(max(6.0, 0.38 * n + 2.5), 4.2 + (0.055 * longest if n > 4 else 0.0))
+    axes = figure.add_subplot()
+    rng = np.random.default_rng(0)  # fixed jitter: reproducible figures
+    conditions = np.asarray(data.sample_conditions)
+    for i, ((colour, marker), condition) in enumerate(zip(_colours(n), data.conditions)):
+        y = values[conditions == condition]
+        x = i + rng.uniform(-0.18, 0.18, len(y))
+        axes.scatter(x, y, s=18, color=colour, marker=marker, alpha=0.8, linewidths=0, zorder=3)
+        axes.hlines(np.median(y), i - 0.3, i + 0.3, color="black", linewidth=1.5, zorder=2)
+    axes.set_xticks(range(n), data.conditions, rotation=45 if n > 4 else 0, ha="right" if n > 4 else "center",
+                    rotation_mode="anchor")
+    axes.set_xlim(-0.6, n - 0.4)
+    axes.set_xlabel("condition (black bar: median)")
+    axes.set_ylabel(ylabel)
+    from matplotlib.ticker import MaxNLocator
+
+    # Whole-number ticks: the formatter shows no decimals, so 832.5 would read as 832.
+    axes.yaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.yaxis.set_major_formatter(_thousands())
+    axes.grid(axis="y", alpha=0.3)
+    axes.set_title(data.title(title), loc="left")
+    return _save(figure, path)
+
+
+def _thousands():
+    from matplotlib.ticker import FuncFormatter
+
+    return FuncFormatter(lambda value, _: f"{value:,.0f}")
+
+
+def plot_library_sizes(data: ReportData, path: str | os.PathLike) -> Path:
+    """Total counts per sample, one column of points per condition, with the median."""
+    if data.library_sizes is None:
+        raise ReportError("library sizes need counts; this expression file holds log1p-CPM (as_counts: false)")
+    return _strip_plot(data, data.library_sizes, path, title=f"Library size per sample ({len(data.samples):,} samples)",
+                       ylabel="library size (total counts)")
+
+
+def plot_detected_genes(data: ReportData, path: str | os.PathLike) -> Path:
+    """Genes with a count above 0 per sample, one column of points per condition."""
+    return _strip_plot(data, data.detected_genes, path,
+                       title=f"Detected genes per sample (count > 0, of {data.n_genes:,} genes)",
+                       ylabel="detected genes")
+
+
+def plot_pca(data: ReportData, path: str | os.PathLike) -> Path:
+    """The samples on the first two principal components of log1p-CPM, coloured by condition."""
+    n = len(data.conditions)
+    columns = math.ceil(n / 22)
+    figure = _figure(6.5 + 1.9 * columns, max(5.0, min(0.21 * n / columns + 1.5, 9.0)))
+    axes = figure.add_subplot()
+    conditions = np.asarray(data.sample_conditions)
+    for (colour, marker), condition in zip(_colours(n), data.conditions):
+        points = data.pca[conditions == condition]
+        axes.scatter(points[:, 0], points[:, 1], s=28, color=colour, marker=marker, alpha=0.85,
+                     linewidths=0.3, edgecolors="white", label=condition)
+    pc1, pc2 = data.explained_variance * 100
+    axes.set_xlabel(f"PC1 ({pc1:.1f}% of variance)")
+    axes.set_ylabel(f"PC2 ({pc2:.1f}% of variance)")
+    axes.grid(alpha=0.3)
+    axes.legend(title="condition", loc="upper left", bbox_to_anchor=(1.01, 1.0), ncols=columns, fontsize="small",
+                frameon=False, markerscale=1.2, handletextpad=0.3, borderaxespad=0)
+    genes = len(data.pca_gene_ids)
+    axes.set_title(data.title(f"PCA of log1p-CPM ({genes:,} most variable genes, {len(data.samples):,} samples)"),
+                   loc="left")
+    return _save(figure, path)
+
+
+def plot_condition_correlation(data: ReportData, path: str | os.PathLike) -> Path:
+    """Heat map of the Pearson correlation of mean log1p-CPM between conditions."""
+    n = len(data.conditions)
+    side = max(5.5, 0.32 * n + 3.5)
+    figure = _figure(side + 1.0, side)
+    axes = figure.add_subplot()
+    diagonal = np.eye(n, dtype=bool)
+    off_diagonal = data.correlation[~diagonal & np.isfinite(data.correlation)]
+    # Condition means usually correlate above 0.9: colours span the off-diagonal range, and
+    # the diagonal (always 1) is grey so it does not share the top colour.
+    low, high = (float(off_diagonal.min()), float(off_diagonal.max())) if off_diagonal.size else (0.0, 1.0)
+    if high - low < 1e-3:
+        low, high = min(low, high - 1e-3), high
+    from matplotlib import colormaps
+
+    colours = colormaps["viridis"].with_extremes(bad="lightgrey")
+    image = axes.imshow(np.ma.masked_array(data.correlation, diagonal), cmap=colours, vmin=low, vmax=high)
+    axes.set_xticks(range(n), data.conditions, rotation=45 if n > 3 else 0, ha="right" if n > 3 else "center",
+                    rotation_mode="anchor", fontsize="small" if n > 15 else None)
+    axes.set_yticks(range(n), data.conditions, fontsize="small" if n > 15 else None)
+    axes.set_xlabel("condition")
+    axes.set_ylabel("condition")
+    if n <= 12:
+        middle = (low + high) / 2
+        for i in range(n):
+            for j in range(n):
+                value = data.correlation[i, j]
+                axes.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize="small",
+                          color="black" if value > middle or i == j else "white")
+    figure.colorbar(image, ax=axes, label="Pearson r of condition means (diagonal: 1, grey)", shrink=0.8)
+    axes.set_title(data.title("Correlation of mean log1p-CPM between conditions"), loc="left")
+    return _save(figure, path)
+
+
+# --- everything at once ------------------------------------------------------------------
+
+
+def write_report(
+    expression_path: str | os.PathLike,
+    metadata_path: str | os.PathLike,
+    *,
+    library_sizes: str | os.PathLike | None = None,
+    detected_genes: str | os.PathLike | None = None,
+    pca: str | os.PathLike | None = None,
+    correlation: str | os.PathLike | None = None,
+    summary: str | os.PathLike | None = None,
+    pca_genes: int = DEFAULT_PCA_GENES,
+    runs: dict[str, dict[str, Any]] | None = None,
+) -> ReportData:
+    """Compute once and write each output given a path (a Snakemake rule's named outputs).
+
+    For a log1p-CPM file, ``library_sizes`` cannot be drawn and raises :class:`ReportError`.
+    ``runs`` (:func:`read_run_summaries`) adds the predictions' timings to ``summary``.
+    """
+    data = compute_report(expression_path, metadata_path, pca_genes=pca_genes)
+    for function, path in ((plot_library_sizes, library_sizes), (plot_detected_genes, detected_genes),
+                           (plot_pca, pca), (plot_condition_correlation, correlation),
+                           (functools.partial(write_condition_summary, runs=runs), summary)):
+        if path is not None:
+            function(data, path)
+    return data
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m synthbio_pipeline.report",
+        description="Draw the report figures and summary table of a merged expression + metadata pair.")
+    parser.add_argument("expression")
+    parser.add_argument("metadata")
+    parser.add_argument("outdir", help="writes library_sizes, detected_genes, pca, condition_correlation "
+                                       "(in --format) and conditions.tsv here")
+    parser.add_argument("--format", choices=("svg", "png", "pdf"), default="svg")
+    parser.add_argument("--pca-genes", type=int, default=DEFAULT_PCA_GENES)
+    args = parser.parse_args(argv)
+    out = Path(args.outdir)
+    data = compute_report(args.expression, args.metadata, pca_genes=args.pca_genes)
+    if data.library_sizes is not None:
+        plot_library_sizes(data, out / f"library_sizes.{args.format}")
+    plot_detected_genes(data, out / f"detected_genes.{args.format}")
+    plot_pca(data, out / f"pca.{args.format}")
+    plot_condition_correlation(data, out / f"condition_correlation.{args.format}")
+    write_condition_summary(data, out / "conditions.tsv")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
