@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from _children import best_of
+
 TASKS = {}
 
 
@@ -234,16 +236,7 @@ def verify(params: dict) -> dict:
     return report
 
 
-def _best(function, repeat: int):
-    """(best wall time of ``repeat`` calls, the last result)."""
-    best, result = float("inf"), None
-    for _ in range(repeat):
-        result = None
-        gc.collect()
-        start = time.perf_counter()
-        result = function()
-        best = min(best, time.perf_counter() - start)
-    return best, result
+_best = best_of
 
 
 @task

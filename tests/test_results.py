@@ -112,6 +112,22 @@ def test_sparse_counts_with_duplicate_gene_ids_fill_both_columns(tmp_path):
     assert read_all(write(tmp_path, doc))[0].counts.tolist() == [3, 1, 3]
 
 
+def test_sparse_cells_scatter_into_numpy_with_one_gene_lookup_per_reader(tmp_path):
+    """A single-cell output names a few genes of many: only those are decoded, and the gene ->
+    column lookup is built once for the document, not a dense mapping per cell."""
+    genes = [f"G{i}" for i in range(50_000)]
+    doc = {"gene_order": genes, "outputs": [{"counts": {"G49999": 7, "G3": 1}}, {"counts": {"G10": 2}}]}
+    with open_result(write(tmp_path, doc)) as reader:
+        samples = iter(reader.samples())
+        first = next(samples)
+        lookup = reader._outputs._lookup
+        second = next(samples)
+        assert reader._outputs._lookup is lookup
+    assert first.counts.dtype == np.int64 and first.counts.shape == (50_000,)
+    assert np.flatnonzero(first.counts).tolist() == [3, 49_999] and first.counts[49_999] == 7
+    assert np.flatnonzero(second.counts).tolist() == [10] and second.counts.sum() == 2
+
+
 @pytest.mark.parametrize("chunk_size", CHUNK_SIZES)
 def test_metadata_prediction_outputs_use_the_decoder_sample(tmp_path, chunk_size):
     doc = {

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, Mapping
 
 from . import _constants as C
 from .client import SynthesizeClient
@@ -14,6 +12,9 @@ from .models import get_model, is_known_model
 from .query import to_wire, validate_modality
 from .results import to_frames
 from .token_store import resolve_token
+
+if TYPE_CHECKING:  # imported where a frame is built: `import synthbio_pipeline` stays light
+    import pandas as pd
 
 
 def predict_query(
@@ -47,6 +48,8 @@ def predict_query(
 
 def list_models(api_base_url: str | None = None) -> pd.DataFrame:
     """The models the token may use, as the server lists them (one row per model)."""
+    import pandas as pd
+
     with SynthesizeClient(api_base_url) as client:
         return pd.DataFrame(client.list_models().get("models", []))
 

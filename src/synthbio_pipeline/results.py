@@ -36,13 +36,16 @@ import io
 import json
 import os
 import re
+import sys
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Callable, Iterator, NoReturn
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterator, NoReturn
 
 import numpy as np
-import pandas as pd
 
 from .errors import ResultError
+
+if TYPE_CHECKING:  # imported where frames are built: parsing and writing parts never need pandas (~45 MB)
+    import pandas as pd
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "ResultReader", "Sample", "log_cpm", "open_result", "to_frames"]
 
@@ -864,6 +867,8 @@ def to_frames(
     Unlike the vendor's client, an output without latents in a result where others have
     them gets an empty row, so latents rows stay aligned with samples.
     """
+    import pandas as pd
+
     if result_kind not in RESULT_KINDS:
         raise ValueError(f"result_kind must be one of {', '.join(RESULT_KINDS)}, not {result_kind!r}")
     prediction = result_kind == "metadata-prediction"
@@ -914,7 +919,8 @@ def log_cpm(counts: np.ndarray | pd.DataFrame) -> np.ndarray | pd.DataFrame:
     Takes a 2-D array (a 1-D array is one sample) or a DataFrame, whose index and
     columns are kept. Always returns float64 and never modifies its input.
     """
-    if isinstance(counts, pd.DataFrame):
+    pd = sys.modules.get("pandas")  # a DataFrame means pandas is imported already; never import it here
+    if pd is not None and isinstance(counts, pd.DataFrame):
         values = counts.to_numpy(dtype=np.float64, copy=True)
         return pd.DataFrame(_log_cpm_rows(values), index=counts.index, columns=counts.columns, copy=False)
     array = np.asarray(counts)
