@@ -232,6 +232,23 @@ def test_thirty_conditions_are_all_labelled(tmp_path):
         assert all(condition in text for condition in conditions), plot.__name__
 
 
+def test_past_the_named_limit_figures_stay_small_and_drop_the_names(tmp_path):
+    from synthbio_pipeline.report import MAX_NAMED_CONDITIONS
+
+    n = MAX_NAMED_CONDITIONS + 1
+    conditions = [f"cond_{i:03d}" for i in range(n)]
+    counts = simulated_counts(conditions, 1, seed=2)
+    data = compute_report(*merged_pair(tmp_path, counts, conditions, 1))
+    for plot in (plot_pca, plot_condition_correlation, plot_detected_genes, plot_library_sizes):
+        path = plot(data, tmp_path / f"{plot.__name__}.svg")
+        root = ET.parse(path).getroot()
+        text = "".join(root.itertext())
+        assert f"{n:,} conditions" in text or f"({n:,}; no legend)" in text, plot.__name__
+        assert not any(condition in text for condition in conditions), plot.__name__
+        # Bounded size (points): the heat map drawn at its natural size grew with n squared.
+        assert float(root.get("width").removesuffix("pt")) < 72 * 26, plot.__name__
+
+
 def test_prediction_timings_join_the_summary_by_condition(data, tmp_path):
     from synthbio_pipeline.report import read_run_summaries
 

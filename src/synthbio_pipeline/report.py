@@ -61,6 +61,10 @@ __all__ = [
 
 EMULATOR_NOTE = "emulator data (synthetic, not a model)"
 DEFAULT_PCA_GENES = 2000
+#: Beyond this many conditions, names are not drawn (no axis labels, no legend): they could
+#: not be read, and the figures would grow without bound (a 200-condition heat map drawn at
+#: its natural size took 19 s and 3.4 GB). The summary table lists every condition.
+MAX_NAMED_CONDITIONS = 60
 
 
 class ReportError(SynthbioError, ValueError):
@@ -503,7 +507,9 @@ def _strip_plot(data: ReportData, values: np.ndarray, path, *, title: str, ylabe
     n = len(data.conditions)
     longest = max((len(c) for c in data.conditions), default=0)
     # Slanted labels take height: grow the figure so the plot area keeps its size.
-    figure = _figure(max(6.0, 0.38 * n + 2.5), 4.2 + (0.055 * longest if n > 4 else 0.0))
+    named = n <= MAX_NAMED_CONDITIONS
+    figure = _figure(max(6.0, 0.38 * min(n, MAX_NAMED_CONDITIONS) + 2.5),
+                     4.2 + (0.055 * longest if 4 < n and named else 0.0))
     axes = figure.add_subplot()
     rng = np.random.default_rng(0)  # fixed jitter: reproducible figures
     conditions = np.asarray(data.sample_conditions)
@@ -512,10 +518,14 @@ def _strip_plot(data: ReportData, values: np.ndarray, path, *, title: str, ylabe
         x = i + rng.uniform(-0.18, 0.18, len(y))
         axes.scatter(x, y, s=18, color=colour, marker=marker, alpha=0.8, linewidths=0, zorder=3)
         axes.hlines(np.median(y), i - 0.3, i + 0.3, color="black", linewidth=1.5, zorder=2)
-    axes.set_xticks(range(n), data.conditions, rotation=45 if n > 4 else 0, ha="right" if n > 4 else "center",
-                    rotation_mode="anchor")
+    if named:
+        axes.set_xticks(range(n), data.conditions, rotation=45 if n > 4 else 0, ha="right" if n > 4 else "center",
+                        rotation_mode="anchor")
+        axes.set_xlabel("condition (black bar: median)")
+    else:
+        axes.set_xticks([])
+        axes.set_xlabel(f"{n:,} conditions, in table order (black bar: median; names in the summary table)")
     axes.set_xlim(-0.6, n - 0.4)
-    axes.set_xlabel("condition (black bar: median)")
     axes.set_ylabel(ylabel)
     from matplotlib.ticker import MaxNLocator
 
@@ -551,8 +561,9 @@ def plot_detected_genes(data: ReportData, path: str | os.PathLike) -> Path:
 def plot_pca(data: ReportData, path: str | os.PathLike) -> Path:
     """The samples on the first two principal components of log1p-CPM, coloured by condition."""
     n = len(data.conditions)
-    columns = math.ceil(n / 22)
-    figure = _figure(6.5 + 1.9 * columns, max(5.0, min(0.21 * n / columns + 1.5, 9.0)))
+    named = n <= MAX_NAMED_CONDITIONS
+    columns = math.ceil(n / 22) if named else 0
+    figure = _figure(6.5 + 1.9 * columns, max(5.0, min(0.21 * n / max(columns, 1) + 1.5, 9.0)) if named else 5.5)
     axes = figure.add_subplot()
     conditions = np.asarray(data.sample_conditions)
     for (colour, marker), condition in zip(_colours(n), data.conditions):
@@ -563,8 +574,12 @@ def plot_pca(data: ReportData, path: str | os.PathLike) -> Path:
     axes.set_xlabel(f"PC1 ({pc1:.1f}% of variance)")
     axes.set_ylabel(f"PC2 ({pc2:.1f}% of variance)")
     axes.grid(alpha=0.3)
-    axes.legend(title="condition", loc="upper left", bbox_to_anchor=(1.01, 1.0), ncols=columns, fontsize="small",
-                frameon=False, markerscale=1.2, handletextpad=0.3, borderaxespad=0)
+    if named:
+        axes.legend(title="condition", loc="upper left", bbox_to_anchor=(1.01, 1.0), ncols=columns,
+                    fontsize="small", frameon=False, markerscale=1.2, handletextpad=0.3, borderaxespad=0)
+    else:
+        axes.text(1.0, -0.12, f"coloured by condition ({n:,}; no legend)", transform=axes.transAxes, ha="right",
+                  fontsize="small")
     genes = len(data.pca_gene_ids)
     axes.set_title(data.title(f"PCA of log1p-CPM ({genes:,} most variable genes, {len(data.samples):,} samples)"),
                    loc="left")
@@ -574,7 +589,8 @@ def plot_pca(data: ReportData, path: str | os.PathLike) -> Path:
 def plot_condition_correlation(data: ReportData, path: str | os.PathLike) -> Path:
     """Heat map of the Pearson correlation of mean log1p-CPM between conditions."""
     n = len(data.conditions)
-    side = max(5.5, 0.32 * n + 3.5)
+    named = n <= MAX_NAMED_CONDITIONS
+    side = max(5.5, 0.32 * n + 3.5) if named else 8.0
     figure = _figure(side + 1.0, side)
     axes = figure.add_subplot()
     diagonal = np.eye(n, dtype=bool)
@@ -588,11 +604,17 @@ def plot_condition_correlation(data: ReportData, path: str | os.PathLike) -> Pat
 
     colours = colormaps["viridis"].with_extremes(bad="lightgrey")
     image = axes.imshow(np.ma.masked_array(data.correlation, diagonal), cmap=colours, vmin=low, vmax=high)
-    axes.set_xticks(range(n), data.conditions, rotation=45 if n > 3 else 0, ha="right" if n > 3 else "center",
-                    rotation_mode="anchor", fontsize="small" if n > 15 else None)
-    axes.set_yticks(range(n), data.conditions, fontsize="small" if n > 15 else None)
-    axes.set_xlabel("condition")
-    axes.set_ylabel("condition")
+    if named:
+        axes.set_xticks(range(n), data.conditions, rotation=45 if n > 3 else 0, ha="right" if n > 3 else "center",
+                        rotation_mode="anchor", fontsize="small" if n > 15 else None)
+        axes.set_yticks(range(n), data.conditions, fontsize="small" if n > 15 else None)
+        axes.set_xlabel("condition")
+        axes.set_ylabel("condition")
+    else:
+        axes.set_xticks([])
+        axes.set_yticks([])
+        axes.set_xlabel(f"{n:,} conditions, in table order")
+        axes.set_ylabel(f"{n:,} conditions, in table order")
     if n <= 12:
         middle = (low + high) / 2
         for i in range(n):
