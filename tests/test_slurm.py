@@ -11,6 +11,7 @@ provides both (scripts/slurm-up.sh, as root). Elsewhere it is skipped with the r
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import shlex
@@ -24,7 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from snakemake_runs import NO_KEYRING, ROOT, SNAKEFILE, assert_same_outputs, copy_config, files_under, output_of, scan_command_lines, snakemake
+from snakemake_runs import ROOT, SNAKEFILE, assert_same_outputs, copy_config, files_under, output_of, scan_command_lines, snakemake
 
 PROFILES = ROOT / "workflow" / "profiles"
 GENES = 300
@@ -106,8 +107,14 @@ def test_the_workflow_runs_on_slurm_like_it_runs_locally(make_emulator, tmp_path
     configfile = copy_config(ROOT / ".test/config", workdir)
     calls = tmp_path / "sbatch-calls.txt"
     shim = sbatch_recorder(tmp_path / "bin", calls)
+    # The way README recommends on a cluster: the token in the keyring (here a test keyring in
+    # a file outside the workdir), SYNTHESIZE_API_KEY unset. The local prediction jobs read the
+    # keyring; the submitted jobs, which never call the API, inherit no token.
+    keyring_file = tmp_path / "keyring.json"
+    keyring_file.write_text(json.dumps({"pysynthbio\x00api_token": TOKEN}))
     env = {**{key: value for key, value in os.environ.items() if not key.startswith("SYNTHESIZE_API")},
-           "PYTHON_KEYRING_BACKEND": NO_KEYRING, "SYNTHESIZE_API_KEY": TOKEN,
+           "PYTHON_KEYRING_BACKEND": "fixtures.FileKeyring", "SYNTHBIO_TEST_KEYRING": str(keyring_file),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")])),
            "PATH": f"{shim}{os.pathsep}{os.environ['PATH']}"}
     output = tmp_path / "snakemake-slurm.out"
     # timeout -k: a status command that never sees a job makes Snakemake wait forever. Checking
@@ -158,11 +165,12 @@ def test_the_workflow_runs_on_slurm_like_it_runs_locally(make_emulator, tmp_path
     for path in written:
         assert TOKEN.encode() not in path.read_bytes(), f"the token was written to {path}"
 
-    # Outside our reach, reported rather than asserted: slurmctld keeps each batch job's
-    # environment (the token included) in its state directory until the job is purged.
+    # slurmctld keeps each batch job's environment in its state directory until the job is
+    # purged: with the token in the keyring, none of them holds it.
     state = Path("/var/spool/slurmctld")
     kept = [path for jobid, _ in submissions for path in state.glob(f"hash.*/job.{jobid}/environment")]
     with_token = sum(TOKEN.encode() in path.read_bytes() for path in kept)
+    assert with_token == 0, f"the token is in {with_token} of {len(kept)} job environments slurmctld kept"
     print(f"\nSLURM run: {steps.group(1)} jobs ({len(submissions)} submitted with sbatch: "
           f"{', '.join(f'{rule}×{submitted_rules.count(rule)}' for rule in sorted(set(submitted_rules)))}; "
           f"{len(local_jobs)} local: {', '.join(sorted(set(local_jobs)))}), wall time {wall:.1f} s; "

@@ -10,14 +10,14 @@ from .errors import MissingTokenError
 from .token_store import resolve_token
 
 
-def check_token(base_url: str, *, export: bool = True) -> None:
+def check_token(base_url: str, *, export: bool = False) -> None:
     """Make sure jobs will find a token; stop the run now, with directions, when there is none.
 
-    With ``export``, a token found only in the keyring is copied into this process's
-    environment, which local jobs inherit. A cluster run passes ``export=False``: the jobs
-    that call the API run locally and read the keyring themselves, and whatever is in the
-    environment would travel with every submitted job (SLURM's ``--export=ALL`` keeps it in
-    its spool directory).
+    The token is only looked up, not handed on: the prediction jobs, which run on this host
+    (a localrule), read it themselves from the environment or the keyring. Copying a keyring
+    token into this process's environment (``export=True``) would also send it with every
+    job a cluster executor submits (SLURM's ``--export=ALL`` keeps job environments in its
+    state directory), and those jobs never call the API.
     """
     check_base_url(base_url)
     try:

@@ -96,7 +96,7 @@ CONDITIONS = {
 # is not looked for when linting (lint needs no secrets) nor again inside cluster jobs.
 check_base_url(config["api_base_url"])
 if workflow.check_envvars and workflow.is_main_process:
-    check_token(config["api_base_url"], export=workflow.local_exec)
+    check_token(config["api_base_url"])
 # Counts as text from log1p-CPM values would be mislabelled: refuse before any job.
 if config["outputs"]["counts_tsv"] and not config["as_counts"]:
     raise WorkflowError(
