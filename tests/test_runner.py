@@ -48,15 +48,6 @@ def test_a_refused_query_leaves_no_output(emulator, tmp_path):
     assert not (tmp_path / "o" / "e.parquet").exists()
 
 
-def test_check_token_copies_a_keyring_token_into_the_environment(monkeypatch, memory_keyring):
-    monkeypatch.delenv("SYNTHESIZE_API_KEY", raising=False)
-    memory_keyring.set_password("pysynthbio", "api_token", "kr-token")
-    check_token("https://app.synthesize.bio")
-    import os
-
-    assert os.environ["SYNTHESIZE_API_KEY"] == "kr-token"
-
-
 def test_check_token_without_a_token_says_how_to_get_going(monkeypatch, memory_keyring):
     monkeypatch.delenv("SYNTHESIZE_API_KEY", raising=False)
     with pytest.raises(MissingTokenError) as caught:

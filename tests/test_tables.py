@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import json
 import threading
 
@@ -364,3 +365,16 @@ assert "pandas" not in sys.modules, "imported by write_part or merge_parts"
 """
     subprocess.run([sys.executable, "-c", script], check=True)
     assert list(pd.read_parquet(tmp_path / "M.parquet").sample_id) == ["x_1", "x_2", "x_3"]
+
+
+def test_outputs_get_the_mode_of_any_new_file_not_a_private_one(tmp_path):
+    """atomic_path's temporary file is private (mkstemp); the output it becomes is not."""
+    import stat
+
+    from synthbio_pipeline._io import atomic_path
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    with atomic_path(tmp_path / "out.txt") as temporary:
+        temporary.write_text("x")
+    assert stat.S_IMODE((tmp_path / "out.txt").stat().st_mode) == 0o666 & ~mask

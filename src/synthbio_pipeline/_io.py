@@ -8,6 +8,11 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+# Read once, at import: reading the umask means setting it, which would race with threads
+# creating files (a batch job writes from several).
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 
 @contextlib.contextmanager
 def atomic_path(destination: str | os.PathLike, *, durable: bool = False) -> Iterator[Path]:
@@ -24,6 +29,9 @@ def atomic_path(destination: str | os.PathLike, *, durable: bool = False) -> Ite
     os.close(fd)
     try:
         yield Path(temporary)
+        # mkstemp makes the file private (0600); an output gets the mode any new file would
+        # (0666 less the umask), so colleagues sharing a project folder can read it.
+        os.chmod(temporary, 0o666 & ~_UMASK)
         if durable:
             _fsync(temporary)
         os.replace(temporary, destination)

@@ -2,28 +2,24 @@
 
 from __future__ import annotations
 
-import os
-
 from ._constants import TOKEN_ENV
 from .client import check_base_url, is_loopback
 from .errors import MissingTokenError
 from .token_store import resolve_token
 
 
-def check_token(base_url: str, *, export: bool = False) -> None:
+def check_token(base_url: str) -> None:
     """Make sure jobs will find a token; stop the run now, with directions, when there is none.
 
     The token is only looked up, not handed on: the prediction jobs, which run on this host
     (a localrule), read it themselves from the environment or the keyring. Copying a keyring
-    token into this process's environment (``export=True``) would also send it with every
-    job a cluster executor submits (SLURM's ``--export=ALL`` keeps job environments in its
-    state directory), and those jobs never call the API.
+    token into this process's environment would also send it with every job a cluster
+    executor submits (SLURM's ``--export=ALL`` keeps job environments in its state
+    directory), and those jobs never call the API.
     """
     check_base_url(base_url)
     try:
-        token = resolve_token()
-        if export:
-            os.environ[TOKEN_ENV] = token
+        resolve_token()
     except MissingTokenError:
         from urllib.parse import urlsplit
 
