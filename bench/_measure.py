@@ -50,6 +50,13 @@ def _baseline() -> dict:
     return {"baseline_maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "baseline_rss_kb": _vm_rss_kb()}
 
 
+def _output_folder(params: dict) -> Path:
+    """The task's output folder (``params["out"]``), created; before the baseline, so not counted."""
+    out = Path(params["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
 def _body(params: dict) -> dict:
     return params["body"]
 
@@ -82,9 +89,7 @@ def vendor(params: dict) -> dict:
     import pyarrow  # noqa: F401  (to_parquet imports it on first use; counted in the baseline)
     from pysynthbio.output_transformers import transform_standard_model_output
 
-    out = Path(params["out"])
-    out.mkdir(parents=True, exist_ok=True)
-    report = _baseline()
+    out, report = _output_folder(params), _baseline()
     phases = {}
     start = time.perf_counter()
     with open(params["result"], "rb") as f:
@@ -126,9 +131,7 @@ def ours(params: dict) -> dict:
     """Our path, as the workflow runs it: write_part (stream -> part) then merge_parts."""
     import synthbio_pipeline.tables  # noqa: F401
 
-    out = Path(params["out"])
-    out.mkdir(parents=True, exist_ok=True)
-    report = _baseline()
+    out, report = _output_folder(params), _baseline()
     start = time.perf_counter()
     summary = _write_part(params, out)
     middle = time.perf_counter()
@@ -144,9 +147,7 @@ def ours(params: dict) -> dict:
 def write_part(params: dict) -> dict:
     import synthbio_pipeline.tables  # noqa: F401
 
-    out = Path(params["out"])
-    out.mkdir(parents=True, exist_ok=True)
-    report = _baseline()
+    out, report = _output_folder(params), _baseline()
     start = time.perf_counter()
     _write_part(params, out)
     report["wall_s"] = time.perf_counter() - start
@@ -248,9 +249,7 @@ def layout(params: dict) -> dict:
 
     from synthbio_pipeline.tables import _PARQUET_OPTIONS, GENE_ID, ROW_GROUP_GENES, SAMPLE_ID, load_expression
 
-    report = _baseline()
-    out = Path(params["out"])
-    out.mkdir(parents=True, exist_ok=True)
+    out, report = _output_folder(params), _baseline()
     repeat = params["repeat"]
     source = pq.read_table(Path(params["ours_out"]) / "expression.parquet")
     genes = source.column(0).to_pylist()
