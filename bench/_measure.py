@@ -50,6 +50,15 @@ def _baseline() -> dict:
     return {"baseline_maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "baseline_rss_kb": _vm_rss_kb()}
 
 
+def _timed(work):
+    """(the baseline report with ``wall_s`` of ``work()``, what ``work()`` returned)."""
+    report = _baseline()
+    start = time.perf_counter()
+    result = work()
+    report["wall_s"] = time.perf_counter() - start
+    return report, result
+
+
 def _output_folder(params: dict) -> Path:
     """The task's output folder (``params["out"]``), created; before the baseline, so not counted."""
     out = Path(params["out"])
@@ -147,11 +156,8 @@ def ours(params: dict) -> dict:
 def write_part(params: dict) -> dict:
     import synthbio_pipeline.tables  # noqa: F401
 
-    out, report = _output_folder(params), _baseline()
-    start = time.perf_counter()
-    _write_part(params, out)
-    report["wall_s"] = time.perf_counter() - start
-    return report
+    out = _output_folder(params)
+    return _timed(lambda: _write_part(params, out))[0]
 
 
 @task
@@ -159,11 +165,7 @@ def merge(params: dict) -> dict:
     """merge_parts of the one part the write-part task left in the same folder."""
     import synthbio_pipeline.tables  # noqa: F401
 
-    report = _baseline()
-    start = time.perf_counter()
-    _merge(Path(params["out"]))
-    report["wall_s"] = time.perf_counter() - start
-    return report
+    return _timed(lambda: _merge(Path(params["out"])))[0]
 
 
 @task
@@ -171,14 +173,12 @@ def parse(params: dict) -> dict:
     """The streaming parser alone: every sample's counts, nothing kept."""
     from synthbio_pipeline.results import open_result
 
-    report = _baseline()
-    start = time.perf_counter()
-    n = 0
-    with open_result(params["result"]) as reader:
-        for _ in reader.samples():
-            n += 1
-    report["wall_s"] = time.perf_counter() - start
-    report["samples"] = n
+    def count() -> int:
+        with open_result(params["result"]) as reader:
+            return sum(1 for _ in reader.samples())
+
+    report, samples = _timed(count)
+    report["samples"] = samples
     return report
 
 
@@ -187,10 +187,7 @@ def to_frames(params: dict) -> dict:
     """Our in-memory equivalent of the vendor's frames (holds the whole matrix, by design)."""
     from synthbio_pipeline.results import to_frames as build
 
-    report = _baseline()
-    start = time.perf_counter()
-    frames = build(params["result"])
-    report["wall_s"] = time.perf_counter() - start
+    report, frames = _timed(lambda: build(params["result"]))
     report["shape"] = list(frames["expression"].shape)
     return report
 

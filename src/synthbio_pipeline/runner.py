@@ -248,9 +248,10 @@ def run_batch(
         expression, metadata = folder / "expression.parquet", folder / "metadata.parquet"
         digest = body_sha256(json.loads(Path(query.query_path).read_text()))
         done = folder / DONE_NAME
-        if expression.exists() and metadata.exists() and _done_digest(done) == digest:
+        note = _done_note(done)
+        if expression.exists() and metadata.exists() and note is not None and note["body_sha256"] == digest:
             log.info("%s: already done in an earlier run of this batch", query.condition)
-            return json.loads(done.read_text())["summary"]
+            return note["summary"]
         done.unlink(missing_ok=True)
         summary = run_prediction(query.query_path, model_id=query.model_id, condition=query.condition,
                                  expression_out=expression, metadata_out=metadata, log=log, cpu_lock=cpu_lock,
@@ -279,8 +280,10 @@ def run_batch(
     return {"conditions": summaries, "seconds": seconds}
 
 
-def _done_digest(path: Path) -> str | None:
+def _done_note(path: Path) -> dict | None:
+    """A finished condition's note (the body hash and its summary), or None if missing or damaged."""
     try:
-        return json.loads(path.read_text())["body_sha256"]
-    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        note = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
         return None
+    return note if isinstance(note, dict) and {"body_sha256", "summary"} <= note.keys() else None
