@@ -27,8 +27,12 @@ def run_task(script: Path, name: str, params: dict, workdir: Path) -> dict:
     report_path.unlink(missing_ok=True)
     start = time.perf_counter()
     with open(stderr_path, "wb") as stderr:
-        child = subprocess.Popen([sys.executable, str(script), name, json.dumps(params), str(report_path)],
-                                 stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr)
+        child = subprocess.Popen(
+            [sys.executable, str(script), name, json.dumps(params), str(report_path)],
+            stdin=subprocess.DEVNULL,
+            stdout=stderr,
+            stderr=stderr,
+        )
         _, status, usage = os.wait4(child.pid, 0)
     code = os.waitstatus_to_exitcode(status)
     if code != 0 or not report_path.exists():
@@ -36,8 +40,7 @@ def run_task(script: Path, name: str, params: dict, workdir: Path) -> dict:
     report = json.loads(report_path.read_text())
     report_path.unlink()
     stderr_path.unlink()
-    report.update(process_s=time.perf_counter() - start, cpu_s=usage.ru_utime + usage.ru_stime,
-                  peak_kb=usage.ru_maxrss)
+    report.update(process_s=time.perf_counter() - start, cpu_s=usage.ru_utime + usage.ru_stime, peak_kb=usage.ru_maxrss)
     return report
 
 

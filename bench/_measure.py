@@ -14,6 +14,7 @@ its own imports and nothing else.
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import os
@@ -120,25 +121,34 @@ def vendor(params: dict) -> dict:
 
 
 def _write_part(params: dict, out: Path) -> dict:
-    from synthbio_pipeline.tables import write_part
+    from synthbio_pipeline.formats.parquet import write_part
 
     return write_part(
-        params["result"], condition=params["condition"], model_id=params["model_id"], query_id="bench",
-        body=_body(params), expression_out=out / "part.expression.parquet", metadata_out=out / "part.metadata.parquet",
+        params["result"],
+        condition=params["condition"],
+        model_id=params["model_id"],
+        query_id="bench",
+        body=_body(params),
+        expression_out=out / "part.expression.parquet",
+        metadata_out=out / "part.metadata.parquet",
     )
 
 
 def _merge(out: Path) -> dict:
-    from synthbio_pipeline.tables import merge_parts
+    from synthbio_pipeline.formats.parquet import merge_parts
 
-    return merge_parts([out / "part.expression.parquet"], [out / "part.metadata.parquet"],
-                       out / "expression.parquet", out / "metadata.parquet")
+    return merge_parts(
+        [out / "part.expression.parquet"],
+        [out / "part.metadata.parquet"],
+        out / "expression.parquet",
+        out / "metadata.parquet",
+    )
 
 
 @task
 def ours(params: dict) -> dict:
     """Our path, as the workflow runs it: write_part (stream -> part) then merge_parts."""
-    import synthbio_pipeline.tables  # noqa: F401
+    import synthbio_pipeline.formats.parquet  # noqa: F401
 
     out, report = _output_folder(params), _baseline()
     start = time.perf_counter()
@@ -154,7 +164,7 @@ def ours(params: dict) -> dict:
 
 @task
 def write_part(params: dict) -> dict:
-    import synthbio_pipeline.tables  # noqa: F401
+    import synthbio_pipeline.formats.parquet  # noqa: F401
 
     out = _output_folder(params)
     return _timed(lambda: _write_part(params, out))[0]
@@ -163,7 +173,7 @@ def write_part(params: dict) -> dict:
 @task
 def merge(params: dict) -> dict:
     """merge_parts of the one part the write-part task left in the same folder."""
-    import synthbio_pipeline.tables  # noqa: F401
+    import synthbio_pipeline.formats.parquet  # noqa: F401
 
     return _timed(lambda: _merge(Path(params["out"])))[0]
 
@@ -171,7 +181,7 @@ def merge(params: dict) -> dict:
 @task
 def parse(params: dict) -> dict:
     """The streaming parser alone: every sample's counts, nothing kept."""
-    from synthbio_pipeline.results import open_result
+    from synthbio_pipeline.formats.result_json import open_result
 
     def count() -> int:
         with open_result(params["result"]) as reader:
@@ -185,7 +195,7 @@ def parse(params: dict) -> dict:
 @task
 def to_frames(params: dict) -> dict:
     """Our in-memory equivalent of the vendor's frames (holds the whole matrix, by design)."""
-    from synthbio_pipeline.results import to_frames as build
+    from synthbio_pipeline.formats.result_json import to_frames as build
 
     report, frames = _timed(lambda: build(params["result"]))
     report["shape"] = list(frames["expression"].shape)
@@ -201,14 +211,15 @@ def verify(params: dict) -> dict:
     import numpy as np
     import pandas as pd
 
-    from synthbio_pipeline.tables import load_expression
+    from synthbio_pipeline.formats.parquet import load_expression
 
     report = _baseline()
     vendor_dir, ours_dir = Path(params["vendor_out"]), Path(params["ours_out"])
     theirs = pd.read_parquet(vendor_dir / "expression.parquet")
     theirs_meta = pd.read_parquet(vendor_dir / "metadata.parquet")
-    mine, mine_meta = load_expression(ours_dir / "expression.parquet", ours_dir / "metadata.parquet",
-                                      orientation="samples")
+    mine, mine_meta = load_expression(
+        ours_dir / "expression.parquet", ours_dir / "metadata.parquet", orientation="samples"
+    )
     checks = []
 
     def check(name: str, ok: bool, detail: str = "") -> None:
@@ -222,13 +233,22 @@ def verify(params: dict) -> dict:
         differ = int(np.count_nonzero(a != b))
         check("values", differ == 0, f"{a.size:,} values, {differ:,} differ; dtypes ours {a.dtype}, vendor {b.dtype}")
     expected_ids = [f"{params['condition']}_{i}" for i in range(1, len(theirs) + 1)]
-    check("sample order", list(mine.index) == expected_ids and list(mine_meta.index) == expected_ids,
-          "sample_id {condition}_1..n in document order, metadata aligned")
+    check(
+        "sample order",
+        list(mine.index) == expected_ids and list(mine_meta.index) == expected_ids,
+        "sample_id {condition}_1..n in document order, metadata aligned",
+    )
     missing = [c for c in theirs_meta.columns if c not in mine_meta.columns]
-    bad = [c for c in theirs_meta.columns if c in mine_meta.columns
-           and [str(v) for v in theirs_meta[c]] != [str(v) for v in mine_meta[c]]]
-    check("metadata", not missing and not bad,
-          f"{len(theirs_meta.columns)} vendor columns; missing {missing or 'none'}; different {bad or 'none'}")
+    bad = [
+        c
+        for c in theirs_meta.columns
+        if c in mine_meta.columns and [str(v) for v in theirs_meta[c]] != [str(v) for v in mine_meta[c]]
+    ]
+    check(
+        "metadata",
+        not missing and not bad,
+        f"{len(theirs_meta.columns)} vendor columns; missing {missing or 'none'}; different {bad or 'none'}",
+    )
     report["checks"] = checks
     report["ok"] = all(c["ok"] for c in checks)
     return report
@@ -244,7 +264,7 @@ def layout(params: dict) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from synthbio_pipeline.tables import _PARQUET_OPTIONS, GENE_ID, ROW_GROUP_GENES, SAMPLE_ID, load_expression
+    from synthbio_pipeline.formats.parquet import GENE_ID, PARQUET_OPTIONS, ROW_GROUP_GENES, SAMPLE_ID, load_expression
 
     out, report = _output_folder(params), _baseline()
     repeat = params["repeat"]
@@ -257,17 +277,21 @@ def layout(params: dict) -> dict:
     pick_genes = [genes[i] for i in np.linspace(0, n_genes - 1, min(10, n_genes)).astype(int)]
     pick_samples = [ids[i] for i in np.linspace(0, n_samples - 1, min(10, n_samples)).astype(int)]
 
-    by_gene = pa.Table.from_arrays([pa.array(genes, pa.string())] + [pa.array(matrix[:, j]) for j in range(n_samples)],
-                                   names=[GENE_ID, *ids])
+    by_gene = pa.Table.from_arrays(
+        [pa.array(genes, pa.string())] + [pa.array(matrix[:, j]) for j in range(n_samples)], names=[GENE_ID, *ids]
+    )
     by_sample_matrix = np.ascontiguousarray(matrix.T)
-    by_sample = pa.Table.from_arrays([pa.array(ids, pa.string())] + [pa.array(by_sample_matrix[:, i])
-                                                                     for i in range(n_genes)],
-                                     names=[SAMPLE_ID, *genes])
+    by_sample = pa.Table.from_arrays(
+        [pa.array(ids, pa.string())] + [pa.array(by_sample_matrix[:, i]) for i in range(n_genes)],
+        names=[SAMPLE_ID, *genes],
+    )
     del matrix
     rows = {}
 
     path = out / "genes_as_rows.parquet"
-    write_s, _ = _best(lambda: pq.write_table(by_gene, path, row_group_size=ROW_GROUP_GENES, **_PARQUET_OPTIONS), 1)
+    write_s, _ = _best(
+        functools.partial(pq.write_table, by_gene, path, row_group_size=ROW_GROUP_GENES, **PARQUET_OPTIONS), 1
+    )
     rows["genes as rows (ours: gene_id + a column per sample)"] = {
         "bytes": os.path.getsize(path),
         "write_s": write_s,
@@ -281,7 +305,9 @@ def layout(params: dict) -> dict:
 
     # Diagnostic: the same file in one row group, to show what ROW_GROUP_GENES costs and buys.
     path = out / "genes_as_rows_one_group.parquet"
-    write_s, _ = _best(lambda: pq.write_table(by_gene, path, row_group_size=max(n_genes, 1), **_PARQUET_OPTIONS), 1)
+    write_s, _ = _best(
+        functools.partial(pq.write_table, by_gene, path, row_group_size=max(n_genes, 1), **PARQUET_OPTIONS), 1
+    )
     rows["  diagnostic: genes as rows, one row group"] = {
         "bytes": os.path.getsize(path),
         "write_s": write_s,
@@ -293,7 +319,7 @@ def layout(params: dict) -> dict:
     del by_gene
 
     path = out / "samples_as_rows.parquet"
-    write_s, _ = _best(lambda: pq.write_table(by_sample, path, **_PARQUET_OPTIONS), 1)
+    write_s, _ = _best(functools.partial(pq.write_table, by_sample, path, **PARQUET_OPTIONS), 1)
     del by_sample
 
     def read_all():
@@ -317,8 +343,9 @@ def layout(params: dict) -> dict:
     other_genes, other_samples = read_genes(), read_samples()
     report["slices_agree"] = bool(
         np.array_equal(slice_genes.T.loc[other_genes.index, other_genes.columns].to_numpy(), other_genes.to_numpy())
-        and np.array_equal(slice_samples.T.loc[other_samples.index, other_samples.columns].to_numpy(),
-                           other_samples.to_numpy())
+        and np.array_equal(
+            slice_samples.T.loc[other_samples.index, other_samples.columns].to_numpy(), other_samples.to_numpy()
+        )
     )
     report["layouts"] = rows
     report["repeat"] = repeat

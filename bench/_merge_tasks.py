@@ -34,8 +34,10 @@ def _baseline() -> dict:
 def _parts(params: dict) -> tuple[list[Path], list[Path]]:
     folder = Path(params["parts"])
     k = params["k"]
-    return ([folder / f"c{i:04d}.expression.parquet" for i in range(k)],
-            [folder / f"c{i:04d}.metadata.parquet" for i in range(k)])
+    return (
+        [folder / f"c{i:04d}.expression.parquet" for i in range(k)],
+        [folder / f"c{i:04d}.metadata.parquet" for i in range(k)],
+    )
 
 
 @task
@@ -46,7 +48,7 @@ def make_parts(params: dict) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from synthbio_pipeline import tables
+    from synthbio_pipeline.formats import parquet as tables
 
     report = _baseline()
     start = time.perf_counter()
@@ -63,18 +65,29 @@ def make_parts(params: dict) -> dict:
     for i, (expression, metadata) in enumerate(zip(expression_paths, metadata_paths)):
         condition = f"c{i:04d}"
         ids = tables.sample_ids(condition, per_part)
-        label = {"values": tables.COUNTS, "backend": "emulator", "model_id": "gem-1-bulk",
-                 "orientation": "genes x samples"}
-        schema = tables._expression_schema(ids, pa.int32(), label)
+        label = {
+            "values": tables.COUNTS,
+            "backend": "emulator",
+            "model_id": "gem-1-bulk",
+            "orientation": "genes x samples",
+        }
+        schema = tables.expression_schema(ids, pa.int32(), label)
         counts = rng.negative_binomial(2, p[:, None], size=(n_genes, per_part)).astype(np.int32)
-        with pq.ParquetWriter(expression, schema, **tables._PARQUET_OPTIONS) as out:
+        with pq.ParquetWriter(expression, schema, **tables.PARQUET_OPTIONS) as out:
             for first in range(0, n_genes, tables.ROW_GROUP_GENES):
                 last = min(first + tables.ROW_GROUP_GENES, n_genes)
                 columns = [genes[first:last]] + [pa.array(counts[first:last, j]) for j in range(per_part)]
                 out.write_batch(pa.record_batch(columns, schema=schema))
-        frame = pd.DataFrame({tables.SAMPLE_ID: ids, "condition": condition, "backend": "emulator",
-                              "model_id": "gem-1-bulk", "query_id": f"q-{condition}",
-                              "sex": pd.array(["female"] * per_part, dtype="string")})
+        frame = pd.DataFrame(
+            {
+                tables.SAMPLE_ID: ids,
+                "condition": condition,
+                "backend": "emulator",
+                "model_id": "gem-1-bulk",
+                "query_id": f"q-{condition}",
+                "sex": pd.array(["female"] * per_part, dtype="string"),
+            }
+        )
         tables.write_metadata(frame, metadata, label)
         total += os.path.getsize(expression)
     report["wall_s"] = time.perf_counter() - start
@@ -93,7 +106,7 @@ def _pool(report: dict) -> None:
 @task
 def merge(params: dict) -> dict:
     """tables.merge_parts of the K parts."""
-    from synthbio_pipeline import tables
+    from synthbio_pipeline.formats import parquet as tables
 
     expression, metadata = _parts(params)
     report = _baseline()
@@ -108,15 +121,15 @@ def merge(params: dict) -> dict:
 @task
 def reencode(params: dict) -> dict:
     """The previous merge: decode every part's gene block, write it with pyarrow's ParquetWriter."""
-    from synthbio_pipeline import tables
+    from synthbio_pipeline.formats import parquet as tables
 
     expression, metadata = _parts(params)
     report = _baseline()
     start = time.perf_counter()
     schemas = [tables.pq.read_schema(path) for path in expression]
     ids = [name for schema in schemas for name in schema.names[1:]]
-    schema = tables._expression_schema(ids, tables.pa.int32(), {"values": tables.COUNTS})
-    tables._reencode_expression(expression, params["expression_out"], schema)
+    schema = tables.expression_schema(ids, tables.pa.int32(), {"values": tables.COUNTS})
+    tables.reencode_expression(expression, params["expression_out"], schema)
     report["wall_s"] = time.perf_counter() - start
     _pool(report)
     return report
@@ -127,13 +140,13 @@ def anchor(params: dict) -> dict:
     """Rewrite the same bytes with pyarrow: read the merged file whole, write it with the same options."""
     import pyarrow.parquet as pq
 
-    from synthbio_pipeline import tables
+    from synthbio_pipeline.formats import parquet as tables
 
     report = _baseline()
     start = time.perf_counter()
     table = pq.read_table(params["expression_in"])
     middle = time.perf_counter()
-    pq.write_table(table, params["expression_out"], row_group_size=tables.ROW_GROUP_GENES, **tables._PARQUET_OPTIONS)
+    pq.write_table(table, params["expression_out"], row_group_size=tables.ROW_GROUP_GENES, **tables.PARQUET_OPTIONS)
     report["wall_s"] = time.perf_counter() - start
     report["phases"] = {"read_table": middle - start, "write_table": time.perf_counter() - middle}
     report["bytes"] = os.path.getsize(params["expression_out"])
@@ -150,7 +163,7 @@ def project(params: dict) -> dict:
     import numpy as np
     import pyarrow.parquet as pq
 
-    from synthbio_pipeline.tables import load_expression
+    from synthbio_pipeline.formats.parquet import load_expression
 
     path, repeat = params["expression_in"], params["repeat"]
     report = _baseline()
@@ -158,7 +171,7 @@ def project(params: dict) -> dict:
     ids = footer.schema.names[1:]
     gene_ids = pq.read_table(path, columns=["gene_id"]).column(0).to_pylist()
     spread = [gene_ids[i] for i in np.linspace(0, len(gene_ids) - 1, min(10, len(gene_ids))).astype(int)]
-    adjacent = gene_ids[len(gene_ids) // 2: len(gene_ids) // 2 + 10]
+    adjacent = gene_ids[len(gene_ids) // 2 : len(gene_ids) // 2 + 10]
     samples = [ids[i] for i in np.linspace(0, len(ids) - 1, min(10, len(ids))).astype(int)]
     report["footer_s"] = footer_s
     report["footer_bytes"] = footer.serialized_size
@@ -171,8 +184,10 @@ def project(params: dict) -> dict:
     one = pq.ParquetFile(path).read(columns=["gene_id", samples[3]])
     row = gene_ids.index(spread[4])
     report["slices_ok"] = bool(
-        by_genes.shape == (len(spread), len(ids)) and list(by_genes.index) == spread
-        and by_samples.shape == (len(gene_ids), len(samples)) and list(by_samples.columns) == samples
+        by_genes.shape == (len(spread), len(ids))
+        and list(by_genes.index) == spread
+        and by_samples.shape == (len(gene_ids), len(samples))
+        and list(by_samples.columns) == samples
         and by_genes.loc[spread[4], samples[3]] == one.column(1)[row].as_py()
         and np.array_equal(by_samples[samples[3]].to_numpy(), one.column(1).to_numpy())
     )

@@ -48,8 +48,11 @@ HEADERS = ("path", "wall s", "proc s", "cpu s", "base MB", "peak MB", "peak-base
 
 
 def body(samples: int) -> dict:
-    return {"sampling_strategy": "sample generation", "seed": 42,
-            "inputs": [{"metadata": dict(METADATA), "num_samples": samples}]}
+    return {
+        "sampling_strategy": "sample generation",
+        "seed": 42,
+        "inputs": [{"metadata": dict(METADATA), "num_samples": samples}],
+    }
 
 
 def run_task(name: str, params: dict, workdir: Path) -> dict:
@@ -89,32 +92,57 @@ def measurement_row(label: str, report: dict, anchor: dict | None) -> list[str]:
     else:
         speed = f"{anchor['wall_s'] / report['wall_s']:.1f}x faster" if report["wall_s"] > 0 else "-"
         memory = f"{report['peak_kb'] / anchor['peak_kb']:.3f}"
-    return [label, f"{report['wall_s']:.2f}", f"{report['process_s']:.2f}", f"{report['cpu_s']:.2f}", f"{base:.0f}",
-            f"{peak:.0f}", f"{peak - base:.0f}", speed, memory]
+    return [
+        label,
+        f"{report['wall_s']:.2f}",
+        f"{report['process_s']:.2f}",
+        f"{report['cpu_s']:.2f}",
+        f"{base:.0f}",
+        f"{peak:.0f}",
+        f"{peak - base:.0f}",
+        speed,
+        memory,
+    ]
 
 
 def generate(samples: int, genes: int, workdir: Path) -> tuple[Path, dict]:
     result = workdir / f"result_{samples}x{genes}.json"
-    report = run_task("generate", {"result": str(result), "model_id": MODEL_ID, "body": body(samples), "genes": genes},
-                      workdir)
-    print(f"result document: {result.name}, {report['bytes'] / 1e6:.1f} MB ({samples} samples x {genes} genes), "
-          f"written by the emulator's generator in {report['wall_s']:.1f} s (not a contender)")
+    report = run_task(
+        "generate", {"result": str(result), "model_id": MODEL_ID, "body": body(samples), "genes": genes}, workdir
+    )
+    print(
+        f"result document: {result.name}, {report['bytes'] / 1e6:.1f} MB ({samples} samples x {genes} genes), "
+        f"written by the emulator's generator in {report['wall_s']:.1f} s (not a contender)"
+    )
     return result, report
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--samples", type=int, default=1000, help="samples in the result (default 1000)")
     parser.add_argument("--genes", type=int, default=44_590, help="genes per sample (default 44590)")
     parser.add_argument("--keep", metavar="DIR", help="keep every file (result JSON, Parquet outputs) in DIR")
-    parser.add_argument("--runs", type=int, default=1,
-                        help="run every contender this many times (interleaved); report the fastest run's time "
-                             "and the highest peak (default 1)")
-    parser.add_argument("--repeat", type=int, default=3,
-                        help="reads of the layout comparison are timed this many times, best kept (default 3)")
-    parser.add_argument("--scaling", metavar="N,N,...", default="",
-                        help="also measure our path (write_part + merge) at these sample counts, for peak vs N")
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=1,
+        help="run every contender this many times (interleaved); report the fastest run's time "
+        "and the highest peak (default 1)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="reads of the layout comparison are timed this many times, best kept (default 3)",
+    )
+    parser.add_argument(
+        "--scaling",
+        metavar="N,N,...",
+        default="",
+        help="also measure our path (write_part + merge) at these sample counts, for peak vs N",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write every figure to FILE as JSON")
     args = parser.parse_args(argv)
     if min(args.samples, args.genes, args.repeat, args.runs) < 1:
@@ -145,8 +173,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args, scaling: list[int], workdir: Path) -> int:
     n, g = args.samples, args.genes
-    print(f"conversion benchmark: {n} samples x {g} genes, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
-          f"work in {workdir}")
+    print(
+        f"conversion benchmark: {n} samples x {g} genes, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
+        f"work in {workdir}"
+    )
     result, generated = generate(n, g, workdir)
     common = {"result": str(result), "model_id": MODEL_ID, "condition": CONDITION, "body": body(n)}
 
@@ -159,13 +189,16 @@ def _run(args, scaling: list[int], workdir: Path) -> int:
         "to_frames": ("to-frames", common),
     }
     # Rounds interleave the contenders, so that a slow spell of the machine hits them all.
-    rounds = [{key: run_task(task, params, workdir) for key, (task, params) in contenders.items()}
-              for _ in range(args.runs)]
+    rounds = [
+        {key: run_task(task, params, workdir) for key, (task, params) in contenders.items()} for _ in range(args.runs)
+    ]
     runs = {key: combine([round_[key] for round_ in rounds]) for key in contenders}
-    verify = run_task("verify", {**common, "vendor_out": str(workdir / "vendor"), "ours_out": str(workdir / "ours")},
-                      workdir)
-    layout = run_task("layout", {"ours_out": str(workdir / "ours"), "out": str(workdir / "layout"),
-                                 "repeat": args.repeat}, workdir)
+    verify = run_task(
+        "verify", {**common, "vendor_out": str(workdir / "vendor"), "ours_out": str(workdir / "ours")}, workdir
+    )
+    layout = run_task(
+        "layout", {"ours_out": str(workdir / "ours"), "out": str(workdir / "layout"), "repeat": args.repeat}, workdir
+    )
     scaled = {}
     for samples in scaling:
         if samples == n:
@@ -173,8 +206,11 @@ def _run(args, scaling: list[int], workdir: Path) -> int:
             continue
         print(f"scaling: N = {samples}")
         other, _ = generate(samples, g, workdir)
-        scaled[samples] = run_task("ours", {**common, "result": str(other), "body": body(samples),
-                                            "out": str(workdir / f"ours_{samples}")}, workdir)
+        scaled[samples] = run_task(
+            "ours",
+            {**common, "result": str(other), "body": body(samples), "out": str(workdir / f"ours_{samples}")},
+            workdir,
+        )
         if not args.keep:
             other.unlink()
     parent_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -202,17 +238,29 @@ def _run(args, scaling: list[int], workdir: Path) -> int:
     print(f"this parent process peaked at {mb_kb(parent_kb):.0f} MB (the floor of every child's peak on Linux)")
 
     print()
-    print(f"== Layout: the same {n} x {g} int32 counts written both ways with pyarrow "
-          f"(zstd level 1, no dictionary; reads: best of {layout['repeat']}) ==")
+    print(
+        f"== Layout: the same {n} x {g} int32 counts written both ways with pyarrow "
+        f"(zstd level 1, no dictionary; reads: best of {layout['repeat']}) =="
+    )
     lrows = [["layout", "size MB", "row groups", "write s", "read all s", "10 genes s", "10 samples s"]]
     ordered = sorted(layout["layouts"].items(), key=lambda item: "diagnostic" in item[0])
     for label, figures in ordered:
-        lrows.append([label, f"{figures['bytes'] / 1e6:.1f}", str(figures["row_groups"]), f"{figures['write_s']:.2f}",
-                      f"{figures['read_all_s']:.2f}", f"{figures['read_10_genes_s']:.3f}",
-                      f"{figures['read_10_samples_s']:.3f}"])
+        lrows.append(
+            [
+                label,
+                f"{figures['bytes'] / 1e6:.1f}",
+                str(figures["row_groups"]),
+                f"{figures['write_s']:.2f}",
+                f"{figures['read_all_s']:.2f}",
+                f"{figures['read_10_genes_s']:.3f}",
+                f"{figures['read_10_samples_s']:.3f}",
+            ]
+        )
     print_table(lrows)
-    print("genes-as-rows reads use tables.load_expression(genes=..., samples=...); samples-as-rows reads use "
-          "column projection (genes) and a sample_id filter (samples).")
+    print(
+        "genes-as-rows reads use tables.load_expression(genes=..., samples=...); samples-as-rows reads use "
+        "column projection (genes) and a sample_id filter (samples)."
+    )
     if not layout["slices_agree"]:
         print("WARNING: the slices read from the two layouts differ")
 
@@ -222,18 +270,26 @@ def _run(args, scaling: list[int], workdir: Path) -> int:
         smallest = min(scaled)
         srows = [["N", "wall s", "base MB", "peak MB", "peak-base", f"peak / peak at N={smallest}"]]
         for samples, report in sorted(scaled.items()):
-            srows.append([str(samples), f"{report['wall_s']:.2f}", f"{mb_kb(report['baseline_maxrss_kb']):.0f}",
-                          f"{mb_kb(report['peak_kb']):.0f}",
-                          f"{mb_kb(report['peak_kb'] - report['baseline_maxrss_kb']):.0f}",
-                          f"{report['peak_kb'] / scaled[smallest]['peak_kb']:.2f}"])
+            srows.append(
+                [
+                    str(samples),
+                    f"{report['wall_s']:.2f}",
+                    f"{mb_kb(report['baseline_maxrss_kb']):.0f}",
+                    f"{mb_kb(report['peak_kb']):.0f}",
+                    f"{mb_kb(report['peak_kb'] - report['baseline_maxrss_kb']):.0f}",
+                    f"{report['peak_kb'] / scaled[smallest]['peak_kb']:.2f}",
+                ]
+            )
         print_table(srows)
 
     print()
     print("== Correctness ==")
     for check in verify["checks"]:
         print(f"  {'ok  ' if check['ok'] else 'FAIL'} {check['check']}: {check['detail']}")
-    print(f"correctness: {'PASS' if verify['ok'] else 'FAIL'} (our merged expression via "
-          "load_expression(orientation='samples') vs the vendor's expression DataFrame, read back from its Parquet)")
+    print(
+        f"correctness: {'PASS' if verify['ok'] else 'FAIL'} (our merged expression via "
+        "load_expression(orientation='samples') vs the vendor's expression DataFrame, read back from its Parquet)"
+    )
 
     print()
     print("== Verdict ==")
@@ -243,37 +299,63 @@ def _run(args, scaling: list[int], workdir: Path) -> int:
         lo, hi = min(scaled), max(scaled)
         ratio = scaled[hi]["peak_kb"] / scaled[lo]["peak_kb"]
         grow = [mb_kb(scaled[k]["peak_kb"] - scaled[k]["baseline_maxrss_kb"]) for k in (lo, hi)]
-        bounded = (f"{'flat in N' if ratio <= P1_SCALING else 'NOT flat in N'} (peak x{ratio:.2f} for "
-                   f"x{hi / lo:.0f} samples; flat = at most x{P1_SCALING}): peak-base {grow[0]:.0f} MB at N={lo}, "
-                   f"{grow[1]:.0f} MB at N={hi}; whole int32 matrix at N={hi}: {hi * g * 4 / 2**20:.0f} MB")
+        bounded = (
+            f"{'flat in N' if ratio <= P1_SCALING else 'NOT flat in N'} (peak x{ratio:.2f} for "
+            f"x{hi / lo:.0f} samples; flat = at most x{P1_SCALING}): peak-base {grow[0]:.0f} MB at N={lo}, "
+            f"{grow[1]:.0f} MB at N={hi}; whole int32 matrix at N={hi}: {hi * g * 4 / 2**20:.0f} MB"
+        )
     elif matrix_mb < 64:
         bounded = f"not judged at this size (the whole int32 matrix is only {matrix_mb:.0f} MB; use --scaling)"
     else:
-        bounded = (f"{'below' if growth_mb < matrix_mb else 'NOT below'} the matrix: peak-base {growth_mb:.0f} MB, "
-                   f"the whole matrix is {matrix_mb:.0f} MB as int32 (a single-run proxy; --scaling shows peak vs N)")
+        bounded = (
+            f"{'below' if growth_mb < matrix_mb else 'NOT below'} the matrix: peak-base {growth_mb:.0f} MB, "
+            f"the whole matrix is {matrix_mb:.0f} MB as int32 (a single-run proxy; --scaling shows peak vs N)"
+        )
     print(f"issue 4: correct: {'yes' if verify['ok'] else 'NO'}; bounded memory: {bounded}")
     at = "" if n == P1_N else f" (the targets are stated for N = {P1_N}; this run is N = {n})"
-    for what, report in (("result JSON -> part (write_part)", runs["write_part"]), ("-> merged pair (write_part + merge_parts)", ours)):
+    for what, report in (
+        ("result JSON -> part (write_part)", runs["write_part"]),
+        ("-> merged pair (write_part + merge_parts)", ours),
+    ):
         speed = anchor["wall_s"] / report["wall_s"]
         share = report["peak_kb"] / anchor["peak_kb"]
-        print(f"issue 6 P1{at}, {what}: time {report['wall_s']:.2f} s vs anchor {anchor['wall_s']:.2f} s = "
-              f"{speed:.1f}x vs >= {P1_SPEEDUP:.0f}x: {'MET' if speed >= P1_SPEEDUP else 'NOT MET'}; "
-              f"peak {mb_kb(report['peak_kb']):.0f} MB vs anchor {mb_kb(anchor['peak_kb']):.0f} MB = {share:.3f} "
-              f"vs <= {P1_MEMORY:.2f}: {'MET' if share <= P1_MEMORY else 'NOT MET'}")
+        print(
+            f"issue 6 P1{at}, {what}: time {report['wall_s']:.2f} s vs anchor {anchor['wall_s']:.2f} s = "
+            f"{speed:.1f}x vs >= {P1_SPEEDUP:.0f}x: {'MET' if speed >= P1_SPEEDUP else 'NOT MET'}; "
+            f"peak {mb_kb(report['peak_kb']):.0f} MB vs anchor {mb_kb(anchor['peak_kb']):.0f} MB = {share:.3f} "
+            f"vs <= {P1_MEMORY:.2f}: {'MET' if share <= P1_MEMORY else 'NOT MET'}"
+        )
     if len(scaled) >= 2:
         lo, hi = min(scaled), max(scaled)
         ratio = scaled[hi]["peak_kb"] / scaled[lo]["peak_kb"]
-        print(f"issue 6 P1 scaling (write_part + merge_parts): peak at N={hi} {mb_kb(scaled[hi]['peak_kb']):.0f} MB is "
-              f"{ratio:.2f}x the peak at N={lo} ({mb_kb(scaled[lo]['peak_kb']):.0f} MB) vs <= {P1_SCALING}x"
-              + (f": {'MET' if ratio <= P1_SCALING else 'NOT MET'}" if (lo, hi) == (100, 3000) else
-                 " (the target compares N=100 with N=3000)"))
+        print(
+            f"issue 6 P1 scaling (write_part + merge_parts): peak at N={hi} {mb_kb(scaled[hi]['peak_kb']):.0f} MB is "
+            f"{ratio:.2f}x the peak at N={lo} ({mb_kb(scaled[lo]['peak_kb']):.0f} MB) vs <= {P1_SCALING}x"
+            + (
+                f": {'MET' if ratio <= P1_SCALING else 'NOT MET'}"
+                if (lo, hi) == (100, 3000)
+                else " (the target compares N=100 with N=3000)"
+            )
+        )
 
     if args.json:
-        Path(args.json).write_text(json.dumps({
-            "samples": n, "genes": g, "cpus": os.cpu_count(), "result_bytes": generated["bytes"],
-            "generate_s": generated["wall_s"], "runs": runs, "verify": verify, "layout": layout,
-            "scaling": {str(k): v for k, v in scaled.items()}, "parent_maxrss_kb": parent_kb,
-        }, indent=1))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "samples": n,
+                    "genes": g,
+                    "cpus": os.cpu_count(),
+                    "result_bytes": generated["bytes"],
+                    "generate_s": generated["wall_s"],
+                    "runs": runs,
+                    "verify": verify,
+                    "layout": layout,
+                    "scaling": {str(k): v for k, v in scaled.items()},
+                    "parent_maxrss_kb": parent_kb,
+                },
+                indent=1,
+            )
+        )
     return 0 if verify["ok"] else 1
 
 

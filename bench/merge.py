@@ -54,8 +54,9 @@ def met(ok: bool) -> str:
 
 def table(headers: list[str], rows: list[list[str]]) -> None:
     widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
-    line = lambda cells: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)  # noqa: E731
-                                   for i, (c, w) in enumerate(zip(cells, widths)))
+    line = lambda cells: "  ".join(
+        str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
+    )
     print(line(headers))
     print("  ".join("-" * w for w in widths))
     for row in rows:
@@ -68,8 +69,11 @@ def parts_for(k: int, args, root: Path) -> tuple[Path, dict | None]:
     if done.exists():
         return folder, None
     shutil.rmtree(folder, ignore_errors=True)
-    report = run_task("make-parts", {"seed": 42, "genes": args.genes, "samples_per_part": args.samples_per_part,
-                                     "k": k, "parts": str(folder)}, root)
+    report = run_task(
+        "make-parts",
+        {"seed": 42, "genes": args.genes, "samples_per_part": args.samples_per_part, "k": k, "parts": str(folder)},
+        root,
+    )
     done.write_text("ok\n")
     return folder, report
 
@@ -94,26 +98,42 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args, ks: list[int], root: Path) -> int:
-    print(f"merge benchmark: K = {', '.join(map(str, ks))} parts of {args.samples_per_part} samples x "
-          f"{args.genes} genes, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, work in {root}")
+    print(
+        f"merge benchmark: K = {', '.join(map(str, ks))} parts of {args.samples_per_part} samples x "
+        f"{args.genes} genes, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, work in {root}"
+    )
     figures: dict = {"ks": ks, "merge": {}, "anchor": {}, "reencode": {}}
     try:
         for k in ks:
             folder, made = parts_for(k, args, root)
             if made:
-                print(f"parts: K = {k}: {made['bytes'] / 1e6:,.1f} MB written in {made['wall_s']:.1f} s (not a contender)")
+                print(
+                    f"parts: K = {k}: {made['bytes'] / 1e6:,.1f} MB written in {made['wall_s']:.1f} s (not a contender)"
+                )
             else:
                 print(f"parts: K = {k}: reused from {folder}")
             out = root / f"merged_{k}"
             out.mkdir(exist_ok=True)
-            figures["merge"][k] = run_task("merge", {"k": k, "parts": str(folder), "expression_out": str(
-                out / "expression.parquet"), "metadata_out": str(out / "metadata.parquet")}, root)
-            figures["anchor"][k] = run_task("anchor", {"expression_in": str(out / "expression.parquet"),
-                                                       "expression_out": str(out / "anchor.parquet")}, root)
+            figures["merge"][k] = run_task(
+                "merge",
+                {
+                    "k": k,
+                    "parts": str(folder),
+                    "expression_out": str(out / "expression.parquet"),
+                    "metadata_out": str(out / "metadata.parquet"),
+                },
+                root,
+            )
+            figures["anchor"][k] = run_task(
+                "anchor",
+                {"expression_in": str(out / "expression.parquet"), "expression_out": str(out / "anchor.parquet")},
+                root,
+            )
             (out / "anchor.parquet").unlink()
             if args.reencode:
-                figures["reencode"][k] = run_task("reencode", {"k": k, "parts": str(folder), "expression_out": str(
-                    out / "reencoded.parquet")}, root)
+                figures["reencode"][k] = run_task(
+                    "reencode", {"k": k, "parts": str(folder), "expression_out": str(out / "reencoded.parquet")}, root
+                )
                 (out / "reencoded.parquet").unlink()
         largest = root / f"merged_{ks[-1]}" / "expression.parquet"
         figures["project"] = run_task("project", {"expression_in": str(largest), "repeat": args.repeat}, root)
@@ -128,35 +148,68 @@ def _run(args, ks: list[int], root: Path) -> int:
 
 def _print(args, ks, figures) -> None:
     merge, anchor, reencode, project = figures["merge"], figures["anchor"], figures["reencode"], figures["project"]
-    print(f"\n== merge_parts: K parts of {args.samples_per_part} samples x {args.genes} genes, each step in a fresh "
-          "process ==")
+    print(
+        f"\n== merge_parts: K parts of {args.samples_per_part} samples x {args.genes} genes, each step in a fresh "
+        "process =="
+    )
     print("wall s: timed inside the child; peak MB: the child's ru_maxrss from os.wait4; base MB: after imports.")
     rows = []
     for k in ks:
         m, a = merge[k], anchor[k]
-        rows.append([f"merge_parts, K = {k} ({k * args.samples_per_part} samples)", f"{m['wall_s']:.2f}",
-                     f"{m['cpu_s']:.2f}", mb(m["baseline_maxrss_kb"]), mb(m["peak_kb"]), f"{m['bytes'] / 1e6:,.1f}",
-                     f"{a['wall_s'] / m['wall_s']:.1f}x faster"])
-        rows.append([f"  anchor: pq.read_table + pq.write_table, K = {k}", f"{a['wall_s']:.2f}", f"{a['cpu_s']:.2f}",
-                     mb(a["baseline_maxrss_kb"]), mb(a["peak_kb"]), f"{a['bytes'] / 1e6:,.1f}", "anchor"])
+        rows.append(
+            [
+                f"merge_parts, K = {k} ({k * args.samples_per_part} samples)",
+                f"{m['wall_s']:.2f}",
+                f"{m['cpu_s']:.2f}",
+                mb(m["baseline_maxrss_kb"]),
+                mb(m["peak_kb"]),
+                f"{m['bytes'] / 1e6:,.1f}",
+                f"{a['wall_s'] / m['wall_s']:.1f}x faster",
+            ]
+        )
+        rows.append(
+            [
+                f"  anchor: pq.read_table + pq.write_table, K = {k}",
+                f"{a['wall_s']:.2f}",
+                f"{a['cpu_s']:.2f}",
+                mb(a["baseline_maxrss_kb"]),
+                mb(a["peak_kb"]),
+                f"{a['bytes'] / 1e6:,.1f}",
+                "anchor",
+            ]
+        )
         if k in reencode:
             r = reencode[k]
-            rows.append([f"  ref: previous merge (decode + ParquetWriter), K = {k}", f"{r['wall_s']:.2f}",
-                         f"{r['cpu_s']:.2f}", mb(r["baseline_maxrss_kb"]), mb(r["peak_kb"]), "",
-                         f"{a['wall_s'] / r['wall_s']:.2f}x"])
+            rows.append(
+                [
+                    f"  ref: previous merge (decode + ParquetWriter), K = {k}",
+                    f"{r['wall_s']:.2f}",
+                    f"{r['cpu_s']:.2f}",
+                    mb(r["baseline_maxrss_kb"]),
+                    mb(r["peak_kb"]),
+                    "",
+                    f"{a['wall_s'] / r['wall_s']:.2f}x",
+                ]
+            )
     table(["step", "wall s", "cpu s", "base MB", "peak MB", "out MB", "vs anchor"], rows)
     for k in ks:
         a = anchor[k]["phases"]
-        print(f"anchor phases, K = {k}: read_table {a['read_table']:.2f} s, write_table {a['write_table']:.2f} s; "
-              f"merge arrow pool peak {merge[k]['pool_max_bytes'] / 1e6:.1f} MB ({merge[k]['pool']})")
+        print(
+            f"anchor phases, K = {k}: read_table {a['read_table']:.2f} s, write_table {a['write_table']:.2f} s; "
+            f"merge arrow pool peak {merge[k]['pool_max_bytes'] / 1e6:.1f} MB ({merge[k]['pool']})"
+        )
     print(f"this parent process peaked at {mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)} MB")
 
-    print(f"\n== Slices of the K = {ks[-1]} merged file ({project['samples']} samples, {project['row_groups']} row "
-          f"groups, footer {project['footer_bytes'] / 1e6:.1f} MB) with load_expression, best of {args.repeat} ==")
-    slices = [("footer alone (pq.read_metadata)", project["footer_s"]),
-              ("10 genes spread over the file, all samples", project["genes_spread_s"]),
-              ("10 adjacent genes, all samples", project["genes_adjacent_s"]),
-              ("10 samples spread over the file, all genes", project["samples_s"])]
+    print(
+        f"\n== Slices of the K = {ks[-1]} merged file ({project['samples']} samples, {project['row_groups']} row "
+        f"groups, footer {project['footer_bytes'] / 1e6:.1f} MB) with load_expression, best of {args.repeat} =="
+    )
+    slices = [
+        ("footer alone (pq.read_metadata)", project["footer_s"]),
+        ("10 genes spread over the file, all samples", project["genes_spread_s"]),
+        ("10 adjacent genes, all samples", project["genes_adjacent_s"]),
+        ("10 samples spread over the file, all genes", project["samples_s"]),
+    ]
     table(["read", "s", f"target <= {SLICE_S} s"], [[n, f"{s:.3f}", met(s <= SLICE_S)] for n, s in slices])
     print(f"slices hold the right values: {'yes' if project['slices_ok'] else 'NO'}")
 
@@ -164,12 +217,16 @@ def _print(args, ks, figures) -> None:
     scaling = high["peak_kb"] / low["peak_kb"]
     speed = high["wall_s"] / anchor[ks[-1]]["wall_s"]
     print("\n== Verdict (issue 6 P3) ==")
-    print(f"peak memory: {mb(low['peak_kb'])} MB at K = {ks[0]}, {mb(high['peak_kb'])} MB at K = {ks[-1]}: "
-          f"{scaling:.2f}x vs <= {SCALING}x: {met(scaling <= SCALING)}")
+    print(
+        f"peak memory: {mb(low['peak_kb'])} MB at K = {ks[0]}, {mb(high['peak_kb'])} MB at K = {ks[-1]}: "
+        f"{scaling:.2f}x vs <= {SCALING}x: {met(scaling <= SCALING)}"
+    )
     for k in ks:
         ratio = merge[k]["wall_s"] / anchor[k]["wall_s"]
-        print(f"time at K = {k}: merge {merge[k]['wall_s']:.2f} s = {ratio:.2f}x the anchor's "
-              f"{anchor[k]['wall_s']:.2f} s vs <= {SPEED}x: {met(ratio <= SPEED)}")
+        print(
+            f"time at K = {k}: merge {merge[k]['wall_s']:.2f} s = {ratio:.2f}x the anchor's "
+            f"{anchor[k]['wall_s']:.2f} s vs <= {SPEED}x: {met(ratio <= SPEED)}"
+        )
     worst = max(s for _, s in slices)
     print(f"slices: slowest {worst:.3f} s vs <= {SLICE_S} s: {met(worst <= SLICE_S)}")
     figures["verdict"] = {"scaling": scaling, "time_ratio_largest": speed, "slowest_slice_s": worst}

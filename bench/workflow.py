@@ -85,12 +85,12 @@ def run_snakemake(workdir: Path, config: Path, *args: str, url: str | None = Non
     # Snakemake prints its job table at the start (and again at the end of a dry run).
     totals = [int(line.split()[-1]) for line in text.splitlines() if line.startswith("total ")]
     jobs = totals[0] if totals else 0
-    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_mb": usage.ru_maxrss / 1024,
-            "jobs": jobs}
+    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_mb": usage.ru_maxrss / 1024, "jobs": jobs}
 
 
 def ratio_line(name: str, value: float, anchor: float, unit: str, target: str, met: bool) -> str:
-    return f"  {name:<46} {value:>9.1f} {unit:<3} anchor {anchor:>8.1f} {unit:<3} {target:<28} {'met' if met else 'NOT met'}"
+    verdict = "met" if met else "NOT met"
+    return f"  {name:<46} {value:>9.1f} {unit:<3} anchor {anchor:>8.1f} {unit:<3} {target:<28} {verdict}"
 
 
 # --- P2 ------------------------------------------------------------------------------------
@@ -101,12 +101,16 @@ def anchor_loop(url: str, calls: int) -> float:
     import pysynthbio
 
     os.environ["SYNTHESIZE_API_KEY"] = TOKEN
-    query = {"inputs": [{"metadata": dict(METADATA), "num_samples": 1}], "sampling_strategy": "sample generation",
-             "seed": 42}
+    query = {
+        "inputs": [{"metadata": dict(METADATA), "num_samples": 1}],
+        "sampling_strategy": "sample generation",
+        "seed": 42,
+    }
     start = time.perf_counter()
     for _ in range(calls):
-        pysynthbio.predict_query(dict(query), model_id="gem-1-bulk", api_base_url=url, poll_interval_seconds=1,
-                                 return_download_url=True)
+        pysynthbio.predict_query(
+            dict(query), model_id="gem-1-bulk", api_base_url=url, poll_interval_seconds=1, return_download_url=True
+        )
     return (time.perf_counter() - start) / calls
 
 
@@ -117,31 +121,63 @@ def p2(scratch: Path, anchor_calls: int, batch_size: int, queries_per_job: int) 
     config = write_table(workdir / "config", P2_CONDITIONS)
     ideal = math.ceil(P2_CONDITIONS / P2_CAP) * P2_LATENCY
     with start_emulator(tokens=[TOKEN], latency=P2_LATENCY, max_in_flight=P2_CAP) as emulator:
-        ours = run_snakemake(workdir, config, "--cores", "2", "--resources", f"synthbio_api={P2_CAP}", "--config",
-                             f"api_base_url={emulator.url}", f"batch_size={batch_size}",
-                             f"queries_per_job={queries_per_job}")
+        ours = run_snakemake(
+            workdir,
+            config,
+            "--cores",
+            "2",
+            "--resources",
+            f"synthbio_api={P2_CAP}",
+            "--config",
+            f"api_base_url={emulator.url}",
+            f"batch_size={batch_size}",
+            f"queries_per_job={queries_per_job}",
+        )
         stats = emulator.stats()
         extras_dir = scratch / "p2-report"
-        extras = run_snakemake(extras_dir, write_table(extras_dir / "config", P2_CONDITIONS, extras=True),
-                               "--cores", "2", "--resources", f"synthbio_api={P2_CAP}", "--config",
-                               f"api_base_url={emulator.url}", f"batch_size={batch_size}",
-                               f"queries_per_job={queries_per_job}")
+        extras = run_snakemake(
+            extras_dir,
+            write_table(extras_dir / "config", P2_CONDITIONS, extras=True),
+            "--cores",
+            "2",
+            "--resources",
+            f"synthbio_api={P2_CAP}",
+            "--config",
+            f"api_base_url={emulator.url}",
+            f"batch_size={batch_size}",
+            f"queries_per_job={queries_per_job}",
+        )
         per_call = anchor_loop(emulator.url, anchor_calls)
     anchor = per_call * P2_CONDITIONS
-    lines = [f"P2: {P2_CONDITIONS} conditions, L = {P2_LATENCY:g} s, C = {P2_CAP}, --cores 2, batch_size "
-             f"{batch_size}, queries_per_job {queries_per_job} ({ours['jobs']} jobs)",
-             ratio_line("workflow wall time vs ideal ceil(200/C) x L", ours["wall_s"], ideal, "s",
-                        f"<= {P2_SLACK} x ideal: {ours['wall_s'] / ideal:.2f}", ours["wall_s"] <= P2_SLACK * ideal),
-             ratio_line("vendor loop (pysynthbio predict_query x 200)", anchor, anchor, "s",
-                        f"{anchor / ours['wall_s']:.1f}x slower than ours", True)[:-4].rstrip(),
-             f"  anchor measured on {anchor_calls} sequential calls ({per_call:.2f} s each) and scaled to "
-             f"{P2_CONDITIONS}" if anchor_calls < P2_CONDITIONS else f"  anchor: all {P2_CONDITIONS} calls measured",
-             f"  queries in flight at most {stats['peak_in_flight']} (cap {P2_CAP}); refused over the cap "
-             f"{stats['refused_over_capacity']}; submissions {sum(stats['submissions'].values())}",
-             f"  CPU: {ours['cpu_s']:.1f} s over {ours['wall_s']:.1f} s = {ours['cpu_s'] / ours['wall_s']:.2f} cores "
-             f"on average (2 available); largest process {ours['peak_mb']:.0f} MB",
-             f"  with the default outputs too (report figures and tables): {extras['wall_s']:.1f} s, "
-             f"{extras['jobs']} jobs, largest process {extras['peak_mb']:.0f} MB (not the target's steps)"]
+    lines = [
+        f"P2: {P2_CONDITIONS} conditions, L = {P2_LATENCY:g} s, C = {P2_CAP}, --cores 2, batch_size "
+        f"{batch_size}, queries_per_job {queries_per_job} ({ours['jobs']} jobs)",
+        ratio_line(
+            "workflow wall time vs ideal ceil(200/C) x L",
+            ours["wall_s"],
+            ideal,
+            "s",
+            f"<= {P2_SLACK} x ideal: {ours['wall_s'] / ideal:.2f}",
+            ours["wall_s"] <= P2_SLACK * ideal,
+        ),
+        ratio_line(
+            "vendor loop (pysynthbio predict_query x 200)",
+            anchor,
+            anchor,
+            "s",
+            f"{anchor / ours['wall_s']:.1f}x slower than ours",
+            True,
+        )[:-4].rstrip(),
+        f"  anchor measured on {anchor_calls} sequential calls ({per_call:.2f} s each) and scaled to {P2_CONDITIONS}"
+        if anchor_calls < P2_CONDITIONS
+        else f"  anchor: all {P2_CONDITIONS} calls measured",
+        f"  queries in flight at most {stats['peak_in_flight']} (cap {P2_CAP}); refused over the cap "
+        f"{stats['refused_over_capacity']}; submissions {sum(stats['submissions'].values())}",
+        f"  CPU: {ours['cpu_s']:.1f} s over {ours['wall_s']:.1f} s = {ours['cpu_s'] / ours['wall_s']:.2f} cores "
+        f"on average (2 available); largest process {ours['peak_mb']:.0f} MB",
+        f"  with the default outputs too (report figures and tables): {extras['wall_s']:.1f} s, "
+        f"{extras['jobs']} jobs, largest process {extras['peak_mb']:.0f} MB (not the target's steps)",
+    ]
     return lines
 
 
@@ -156,21 +192,34 @@ def p4(scratch: Path) -> list[str]:
     for batch_size in (1, 20, 100):
         workdir = scratch / "p4" / f"dry-{batch_size}"
         workdir.mkdir(parents=True)
-        run = run_snakemake(workdir, config, "-n", "--quiet", "rules", "--config",
-                            "api_base_url=http://127.0.0.1:9", f"batch_size={batch_size}")
-        lines.append(f"  batch_size {batch_size:>3}: {run['jobs']:>6} jobs, {run['wall_s']:6.1f} s, "
-                     f"peak {run['peak_mb']:5.0f} MB  {'met' if run['wall_s'] < P4_SECONDS else 'NOT met'}")
+        run = run_snakemake(
+            workdir,
+            config,
+            "-n",
+            "--quiet",
+            "rules",
+            "--config",
+            "api_base_url=http://127.0.0.1:9",
+            f"batch_size={batch_size}",
+        )
+        lines.append(
+            f"  batch_size {batch_size:>3}: {run['jobs']:>6} jobs, {run['wall_s']:6.1f} s, "
+            f"peak {run['peak_mb']:5.0f} MB  {'met' if run['wall_s'] < P4_SECONDS else 'NOT met'}"
+        )
     lines.append("  real run, 100 one-sample conditions, latency 0, --cores 2: per-job overhead")
     config = write_table(scratch / "p4" / "real-config", 100)
     with start_emulator(tokens=[TOKEN], latency=0.0) as emulator:
         for batch_size in (1, 20):
             workdir = scratch / "p4" / f"real-{batch_size}"
             workdir.mkdir(parents=True)
-            run = run_snakemake(workdir, config, "--cores", "2", "--config", f"api_base_url={emulator.url}",
-                                f"batch_size={batch_size}")
-            lines.append(f"  batch_size {batch_size:>3}: {run['jobs']:>4} jobs, {run['wall_s']:6.1f} s wall, "
-                         f"{run['cpu_s'] / max(run['jobs'], 1):.2f} CPU s/job, "
-                         f"{run['wall_s'] / 100:.2f} s wall per condition")
+            run = run_snakemake(
+                workdir, config, "--cores", "2", "--config", f"api_base_url={emulator.url}", f"batch_size={batch_size}"
+            )
+            lines.append(
+                f"  batch_size {batch_size:>3}: {run['jobs']:>4} jobs, {run['wall_s']:6.1f} s wall, "
+                f"{run['cpu_s'] / max(run['jobs'], 1):.2f} CPU s/job, "
+                f"{run['wall_s'] / 100:.2f} s wall per condition"
+            )
     return lines
 
 
@@ -195,32 +244,59 @@ def p1_workflow(scratch: Path, samples: int) -> list[str]:
     generation = time.perf_counter() - start
     (workdir / "regenerated.json").unlink()
     report = workdir / "vendor.report.json"
-    params = {"result": str(result), "out": str(workdir / "vendor"), "model_id": "gem-1-bulk", "condition": "c00001",
-              "samples": samples, "genes": 44590}
+    params = {
+        "result": str(result),
+        "out": str(workdir / "vendor"),
+        "model_id": "gem-1-bulk",
+        "condition": "c00001",
+        "samples": samples,
+        "genes": 44590,
+    }
     (workdir / "vendor").mkdir()
     start = time.perf_counter()
-    subprocess.run([sys.executable, str(HERE / "_measure.py"), "vendor", json.dumps(params), str(report)],
-                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, str(HERE / "_measure.py"), "vendor", json.dumps(params), str(report)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     vendor_process = time.perf_counter() - start
     vendor = json.loads(report.read_text())
     anchor = vendor.get("wall_s", vendor_process)
     without_generation = ours["wall_s"] - generation
-    return [f"P1 (whole workflow): one condition of {samples:,} samples x 44,590 genes, --cores 2, latency 0",
-            ratio_line("workflow wall (submit..merge, incl. emulator)", ours["wall_s"], anchor, "s",
-                       f"<= 0.5 x anchor: {ours['wall_s'] / anchor:.2f}", ours["wall_s"] <= 0.5 * anchor),
-            ratio_line("  the same without the emulator's generation", without_generation, anchor, "s",
-                       f"<= 0.5 x anchor: {without_generation / anchor:.2f}", without_generation <= 0.5 * anchor),
-            f"  emulator generation of that result: {generation:.1f} s; vendor conversion process "
-            f"{vendor_process:.1f} s (its work {anchor:.1f} s); workflow CPU {ours['cpu_s']:.1f} s, "
-            f"largest process {ours['peak_mb']:.0f} MB"]
+    return [
+        f"P1 (whole workflow): one condition of {samples:,} samples x 44,590 genes, --cores 2, latency 0",
+        ratio_line(
+            "workflow wall (submit..merge, incl. emulator)",
+            ours["wall_s"],
+            anchor,
+            "s",
+            f"<= 0.5 x anchor: {ours['wall_s'] / anchor:.2f}",
+            ours["wall_s"] <= 0.5 * anchor,
+        ),
+        ratio_line(
+            "  the same without the emulator's generation",
+            without_generation,
+            anchor,
+            "s",
+            f"<= 0.5 x anchor: {without_generation / anchor:.2f}",
+            without_generation <= 0.5 * anchor,
+        ),
+        f"  emulator generation of that result: {generation:.1f} s; vendor conversion process "
+        f"{vendor_process:.1f} s (its work {anchor:.1f} s); workflow CPU {ours['cpu_s']:.1f} s, "
+        f"largest process {ours['peak_mb']:.0f} MB",
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", action="append", choices=("p1", "p2", "p4"), help="run only these parts")
     parser.add_argument("--anchor-calls", type=int, default=10, help="vendor loop calls measured for P2 (default 10)")
-    parser.add_argument("--batch-size", type=int, default=100,
-                        help="P2's batch_size (default 100: 200 conditions in 2 jobs of 10 queries in flight)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=100,
+        help="P2's batch_size (default 100: 200 conditions in 2 jobs of 10 queries in flight)",
+    )
     parser.add_argument("--queries-per-job", type=int, default=10, help="P2's queries_per_job (default 10)")
     parser.add_argument("--samples", type=int, default=1000, help="P1's samples (default 1000)")
     args = parser.parse_args(argv)

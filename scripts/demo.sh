@@ -35,7 +35,7 @@ echo "==> workflow finished in $(( $(date +%s) - start )) s"
 import sys
 from pathlib import Path
 
-from synthbio_pipeline.tables import load_expression
+from synthbio_pipeline.formats.parquet import load_expression
 
 for folder in sorted(p for p in Path(sys.argv[1]).iterdir() if (p / "expression.parquet").exists()):
     expression, metadata = load_expression(folder / "expression.parquet", folder / "metadata.parquet")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import keyring
 import pytest
-
 from fixtures import MemoryKeyring
 
 EMULATOR_TOKEN = "emulator-test-token"

@@ -27,9 +27,24 @@ def small_run(tmp_path_factory):
     keep = tmp_path_factory.mktemp("bench")
     figures = keep / "figures.json"
     done = subprocess.run(
-        [sys.executable, str(CONVERT), "--samples", "20", "--genes", "500", "--keep", str(keep),
-         "--repeat", "1", "--json", str(figures)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            str(CONVERT),
+            "--samples",
+            "20",
+            "--genes",
+            "500",
+            "--keep",
+            str(keep),
+            "--repeat",
+            "1",
+            "--json",
+            str(figures),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     return done, keep, figures
 
@@ -40,8 +55,15 @@ def test_small_run_prints_the_table_and_passes(small_run):
     out = done.stdout
     for header in HEADERS:
         assert header in out
-    for label in ("vendor: json.load -> transform -> to_parquet", "ours: write_part + merge_parts",
-                  "write_part alone", "merge_parts alone", "parse only", "genes as rows", "samples as rows"):
+    for label in (
+        "vendor: json.load -> transform -> to_parquet",
+        "ours: write_part + merge_parts",
+        "write_part alone",
+        "merge_parts alone",
+        "parse only",
+        "genes as rows",
+        "samples as rows",
+    ):
         assert label in out
     assert "correctness: PASS" in out
     assert "FAIL" not in out
@@ -76,8 +98,12 @@ def test_verify_fails_on_a_changed_value(small_run, tmp_path):
     (ours / "metadata.parquet").write_bytes((keep / "ours" / "metadata.parquet").read_bytes())
     report_path = tmp_path / "report.json"
     params = {"vendor_out": str(keep / "vendor"), "ours_out": str(ours), "condition": "bench"}
-    subprocess.run([sys.executable, str(MEASURE), "verify", json.dumps(params), str(report_path)],
-                   cwd=ROOT, check=True, timeout=120)
+    subprocess.run(
+        [sys.executable, str(MEASURE), "verify", json.dumps(params), str(report_path)],
+        cwd=ROOT,
+        check=True,
+        timeout=120,
+    )
     report = json.loads(report_path.read_text())
     assert report["ok"] is False
     assert [c["check"] for c in report["checks"] if not c["ok"]] == ["values"]

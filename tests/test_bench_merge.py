@@ -20,16 +20,42 @@ MERGE = ROOT / "bench" / "merge.py"
 def test_small_merge_bench_prints_every_figure_and_target(tmp_path):
     figures = tmp_path / "figures.json"
     done = subprocess.run(
-        [sys.executable, str(MERGE), "--parts", "2,4", "--samples-per-part", "3", "--genes", "2500",
-         "--repeat", "1", "--keep", str(tmp_path), "--json", str(figures)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            str(MERGE),
+            "--parts",
+            "2,4",
+            "--samples-per-part",
+            "3",
+            "--genes",
+            "2500",
+            "--repeat",
+            "1",
+            "--keep",
+            str(tmp_path),
+            "--json",
+            str(figures),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
-    for label in ("merge_parts, K = 2 (6 samples)", "merge_parts, K = 4 (12 samples)",
-                  "anchor: pq.read_table + pq.write_table", "footer alone",
-                  "10 genes spread over the file", "10 adjacent genes", "10 samples spread over the file",
-                  "slices hold the right values: yes", "peak memory:", "vs <= 1.3x", "vs <= 2.0x"):
+    for label in (
+        "merge_parts, K = 2 (6 samples)",
+        "merge_parts, K = 4 (12 samples)",
+        "anchor: pq.read_table + pq.write_table",
+        "footer alone",
+        "10 genes spread over the file",
+        "10 adjacent genes",
+        "10 samples spread over the file",
+        "slices hold the right values: yes",
+        "peak memory:",
+        "vs <= 1.3x",
+        "vs <= 2.0x",
+    ):
         assert label in out, label
     assert out.count("met") >= 5
     report = json.loads(figures.read_text())

@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 
 import pytest
+from scripted_server import DROP, ScriptedServer, start
 
 from synthbio_pipeline import errors
-from synthbio_pipeline.client import SynthesizeClient, check_base_url, clean_server_message, resolve_base_url
-from scripted_server import DROP, ScriptedServer, start
+from synthbio_pipeline.client.http import SynthesizeClient, check_base_url, clean_server_message, resolve_base_url
 
 TOKEN = "tok-CLIENT-test-7f3a"
 
@@ -48,9 +48,16 @@ def test_client_errors_map_to_types_and_are_never_retried(server, status, except
     assert server.count(method, path) == 1
 
 
-@pytest.mark.parametrize("status, exception", [(429, errors.RateLimitError), (500, errors.ServerError),
-                                               (502, errors.ServerError), (503, errors.ServerError),
-                                               (504, errors.ServerError)])
+@pytest.mark.parametrize(
+    "status, exception",
+    [
+        (429, errors.RateLimitError),
+        (500, errors.ServerError),
+        (502, errors.ServerError),
+        (503, errors.ServerError),
+        (504, errors.ServerError),
+    ],
+)
 def test_transient_statuses_are_retried_then_raise(server, status, exception):
     server.answer("GET", "/api/models", (status, {}, {"error": "busy"}))
     with pytest.raises(exception):
@@ -77,8 +84,12 @@ def test_retry_after_seconds_is_honoured(server):
 def test_retry_after_http_date_is_honoured(server):
     from email.utils import formatdate
 
-    server.answer("GET", "/api/models", (429, {"Retry-After": formatdate(time.time() + 2, usegmt=True)}, {}),
-                  (200, {}, {"models": []}))
+    server.answer(
+        "GET",
+        "/api/models",
+        (429, {"Retry-After": formatdate(time.time() + 2, usegmt=True)}, {}),
+        (200, {}, {"models": []}),
+    )
     start_time = time.monotonic()
     client_for(server).request("GET", "/api/models")
     assert time.monotonic() - start_time >= 0.9  # the date has one-second resolution
@@ -108,9 +119,13 @@ def test_retry_deadline_stops_retrying(server):
 
 
 def test_validation_error_lists_every_path_and_message(server):
-    body = {"error": "Invalid query", "errors": [
-        {"path": "inputs[0].metadata.sex", "message": "must be male or female"},
-        {"path": "sampling_strategy", "message": "not allowed for gem-1-sc"}]}
+    body = {
+        "error": "Invalid query",
+        "errors": [
+            {"path": "inputs[0].metadata.sex", "message": "must be male or female"},
+            {"path": "sampling_strategy", "message": "not allowed for gem-1-sc"},
+        ],
+    }
     server.answer("POST", "/api/models/gem-1-sc/predict", (422, {}, body))
     with pytest.raises(errors.ValidationError) as caught:
         client_for(server).submit("gem-1-sc", {})
@@ -153,8 +168,9 @@ def test_expired_download_url_is_replaced_by_a_fresh_one(server, tmp_path):
     server.answer("GET", "/files/old.json", (403, {}, b"<Error>Request has expired</Error>"))
     server.answer("GET", "/api/model-queries/q9/status", (200, {}, {"status": "ready", "downloadUrl": fresh}))
     server.answer("GET", "/files/fresh.json", (200, {}, b"[]"))
-    path = client_for(server).fetch_result("q9", {"downloadUrl": f"{server.url}/files/old.json?sig=1"},
-                                           tmp_path / "out.json")
+    path = client_for(server).fetch_result(
+        "q9", {"downloadUrl": f"{server.url}/files/old.json?sig=1"}, tmp_path / "out.json"
+    )
     assert path.read_bytes() == b"[]"
     assert server.count("GET", "/api/model-queries/q9/status") == 1
 
@@ -168,9 +184,14 @@ def test_a_short_download_is_an_error_and_leaves_no_file(server, tmp_path):
 
 def test_wait_reports_each_status_change_and_returns_ready(server):
     url = f"{server.url}/files/x"
-    server.answer("GET", "/api/model-queries/q1/status", (200, {}, {"status": "queued"}),
-                  (200, {}, {"status": "running"}), (200, {}, {"status": "running"}),
-                  (200, {}, {"status": "ready", "downloadUrl": url}))
+    server.answer(
+        "GET",
+        "/api/model-queries/q1/status",
+        (200, {}, {"status": "queued"}),
+        (200, {}, {"status": "running"}),
+        (200, {}, {"status": "running"}),
+        (200, {}, {"status": "ready", "downloadUrl": url}),
+    )
     seen = []
     payload = client_for(server).wait("q1", poll_interval=0, on_status=lambda s, p, t: seen.append(s))
     assert payload["downloadUrl"] == url
@@ -215,8 +236,10 @@ def test_insecure_or_malformed_base_urls_are_refused(url):
         check_base_url(url)
 
 
-@pytest.mark.parametrize("url", ["https://app.synthesize.bio", "http://127.0.0.1:8000", "http://localhost:1",
-                                 "http://[::1]:9", "http://127.3.4.5"])
+@pytest.mark.parametrize(
+    "url",
+    ["https://app.synthesize.bio", "http://127.0.0.1:8000", "http://localhost:1", "http://[::1]:9", "http://127.3.4.5"],
+)
 def test_https_and_loopback_base_urls_are_accepted(url):
     assert check_base_url(url) == url
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from synthbio_pipeline.conditions import ConditionsError, read_conditions, write_query
+from synthbio_pipeline.pipeline.conditions import ConditionsError, read_conditions, write_query
 
 HEADER = "condition\tnum_samples\ttissue_ontology_id\tsex\tmodality\tmode\tseed\tcell_type_ontology_id"
 
@@ -24,10 +24,13 @@ def problems(path, defaults=None):
 
 
 def test_rows_become_conditions_with_defaults_and_per_row_overrides(tmp_path):
-    path = table(tmp_path, f"{HEADER}\n"
-                           "lung\t3\tUBERON:0002048\tmale\t\t\t5\t\n"
-                           "\n"
-                           "t_cells\t2\tUBERON:0002048\t\tsingle-cell\t\t\tCL:0000084\n")
+    path = table(
+        tmp_path,
+        f"{HEADER}\n"
+        "lung\t3\tUBERON:0002048\tmale\t\t\t5\t\n"
+        "\n"
+        "t_cells\t2\tUBERON:0002048\t\tsingle-cell\t\t\tCL:0000084\n",
+    )
     lung, cells = read_conditions(path, {"seed": 1, "total_count": 1000, "modality": None})
     assert (lung.name, lung.row, lung.model_id, lung.mode) == ("lung", 2, "gem-1-bulk", "sample generation")
     assert lung.options == {"seed": 5, "total_count": 1000}
@@ -35,9 +38,16 @@ def test_rows_become_conditions_with_defaults_and_per_row_overrides(tmp_path):
     assert (cells.row, cells.model_id, cells.mode, cells.options["seed"]) == (4, "gem-1-sc", "mean estimation", 1)
     assert cells.wire_body() == {
         "sampling_strategy": "mean estimation",
-        "inputs": [{"metadata": {"tissue_ontology_id": "UBERON:0002048", "cell_type_ontology_id": "CL:0000084"},
-                    "num_samples": 2}],
-        "seed": 1, "total_count": 1000, "source": "synthbio-pipeline"}
+        "inputs": [
+            {
+                "metadata": {"tissue_ontology_id": "UBERON:0002048", "cell_type_ontology_id": "CL:0000084"},
+                "num_samples": 2,
+            }
+        ],
+        "seed": 1,
+        "total_count": 1000,
+        "source": "synthbio-pipeline",
+    }
 
 
 def test_csv_by_name_bom_and_crlf_are_accepted(tmp_path):
@@ -48,8 +58,11 @@ def test_csv_by_name_bom_and_crlf_are_accepted(tmp_path):
 
 
 def test_sampling_strategy_and_boolean_spellings(tmp_path):
-    path = table(tmp_path, "condition\tnum_samples\tsampling_strategy\tdeterministic_latents\n"
-                           "a\t1\tmean estimation\tYes\nb\t1\tsample generation\t0\n")
+    path = table(
+        tmp_path,
+        "condition\tnum_samples\tsampling_strategy\tdeterministic_latents\n"
+        "a\t1\tmean estimation\tYes\nb\t1\tsample generation\t0\n",
+    )
     a, b = read_conditions(path)
     assert (a.mode, a.options["deterministic_latents"]) == ("mean estimation", True)
     assert (b.mode, b.options["deterministic_latents"]) == ("sample generation", False)
@@ -82,14 +95,22 @@ def test_write_query_writes_the_wire_body(tmp_path):
         ("condition\tnum_samples\tsex\na\t1\tmale\na\t2\tfemale\n", 3, "condition", "also on line 2"),
         ("condition\tnum_samples\tsex\na\t1\tMale\n", 2, "sex", "did you mean 'male'"),
         ("condition\tnum_samples\tmodality\na\t1\tsinglecell\n", 2, "modality", "did you mean 'single-cell'"),
-        ("condition\tnum_samples\tmodality\tmode\na\t1\tsingle-cell\tsample generation\n", 2, "mode",
-         "not available for single-cell"),
+        (
+            "condition\tnum_samples\tmodality\tmode\na\t1\tsingle-cell\tsample generation\n",
+            2,
+            "mode",
+            "not available for single-cell",
+        ),
         ("condition\tnum_samples\tseed\na\t1\tabc\n", 2, "seed", "whole number"),
         ("condition\tnum_samples\ttotal_count\na\t1\t-5\n", 2, "total_count", "at least 1"),
         ("condition\tnum_samples\tdeterministic_latents\na\t1\tmaybe\n", 2, "deterministic_latents", "true or false"),
         ("condition\tnum_samples\tperturbation_ontology_id\na\t1\tTP53\n", 2, "perturbation_ontology_id", "Ensembl"),
-        ("condition\tnum_samples\tcel_type_ontology_id\na\t1\tCL:0000084\n", 1, "cel_type_ontology_id",
-         "did you mean 'cell_type_ontology_id'"),
+        (
+            "condition\tnum_samples\tcel_type_ontology_id\na\t1\tCL:0000084\n",
+            1,
+            "cel_type_ontology_id",
+            "did you mean 'cell_type_ontology_id'",
+        ),
         ("condition\tnum_samples\tsex\tsex\na\t1\tmale\tmale\n", 1, "sex", "twice"),
         ("condition\tnum_samples\tmode\tsampling_strategy\na\t1\t\t\n", 1, "sampling_strategy", "not both"),
         ("condition\tnum_samples\na\t1\textra\n", 2, None, "3 fields"),

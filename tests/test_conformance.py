@@ -51,8 +51,9 @@ def test_vendor_lists_models_and_example_queries(emulator):
 @pytest.mark.parametrize("model_id", MODELS)
 def test_vendor_predict_query_works_and_matches_our_parser_on_the_same_result(emulator, model_id, tmp_path):
     query = vendor_query(emulator, model_id)
-    link = pysynthbio.predict_query(dict(query), model_id=model_id, api_base_url=emulator.url,
-                                    poll_interval_seconds=1, return_download_url=True)
+    link = pysynthbio.predict_query(
+        dict(query), model_id=model_id, api_base_url=emulator.url, poll_interval_seconds=1, return_download_url=True
+    )
     path = tmp_path / "result.json"
     path.write_bytes(requests.get(link["download_url"], timeout=30).content)
 
@@ -67,16 +68,22 @@ def test_vendor_predict_query_works_and_matches_our_parser_on_the_same_result(em
 @pytest.mark.parametrize("model_id", MODELS)
 def test_a_fixed_seed_reproduces_the_counts_through_either_client(emulator, model_id):
     query = vendor_query(emulator, model_id, seed=123)
-    first = pysynthbio.predict_query(dict(query), model_id=model_id, api_base_url=emulator.url,
-                                     poll_interval_seconds=1)
-    second = pysynthbio.predict_query(dict(query), model_id=model_id, api_base_url=emulator.url,
-                                      poll_interval_seconds=1)
+    first = pysynthbio.predict_query(dict(query), model_id=model_id, api_base_url=emulator.url, poll_interval_seconds=1)
+    second = pysynthbio.predict_query(
+        dict(query), model_id=model_id, api_base_url=emulator.url, poll_interval_seconds=1
+    )
     pd.testing.assert_frame_equal(first["expression"], second["expression"])
 
     modality = "bulk" if model_id == "gem-1-bulk" else "single-cell"
-    ours = predict_query({"modality": modality, "mode": query["sampling_strategy"], **{
-        k: v for k, v in query.items() if k not in ("sampling_strategy", "source")}},
-        api_base_url=emulator.url, poll_interval_seconds=1)
+    ours = predict_query(
+        {
+            "modality": modality,
+            "mode": query["sampling_strategy"],
+            **{k: v for k, v in query.items() if k not in ("sampling_strategy", "source")},
+        },
+        api_base_url=emulator.url,
+        poll_interval_seconds=1,
+    )
     pd.testing.assert_frame_equal(ours["expression"], first["expression"], check_dtype=False)
 
 
@@ -85,12 +92,13 @@ def test_vendor_gets_authentication_error_for_a_wrong_token(emulator, monkeypatc
     with pytest.raises(pysynthbio.AuthenticationError):
         pysynthbio.list_models(api_base_url=emulator.url)
     with pytest.raises(pysynthbio.AuthenticationError):
-        pysynthbio.predict_query(vendor_query_unauthenticated(), model_id="gem-1-bulk",
-                                 api_base_url=emulator.url, poll_interval_seconds=1)
+        pysynthbio.predict_query(
+            vendor_query_unauthenticated(), model_id="gem-1-bulk", api_base_url=emulator.url, poll_interval_seconds=1
+        )
 
 
 def vendor_query_unauthenticated():
-    from synthbio_pipeline.query import example_wire_query
+    from synthbio_pipeline.vocabulary.query import example_wire_query
 
     return example_wire_query("gem-1-bulk")
 

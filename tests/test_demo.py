@@ -16,8 +16,9 @@ def test_the_demo_command_runs_the_workflow_on_the_example_table():
     env = {key: value for key, value in os.environ.items() if not key.startswith("SYNTHESIZE_API")}
     env["SYNTHBIO_VENV"] = sys.prefix  # the environment the tests run in, set up by the same script
     env["PYTHON_KEYRING_BACKEND"] = "keyring.backends.null.Keyring"
-    run = subprocess.run(["bash", "scripts/demo.sh", "--forceall"], cwd=ROOT, env=env, capture_output=True,
-                         text=True, timeout=600)
+    run = subprocess.run(
+        ["bash", "scripts/demo.sh", "--forceall"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "backend: emulator" in run.stdout
     metadata = pd.read_parquet(ROOT / "demo/results/bulk/metadata.parquet")

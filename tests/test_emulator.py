@@ -15,12 +15,10 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 import pytest
 import requests
-
-from synthbio_pipeline.emulator import body_hash, encode_ints, gene_order
-from synthbio_pipeline.emulator import generate
-from synthbio_pipeline.query import example_wire_query
-
 from conftest import EMULATOR_TOKEN
+
+from synthbio_pipeline.emulator import body_hash, encode_ints, gene_order, generate
+from synthbio_pipeline.vocabulary.query import example_wire_query
 
 AUTH = {"Authorization": f"Bearer {EMULATOR_TOKEN}"}
 
@@ -338,7 +336,11 @@ def test_single_cell_counts_are_sparse_with_library_size_near_10000(make_emulato
 def test_encoder_matches_json():
     rng = np.random.default_rng(0)
     values = np.concatenate(
-        [[0, 1, 9, 10, 99, 100, -1, -10, 2**62, -(2**62)], rng.integers(-(10**15), 10**15, 5000), rng.integers(0, 50, 5000)]
+        [
+            [0, 1, 9, 10, 99, 100, -1, -10, 2**62, -(2**62)],
+            rng.integers(-(10**15), 10**15, 5000),
+            rng.integers(0, 50, 5000),
+        ]
     )
     assert json.loads(b"[" + encode_ints(values) + b"]") == values.tolist()
     assert encode_ints(np.array([], dtype=np.int64)) == b""
@@ -445,7 +447,7 @@ def test_max_in_flight_refuses_submissions_beyond_the_cap(make_emulator, emulato
     emulator = make_emulator(latency=0.6, genes=20, max_in_flight=2)
     headers = {"Authorization": f"Bearer {emulator_token}"}
     url = f"{emulator.url}/api/models/gem-1-bulk/predict"
-    from synthbio_pipeline.query import example_wire_query
+    from synthbio_pipeline.vocabulary.query import example_wire_query
 
     body = example_wire_query("gem-1-bulk")
     answers = [requests.post(url, json=body, headers=headers, timeout=5) for _ in range(3)]

@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from synthbio_pipeline import log_cpm
-from synthbio_pipeline.exports import ExportError, read_label, to_delimited, to_h5ad, to_log_cpm
-from synthbio_pipeline.tables import ROW_GROUP_GENES, SCHEMA_KEY, merge_parts, write_part
+from synthbio_pipeline.formats.exports import ExportError, read_label, to_delimited, to_h5ad, to_log_cpm
+from synthbio_pipeline.formats.parquet import ROW_GROUP_GENES, SCHEMA_KEY, merge_parts, write_part
 
 GENES = [f"ENSG{i:011d}" for i in range(ROW_GROUP_GENES * 2 + 17)]  # three row groups, the last one short
 
@@ -30,16 +30,29 @@ def merged_pair(tmp_path, conditions, *, model_id="gem-1-bulk", emulator=True, s
         metadata = {"sex": "male", "tissue_ontology_id": "UBERON:0002048"}
         if len(blocks) == 2:  # a key only the second condition has: missing values in the merged column
             metadata["age_years"] = "65"
-        document = {"gene_order": GENES, "model_version": "emulator-2" if emulator else 2,
-                    "outputs": [{"counts": row.tolist(), "metadata": metadata} for row in counts]}
+        document = {
+            "gene_order": GENES,
+            "model_version": "emulator-2" if emulator else 2,
+            "outputs": [{"counts": row.tolist(), "metadata": metadata} for row in counts],
+        }
         if emulator:
             document["emulator"] = {"note": "synthetic"}
         (tmp_path / f"{name}.json").write_text(json.dumps(document))
-        body = {"sampling_strategy": "mean estimation" if sparse else "sample generation",
-                "inputs": [{"metadata": metadata, "num_samples": n}], "seed": 4}
+        body = {
+            "sampling_strategy": "mean estimation" if sparse else "sample generation",
+            "inputs": [{"metadata": metadata, "num_samples": n}],
+            "seed": 4,
+        }
         expression, meta = tmp_path / name / "expression.parquet", tmp_path / name / "metadata.parquet"
-        write_part(tmp_path / f"{name}.json", condition=name, model_id=model_id, query_id=f"q-{name}", body=body,
-                   expression_out=expression, metadata_out=meta)
+        write_part(
+            tmp_path / f"{name}.json",
+            condition=name,
+            model_id=model_id,
+            query_id=f"q-{name}",
+            body=body,
+            expression_out=expression,
+            metadata_out=meta,
+        )
         expression_parts.append(expression)
         metadata_parts.append(meta)
     merge_parts(expression_parts, metadata_parts, tmp_path / "expression.parquet", tmp_path / "metadata.parquet")
@@ -93,8 +106,7 @@ def test_h5ad_of_a_single_cell_pair_has_csr_x(tmp_path):
 def test_h5ad_follows_the_anndata_on_disk_format(tmp_path):
     # Checked with h5py too, so the layout is asserted where anndata cannot be installed
     # (its releases for Python 3.11 require pandas < 3).
-    expression, metadata, counts = merged_pair(tmp_path, {"pbmc": 3}, model_id="gem-1-sc", sparse=True,
-                                               emulator=False)
+    expression, metadata, counts = merged_pair(tmp_path, {"pbmc": 3}, model_id="gem-1-sc", sparse=True, emulator=False)
     to_h5ad(expression, metadata, tmp_path / "sc.h5ad")
     with h5py.File(tmp_path / "sc.h5ad") as f:
         assert f.attrs["encoding-type"] == "anndata"
@@ -103,7 +115,7 @@ def test_h5ad_follows_the_anndata_on_disk_format(tmp_path):
         indptr, indices, data = x["indptr"][:], x["indices"][:], x["data"][:]
         dense = np.zeros(counts.shape, np.int64)
         for row in range(counts.shape[0]):
-            dense[row, indices[indptr[row]:indptr[row + 1]]] = data[indptr[row]:indptr[row + 1]]
+            dense[row, indices[indptr[row] : indptr[row + 1]]] = data[indptr[row] : indptr[row + 1]]
         np.testing.assert_array_equal(dense, counts)
         assert f["obs"].attrs["_index"] == "sample_id"
         assert [s.decode() for s in f["obs/sample_id"][:]] == ["pbmc_1", "pbmc_2", "pbmc_3"]
@@ -149,9 +161,11 @@ def test_a_failure_while_writing_leaves_no_half_written_file(tmp_path, monkeypat
         return read_row_group(self, group, *args, **kwargs)
 
     monkeypatch.setattr(pq.ParquetFile, "read_row_group", failing_read)
-    for write in (lambda: to_h5ad(expression, metadata, out / "x.h5ad"),
-                  lambda: to_delimited(expression, out / "x.tsv"),
-                  lambda: to_log_cpm(expression, out / "x.parquet")):
+    for write in (
+        lambda: to_h5ad(expression, metadata, out / "x.h5ad"),
+        lambda: to_delimited(expression, out / "x.tsv"),
+        lambda: to_log_cpm(expression, out / "x.parquet"),
+    ):
         with pytest.raises(OSError, match="disk full"):
             write()
     assert calls["n"] == 3

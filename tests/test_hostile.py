@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from snakemake_runs import ROOT, SNAKEFILE, output_of, snakemake
 
 CORPUS = Path(__file__).parent / "hostile"
@@ -36,8 +35,19 @@ def test_hostile_input_is_refused_before_any_request(name, make_emulator, emulat
     configfile = tmp_path / "config.yaml"
     configfile.write_text(yaml.safe_dump(config))
 
-    run = snakemake("--cores", "1", "-s", str(SNAKEFILE), "-d", str(tmp_path), "--configfile", str(configfile),
-                    cwd=tmp_path, token=emulator_token if case.get("token", True) else None, timeout=120)
+    run = snakemake(
+        "--cores",
+        "1",
+        "-s",
+        str(SNAKEFILE),
+        "-d",
+        str(tmp_path),
+        "--configfile",
+        str(configfile),
+        cwd=tmp_path,
+        token=emulator_token if case.get("token", True) else None,
+        timeout=120,
+    )
 
     said = run.stdout + run.stderr
     assert run.returncode != 0, output_of(run)

@@ -6,7 +6,6 @@ import shutil
 
 import pandas as pd
 import yaml
-
 from snakemake_runs import ROOT, SNAKEFILE, output_of, snakemake
 
 HOST_SNAKEFILE = """\
@@ -52,8 +51,10 @@ def test_workflow_runs_as_a_module_under_a_prefix(make_emulator, emulator_token,
 
     # Every output and log of the module is under the host's prefix; nothing outside it.
     assert sorted(p.name for p in tmp_path.iterdir()) == [".snakemake", "Snakefile", "host.yaml", "synth", "tables"]
-    for modality, samples in (("bulk", ["lung_1", "lung_2", "hepg2_TP53_crispr_1", "hepg2_TP53_crispr_2"]),
-                              ("single-cell", ["lung_macrophage_sc_1", "lung_macrophage_sc_2"])):
+    for modality, samples in (
+        ("bulk", ["lung_1", "lung_2", "hepg2_TP53_crispr_1", "hepg2_TP53_crispr_2"]),
+        ("single-cell", ["lung_macrophage_sc_1", "lung_macrophage_sc_2"]),
+    ):
         folder = tmp_path / "synth" / "results" / modality
         metadata = pd.read_parquet(folder / "metadata.parquet")
         assert list(metadata["sample_id"]) == samples

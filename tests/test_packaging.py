@@ -39,4 +39,6 @@ def test_environment_yml_pins_match_the_installed_versions():
         if name in ("python", "pip"):
             continue
         installed = version(name)
-        assert installed == pin or installed.startswith(pin + "."), f"{name}: environment.yml pins {pin}, pip installed {installed}"
+        assert installed == pin or installed.startswith(pin + "."), (
+            f"{name}: environment.yml pins {pin}, pip installed {installed}"
+        )

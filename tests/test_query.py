@@ -14,8 +14,8 @@ from synthbio_pipeline import (
     validate_modality,
     validate_query,
 )
-from synthbio_pipeline.models import MODELS, get_model
-from synthbio_pipeline.query import METADATA_KEYS, example_wire_query, query_problems, to_wire
+from synthbio_pipeline.vocabulary.models import MODELS, get_model
+from synthbio_pipeline.vocabulary.query import METADATA_KEYS, example_wire_query, query_problems, to_wire
 
 
 def test_modalities_and_modes():
@@ -56,14 +56,20 @@ def test_sampling_strategy_is_accepted_as_a_synonym_of_mode():
 
 
 def test_model_id_addresses_any_model_in_the_table():
-    query = {"model_id": "gem-1-bulk_reference-conditioning", "mode": "mean estimation",
-             "inputs": [{"counts": [1, 2], "metadata": {"perturbation_type": "crispr"}, "num_samples": 2}]}
+    query = {
+        "model_id": "gem-1-bulk_reference-conditioning",
+        "mode": "mean estimation",
+        "inputs": [{"counts": [1, 2], "metadata": {"perturbation_type": "crispr"}, "num_samples": 2}],
+    }
     assert to_wire(query)[0] == "gem-1-bulk_reference-conditioning"
 
 
 def test_an_unknown_model_id_is_passed_through_for_the_server_to_judge():
-    query = {"model_id": "gem-2-bulk", "mode": "mean estimation",
-             "inputs": [{"metadata": {"whatever_gem2_takes": 1}, "num_samples": 1}]}
+    query = {
+        "model_id": "gem-2-bulk",
+        "mode": "mean estimation",
+        "inputs": [{"metadata": {"whatever_gem2_takes": 1}, "num_samples": 1}],
+    }
     assert to_wire(query)[0] == "gem-2-bulk"
 
 
@@ -99,23 +105,46 @@ BAD_QUERIES = [
     (broken(inputs__1__num_samples="ten"), "inputs[1].num_samples", "whole number"),
     (broken(inputs__0__num_samples=True), "inputs[0].num_samples", "whole number"),
     (broken(inputs__0__num_samples=KeyError), "inputs[0].num_samples", "required"),
-    (broken(inputs__0__metadata__tisue_ontology_id="UBERON:0002371"), "inputs[0].metadata.tisue_ontology_id",
-     "did you mean 'tissue_ontology_id'"),
-    (broken(inputs__0__metadata__tissue_ontology_id="UBERON:123"), "inputs[0].metadata.tissue_ontology_id",
-     "expected an UBERON id"),
-    (broken(inputs__0__metadata__cell_type_ontology_id="CL_0000786"), "inputs[0].metadata.cell_type_ontology_id",
-     "Cell Ontology"),
+    (
+        broken(inputs__0__metadata__tisue_ontology_id="UBERON:0002371"),
+        "inputs[0].metadata.tisue_ontology_id",
+        "did you mean 'tissue_ontology_id'",
+    ),
+    (
+        broken(inputs__0__metadata__tissue_ontology_id="UBERON:123"),
+        "inputs[0].metadata.tissue_ontology_id",
+        "expected an UBERON id",
+    ),
+    (
+        broken(inputs__0__metadata__cell_type_ontology_id="CL_0000786"),
+        "inputs[0].metadata.cell_type_ontology_id",
+        "Cell Ontology",
+    ),
     (broken(inputs__0__metadata__disease_ontology_id="DOID:1612"), "inputs[0].metadata.disease_ontology_id", "MONDO"),
-    (broken(inputs__0__metadata__cell_line_ontology_id="HeLa"), "inputs[0].metadata.cell_line_ontology_id",
-     "Cellosaurus"),
-    (broken(inputs__0__metadata__perturbation_ontology_id="BRCA1"), "inputs[0].metadata.perturbation_ontology_id",
-     "Ensembl"),
-    (broken(inputs__0__metadata__perturbation_dose="lots"), "inputs[0].metadata.perturbation_dose", "number and a unit"),
+    (
+        broken(inputs__0__metadata__cell_line_ontology_id="HeLa"),
+        "inputs[0].metadata.cell_line_ontology_id",
+        "Cellosaurus",
+    ),
+    (
+        broken(inputs__0__metadata__perturbation_ontology_id="BRCA1"),
+        "inputs[0].metadata.perturbation_ontology_id",
+        "Ensembl",
+    ),
+    (
+        broken(inputs__0__metadata__perturbation_dose="lots"),
+        "inputs[0].metadata.perturbation_dose",
+        "number and a unit",
+    ),
     (broken(inputs__0__metadata__perturbation_time="24"), "inputs[0].metadata.perturbation_time", "number and a unit"),
     (broken(inputs__0__metadata__perturbation_type="knockout"), "inputs[0].metadata.perturbation_type", "not allowed"),
     (broken(inputs__0__metadata__sex="M"), "inputs[0].metadata.sex", "not allowed"),
     (broken(inputs__0__metadata__sample_type="tissue"), "inputs[0].metadata.sample_type", "not allowed"),
-    (broken(inputs__0__metadata__library_layout="paired"), "inputs[0].metadata.library_layout", "did you mean 'PAIRED'"),
+    (
+        broken(inputs__0__metadata__library_layout="paired"),
+        "inputs[0].metadata.library_layout",
+        "did you mean 'PAIRED'",
+    ),
     (broken(inputs__0__metadata__study="GSE1234"), "inputs[0].metadata.study", "BioProject"),
     (broken(inputs__0__metadata__age_years="old"), "inputs[0].metadata.age_years", "number of years"),
     (broken(inputs__0__metadata__age_years=-3), "inputs[0].metadata.age_years", "negative"),
@@ -144,11 +173,21 @@ def test_every_problem_is_reported_at_once():
 
 
 def test_valid_values_of_every_formatted_key_pass():
-    good = {"cell_line_ontology_id": "CVCL_0030", "cell_type_ontology_id": "CL:0000786",
-            "disease_ontology_id": "MONDO:0005015", "tissue_ontology_id": "UBERON:0001155",
-            "perturbation_ontology_id": "ENSG00000156127", "perturbation_dose": "10 um",
-            "perturbation_time": "24 hours", "perturbation_type": "crispr", "study": "PRJNA123456",
-            "library_layout": "PAIRED", "age_years": "65", "sex": "female", "sample_type": "cell line"}
+    good = {
+        "cell_line_ontology_id": "CVCL_0030",
+        "cell_type_ontology_id": "CL:0000786",
+        "disease_ontology_id": "MONDO:0005015",
+        "tissue_ontology_id": "UBERON:0001155",
+        "perturbation_ontology_id": "ENSG00000156127",
+        "perturbation_dose": "10 um",
+        "perturbation_time": "24 hours",
+        "perturbation_type": "crispr",
+        "study": "PRJNA123456",
+        "library_layout": "PAIRED",
+        "age_years": "65",
+        "sex": "female",
+        "sample_type": "cell line",
+    }
     for pert in ("CHEBI:16681", "CHEMBL1234567", "9606"):
         query = get_valid_query("bulk")
         query["inputs"][0]["metadata"] = dict(good, perturbation_ontology_id=pert)

@@ -12,7 +12,8 @@ import pytest
 pytest.importorskip("matplotlib")  # the workflow extra; scripts/setup.sh installs it
 
 from synthbio_pipeline import log_cpm
-from synthbio_pipeline.report import (
+from synthbio_pipeline.formats.parquet import ROW_GROUP_GENES, merge_parts, write_part
+from synthbio_pipeline.pipeline.report import (
     EMULATOR_NOTE,
     ReportError,
     compute_report,
@@ -24,7 +25,6 @@ from synthbio_pipeline.report import (
     write_condition_summary,
     write_report,
 )
-from synthbio_pipeline.tables import ROW_GROUP_GENES, merge_parts, write_part
 
 GENES = [f"ENSG{i:011d}" for i in range(ROW_GROUP_GENES * 2 + 17)]  # three row groups, the last one short
 CONDITIONS = ["lung_normal", "liver_tumour", "brain_treated"]
@@ -46,8 +46,11 @@ def simulated_counts(conditions, per_condition, seed=0):
 
 
 def result_document(path, counts, emulator):
-    document = {"gene_order": GENES, "model_version": "emulator-2" if emulator else 2,
-                "outputs": [{"counts": row.tolist(), "metadata": {"sex": "male"}} for row in counts]}
+    document = {
+        "gene_order": GENES,
+        "model_version": "emulator-2" if emulator else 2,
+        "outputs": [{"counts": row.tolist(), "metadata": {"sex": "male"}} for row in counts],
+    }
     if emulator:
         document["emulator"] = {"note": "synthetic"}
     path.write_text(json.dumps(document))
@@ -58,12 +61,19 @@ def merged_pair(tmp_path, counts, conditions, per_condition, *, emulator=True, a
     """The workflow's way: one part per condition from a result document, then the merge."""
     expression_parts, metadata_parts = [], []
     for i, condition in enumerate(conditions):
-        rows = counts[i * per_condition:(i + 1) * per_condition]
+        rows = counts[i * per_condition : (i + 1) * per_condition]
         result = result_document(tmp_path / f"{condition}.json", rows, emulator)
         expression, metadata = tmp_path / condition / "expression.parquet", tmp_path / condition / "metadata.parquet"
-        write_part(result, condition=condition, model_id="gem-1-bulk", query_id=f"q-{condition}",
-                   body={"inputs": [{"metadata": {"sex": "male"}, "num_samples": len(rows)}]},
-                   expression_out=expression, metadata_out=metadata, as_counts=as_counts)
+        write_part(
+            result,
+            condition=condition,
+            model_id="gem-1-bulk",
+            query_id=f"q-{condition}",
+            body={"inputs": [{"metadata": {"sex": "male"}, "num_samples": len(rows)}]},
+            expression_out=expression,
+            metadata_out=metadata,
+            as_counts=as_counts,
+        )
         expression_parts.append(expression)
         metadata_parts.append(metadata)
     kind = "counts" if as_counts else "cpm"
@@ -164,14 +174,21 @@ def test_svg_output_is_reproducible(data, tmp_path):
 def test_condition_summary_table(data, counts, tmp_path):
     table = write_condition_summary(data, tmp_path / "conditions.tsv")
     read = pd.read_csv(tmp_path / "conditions.tsv", sep="\t")
-    assert list(read.columns) == ["condition", "query_id", "model_version", "backend", "samples",
-                                  "library_size_median", "detected_genes_median"]
+    assert list(read.columns) == [
+        "condition",
+        "query_id",
+        "model_version",
+        "backend",
+        "samples",
+        "library_size_median",
+        "detected_genes_median",
+    ]
     assert list(read.condition) == CONDITIONS
     assert list(read.query_id) == [f"q-{c}" for c in CONDITIONS]
     assert set(read.model_version) == {"emulator-2"} and set(read.backend) == {"emulator"}
     assert list(read.samples) == [PER_CONDITION] * 3
     for i in range(3):
-        rows = counts[i * PER_CONDITION:(i + 1) * PER_CONDITION]
+        rows = counts[i * PER_CONDITION : (i + 1) * PER_CONDITION]
         assert read.library_size_median[i] == np.median(rows.sum(axis=1))
         assert read.detected_genes_median[i] == np.median(np.count_nonzero(rows > 0, axis=1))
     pd.testing.assert_frame_equal(read, table, check_dtype=False)
@@ -212,13 +229,19 @@ def test_metadata_of_other_samples_is_refused(pair, tmp_path):
 
 
 def test_write_report_and_the_command_line(pair, tmp_path):
-    data = write_report(*pair, pca=tmp_path / "one" / "pca.svg", summary=tmp_path / "one" / "conditions.tsv",
-                        pca_genes=PCA_GENES)
+    data = write_report(
+        *pair, pca=tmp_path / "one" / "pca.svg", summary=tmp_path / "one" / "conditions.tsv", pca_genes=PCA_GENES
+    )
     assert sorted(p.name for p in (tmp_path / "one").iterdir()) == ["conditions.tsv", "pca.svg"]
     assert data.conditions == CONDITIONS
     assert main([str(pair[0]), str(pair[1]), str(tmp_path / "all"), "--format", "png"]) == 0
     assert sorted(p.name for p in (tmp_path / "all").iterdir()) == [
-        "condition_correlation.png", "conditions.tsv", "detected_genes.png", "library_sizes.png", "pca.png"]
+        "condition_correlation.png",
+        "conditions.tsv",
+        "detected_genes.png",
+        "library_sizes.png",
+        "pca.png",
+    ]
 
 
 def test_thirty_conditions_are_all_labelled(tmp_path):
@@ -233,7 +256,7 @@ def test_thirty_conditions_are_all_labelled(tmp_path):
 
 
 def test_past_the_named_limit_figures_stay_small_and_drop_the_names(tmp_path):
-    from synthbio_pipeline.report import MAX_NAMED_CONDITIONS
+    from synthbio_pipeline.pipeline.report import MAX_NAMED_CONDITIONS
 
     n = MAX_NAMED_CONDITIONS + 1
     conditions = [f"cond_{i:03d}" for i in range(n)]
@@ -250,10 +273,12 @@ def test_past_the_named_limit_figures_stay_small_and_drop_the_names(tmp_path):
 
 
 def test_prediction_timings_join_the_summary_by_condition(data, tmp_path):
-    from synthbio_pipeline.report import read_run_summaries
+    from synthbio_pipeline.pipeline.report import read_run_summaries
 
-    batches = [{"conditions": [{"condition": CONDITIONS[0], "seconds": 4.25, "submissions": 2}]},
-               {"conditions": [{"condition": CONDITIONS[2], "seconds": 1.5, "submissions": 1}], "seconds": 2.0}]
+    batches = [
+        {"conditions": [{"condition": CONDITIONS[0], "seconds": 4.25, "submissions": 2}]},
+        {"conditions": [{"condition": CONDITIONS[2], "seconds": 1.5, "submissions": 1}], "seconds": 2.0},
+    ]
     paths = []
     for i, batch in enumerate(batches):
         paths.append(tmp_path / f"{i}.json")
@@ -278,7 +303,7 @@ def test_prediction_timings_join_the_summary_by_condition(data, tmp_path):
 
 
 def test_html_table_escapes_text_and_formats_numbers(tmp_path):
-    from synthbio_pipeline.report import write_html_table
+    from synthbio_pipeline.pipeline.report import write_html_table
 
     frame = pd.DataFrame({"name": ["<b>x</b>", None], "count": [1234567, 3], "value": [0.125, 1234.5]})
     write_html_table(frame, tmp_path / "t.html", title="A & B", notes=["n<1"], emulator="careful")
@@ -291,16 +316,26 @@ def test_html_table_escapes_text_and_formats_numbers(tmp_path):
 
 
 def test_conditions_page_shows_the_table_as_run(tmp_path):
-    from synthbio_pipeline.report import conditions_frame, write_conditions_page
-    from synthbio_pipeline.conditions import read_conditions
+    from synthbio_pipeline.pipeline.conditions import read_conditions
+    from synthbio_pipeline.pipeline.report import conditions_frame, write_conditions_page
 
     table = tmp_path / "conditions.tsv"
-    table.write_text("condition\tnum_samples\tmodality\tsex\ttissue_ontology_id\n"
-                     "lung\t2\t\tfemale\tUBERON:0002048\n"
-                     "sc\t3\tsingle-cell\t\tUBERON:0002048\n")
+    table.write_text(
+        "condition\tnum_samples\tmodality\tsex\ttissue_ontology_id\n"
+        "lung\t2\t\tfemale\tUBERON:0002048\n"
+        "sc\t3\tsingle-cell\t\tUBERON:0002048\n"
+    )
     frame = conditions_frame(read_conditions(table, {"seed": 5}))
-    assert list(frame.columns) == ["condition", "modality", "model_id", "mode", "num_samples", "seed", "sex",
-                                   "tissue_ontology_id"]
+    assert list(frame.columns) == [
+        "condition",
+        "modality",
+        "model_id",
+        "mode",
+        "num_samples",
+        "seed",
+        "sex",
+        "tissue_ontology_id",
+    ]
     assert frame["mode"].tolist() == ["sample generation", "mean estimation"]  # the models' own defaults
     assert frame["seed"].tolist() == [5, 5] and frame["sex"][0] == "female" and pd.isna(frame["sex"][1])
     write_conditions_page(table, tmp_path / "conditions.html", {"seed": 5})
@@ -309,7 +344,7 @@ def test_conditions_page_shows_the_table_as_run(tmp_path):
 
 
 def test_data_source_names_who_made_the_values(pair, tmp_path, counts):
-    from synthbio_pipeline.report import data_source
+    from synthbio_pipeline.pipeline.report import data_source
 
     assert data_source(pair[0]) == "emulator"
     real = merged_pair(tmp_path, counts, CONDITIONS, PER_CONDITION, emulator=False)

@@ -17,8 +17,9 @@ import yaml
 pytest.importorskip("matplotlib")  # the workflow extra: the report's figures need it
 h5py = pytest.importorskip("h5py")
 
-from snakemake_runs import ROOT, SNAKEFILE, copy_config, output_of, snakemake
-from synthbio_pipeline import log_cpm
+from snakemake_runs import ROOT, SNAKEFILE, copy_config, output_of, snakemake  # noqa: E402
+
+from synthbio_pipeline import log_cpm  # noqa: E402
 
 GENES = 300
 FIGURES = ("library_sizes", "detected_genes", "pca", "condition_correlation")
@@ -33,8 +34,17 @@ def run_workflow(workdir, emulator, token, outputs=None, *extra):
     if outputs is not None:
         config = yaml.safe_load(configfile.read_text())
         configfile.write_text(yaml.safe_dump({**config, "outputs": outputs}))
-    args = ("-s", str(SNAKEFILE), "-d", str(workdir), "--configfile", str(configfile),
-            "--config", f"api_base_url={emulator.url}", *extra)
+    args = (
+        "-s",
+        str(SNAKEFILE),
+        "-d",
+        str(workdir),
+        "--configfile",
+        str(configfile),
+        "--config",
+        f"api_base_url={emulator.url}",
+        *extra,
+    )
     run = snakemake("--cores", "2", *args, cwd=workdir, token=token)
     assert run.returncode == 0, output_of(run)
     return args
@@ -66,8 +76,9 @@ def test_report_html_is_self_contained_with_every_plot_and_table(make_emulator, 
     report = (tmp_path / "report.html").read_text()
 
     # Self-contained: nothing is loaded from elsewhere; the figures are data URIs inside it.
-    assert not re.search(r"<(script|img|iframe|link|embed|object)\b[^>]*\b(src|href|data)\s*=\s*[\"']?(https?:)?//",
-                         report, re.I)
+    assert not re.search(
+        r"<(script|img|iframe|link|embed|object)\b[^>]*\b(src|href|data)\s*=\s*[\"']?(https?:)?//", report, re.I
+    )
     results = report_variable(report, "results")
     by_path = {path.replace("\\", "/"): entry for path, entry in results.items()}
     for modality in MODALITIES:
@@ -90,8 +101,11 @@ def test_report_html_is_self_contained_with_every_plot_and_table(make_emulator, 
     summaries = embedded(report, "text/html", "summary.html")
     assert len(summaries) == 2
     for modality, names in (("bulk", BULK), ("single-cell", SINGLE_CELL)):
-        runs = {entry["condition"]: entry for batch in (tmp_path / "results/predictions" / modality).glob("*/summary.json")
-                for entry in json.loads(batch.read_text())["conditions"]}
+        runs = {
+            entry["condition"]: entry
+            for batch in (tmp_path / "results/predictions" / modality).glob("*/summary.json")
+            for entry in json.loads(batch.read_text())["conditions"]
+        }
         assert sorted(runs) == sorted(names)
         metadata = pd.read_parquet(tmp_path / "results" / modality / "metadata.parquet")
         (page,) = [page for page in summaries if all(f"<td>{name}</td>" in page for name in names)]
@@ -149,7 +163,7 @@ def check_h5ad(path, modality, counts, samples, genes, metadata):
     """Read the AnnData file with anndata when it is installed, and as the HDF5 it is."""
     try:
         import anndata
-    except ImportError:  # anndata may need pandas < 3 on Python 3.11: see synthbio_pipeline.exports
+    except ImportError:  # anndata may need pandas < 3 on Python 3.11: see synthbio_pipeline.formats.exports
         anndata = None
     if anndata is not None:
         adata = anndata.read_h5ad(path)
@@ -173,7 +187,7 @@ def check_h5ad(path, modality, counts, samples, genes, metadata):
             dense = np.zeros(tuple(x.attrs["shape"]), counts.dtype)
             indptr, indices, data = x["indptr"][:], x["indices"][:], x["data"][:]
             for row in range(dense.shape[0]):
-                dense[row, indices[indptr[row]:indptr[row + 1]]] = data[indptr[row]:indptr[row + 1]]
+                dense[row, indices[indptr[row] : indptr[row + 1]]] = data[indptr[row] : indptr[row + 1]]
         else:
             assert x.attrs["encoding-type"] == "array"
             dense = x[:]
@@ -194,8 +208,9 @@ def test_outputs_follow_as_counts(tmp_path, as_counts):
     assert ("results/bulk/log1p_cpm.parquet" in run.stdout) == as_counts
     assert "results/report/bulk/pca.svg" in run.stdout and ".h5ad" not in run.stdout
 
-    configfile.write_text(yaml.safe_dump({**config, "as_counts": as_counts,
-                                          "outputs": {**outputs, "counts_tsv": True}}))
+    configfile.write_text(
+        yaml.safe_dump({**config, "as_counts": as_counts, "outputs": {**outputs, "counts_tsv": True}})
+    )
     run = snakemake(*args, cwd=tmp_path, token="unused", timeout=60)
     if as_counts:
         assert run.returncode == 0 and "results/bulk/counts.tsv.gz" in run.stdout, output_of(run)

@@ -13,16 +13,34 @@ import sys
 import time
 from pathlib import Path
 
-from snakemake_runs import (NO_KEYRING, ROOT, SNAKEFILE, assert_same_outputs, copy_config, files_under, output_of,
-                            scan_command_lines, snakemake)
+from snakemake_runs import (
+    NO_KEYRING,
+    ROOT,
+    SNAKEFILE,
+    assert_same_outputs,
+    copy_config,
+    files_under,
+    output_of,
+    scan_command_lines,
+    snakemake,
+)
 
 GENES = 300
 
 
 def workflow_args(workdir: Path, url: str) -> tuple[str, ...]:
     configfile = workdir / "config" / "config.yaml"
-    return ("-s", str(SNAKEFILE), "-d", str(workdir), "--configfile", str(configfile),
-            "--config", f"api_base_url={url}", "poll_interval_seconds=1")
+    return (
+        "-s",
+        str(SNAKEFILE),
+        "-d",
+        str(workdir),
+        "--configfile",
+        str(configfile),
+        "--config",
+        f"api_base_url={url}",
+        "poll_interval_seconds=1",
+    )
 
 
 def clean_run(make_emulator, token, workdir: Path) -> Path:
@@ -39,12 +57,19 @@ def test_a_killed_run_resumes_without_submitting_again(make_emulator, emulator_t
     workdir = tmp_path / "killed"
     copy_config(ROOT / ".test/config", workdir)
     emulator = make_emulator(genes=GENES, latency=6)  # queries stay in flight long enough to kill the run
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("SYNTHESIZE_API")},
-           "PYTHON_KEYRING_BACKEND": NO_KEYRING, "SYNTHESIZE_API_KEY": emulator_token}
-    process = subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "3",
-                                *workflow_args(workdir, emulator.url)],
-                               cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SYNTHESIZE_API")},
+        "PYTHON_KEYRING_BACKEND": NO_KEYRING,
+        "SYNTHESIZE_API_KEY": emulator_token,
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "snakemake", "--cores", "3", *workflow_args(workdir, emulator.url)],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     conditions = 3
     deadline = time.monotonic() + 60
     while sum(emulator.stats()["submissions"].values()) < conditions:
@@ -57,9 +82,12 @@ def test_a_killed_run_resumes_without_submitting_again(make_emulator, emulator_t
     tickets = sorted(workdir.glob("results/predictions/*/.tickets/*.json"))
     assert len(tickets) == conditions
 
-    assert snakemake("--unlock", *workflow_args(workdir, emulator.url), cwd=workdir, token=emulator_token).returncode == 0
-    rerun = snakemake("--cores", "3", "--rerun-incomplete", *workflow_args(workdir, emulator.url),
-                      cwd=workdir, token=emulator_token)
+    assert (
+        snakemake("--unlock", *workflow_args(workdir, emulator.url), cwd=workdir, token=emulator_token).returncode == 0
+    )
+    rerun = snakemake(
+        "--cores", "3", "--rerun-incomplete", *workflow_args(workdir, emulator.url), cwd=workdir, token=emulator_token
+    )
     assert rerun.returncode == 0, output_of(rerun)
 
     assert sorted(emulator.stats()["submissions"].values()) == [1] * conditions  # nobody paid twice
@@ -76,12 +104,19 @@ def test_the_token_is_in_no_file_and_on_no_command_line(make_emulator, tmp_path)
     emulator = make_emulator(genes=GENES, latency=1.5, tokens=[token])
     workdir = tmp_path
     copy_config(ROOT / ".test/config", workdir)
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("SYNTHESIZE_API")},
-           "PYTHON_KEYRING_BACKEND": NO_KEYRING, "SYNTHESIZE_API_KEY": token}
-    process = subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "2", "--printshellcmds",
-                                *workflow_args(workdir, emulator.url)],
-                               cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               start_new_session=True)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SYNTHESIZE_API")},
+        "PYTHON_KEYRING_BACKEND": NO_KEYRING,
+        "SYNTHESIZE_API_KEY": token,
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "snakemake", "--cores", "2", "--printshellcmds", *workflow_args(workdir, emulator.url)],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     command_lines_seen = 0
     while process.poll() is None:
         command_lines_seen += scan_command_lines(token)
@@ -102,17 +137,20 @@ def test_the_token_is_in_no_file_and_on_no_command_line(make_emulator, tmp_path)
 # Every fault a run can live through unattended. Two are left out on purpose and tested on
 # their own: a dropped answer to a submission (it may have been accepted, so it is not resent:
 # tests/test_client.py) and a failed query (not resubmitted by default: tests/test_faults.py).
-MIXED_FAULTS = {"seed": 5, "faults": [
-    {"endpoint": "predict", "fault": "503", "requests": [1], "retry_after": 1},
-    {"endpoint": "predict", "fault": "429", "requests": [2], "retry_after": "http-date"},
-    {"endpoint": "status", "fault": "502", "fraction": 0.15},
-    {"endpoint": "status", "fault": "429", "fraction": 0.1, "retry_after": 1},
-    {"endpoint": "status", "fault": "drop", "fraction": 0.1},
-    {"endpoint": "status", "fault": "expire_url", "requests": [4, 7]},
-    {"endpoint": "download", "fault": "truncate", "requests": [1]},
-    {"endpoint": "download", "fault": "short", "requests": [2]},
-    {"endpoint": "download", "fault": "504", "requests": [3]},
-]}
+MIXED_FAULTS = {
+    "seed": 5,
+    "faults": [
+        {"endpoint": "predict", "fault": "503", "requests": [1], "retry_after": 1},
+        {"endpoint": "predict", "fault": "429", "requests": [2], "retry_after": "http-date"},
+        {"endpoint": "status", "fault": "502", "fraction": 0.15},
+        {"endpoint": "status", "fault": "429", "fraction": 0.1, "retry_after": 1},
+        {"endpoint": "status", "fault": "drop", "fraction": 0.1},
+        {"endpoint": "status", "fault": "expire_url", "requests": [4, 7]},
+        {"endpoint": "download", "fault": "truncate", "requests": [1]},
+        {"endpoint": "download", "fault": "short", "requests": [2]},
+        {"endpoint": "download", "fault": "504", "requests": [3]},
+    ],
+}
 
 
 def test_the_workflow_completes_under_a_mixed_fault_plan(make_emulator, emulator_token, tmp_path):

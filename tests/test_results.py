@@ -16,7 +16,7 @@ from pandas.testing import assert_frame_equal
 from pysynthbio.output_transformers import transform_metadata_model_output, transform_standard_model_output
 
 from synthbio_pipeline.errors import ResultError
-from synthbio_pipeline.results import DEFAULT_CHUNK_SIZE, Sample, log_cpm, open_result, to_frames
+from synthbio_pipeline.formats.result_json import DEFAULT_CHUNK_SIZE, Sample, log_cpm, open_result, to_frames
 
 GENES = ["ENSG01", "ENSG02", "ENSG03", "ENSG04"]
 #: Tiny chunks put a buffer boundary inside every token of the small documents.
@@ -183,7 +183,7 @@ def test_mixed_int_and_float_counts(tmp_path):
 
 def test_empty_outputs_and_empty_gene_order(tmp_path):
     assert read_all(write(tmp_path, {"gene_order": GENES, "outputs": []})) == []
-    samples = read_all(write(tmp_path, {"gene_order": [], "outputs": [{"counts": [ ]}, {"counts": {}}]}))
+    samples = read_all(write(tmp_path, {"gene_order": [], "outputs": [{"counts": []}, {"counts": {}}]}))
     assert [len(s.counts) for s in samples] == [0, 0]
 
 
@@ -223,7 +223,7 @@ def test_metadata_strings_with_brackets_quotes_and_unicode(tmp_path, ensure_asci
     tricky = {
         "a]": 'x]y}z"w\\',
         "b{": "[{]}",
-        "quote\"key": "\u00e9\u4e2d\U0001f9ec \\\" ] }",
+        'quote"key': '\u00e9\u4e2d\U0001f9ec \\" ] }',
         "nested": {"list": ["]", "}", "[", "{", '"'], "n": None},
         "empty": "",
     }
@@ -354,7 +354,7 @@ def test_buffer_stays_bounded_by_one_output(tmp_path):
     chunk_size = 4096
     largest = 0
     with open_result(path, chunk_size=chunk_size) as reader:
-        for sample in reader.samples(expected_samples=60):
+        for _sample in reader.samples(expected_samples=60):
             largest = max(largest, len(reader._scanner.buf))
     assert path.stat().st_size > 20 * one_output
     assert largest <= 2 * (one_output + chunk_size)
@@ -452,9 +452,15 @@ def test_bad_output_that_is_not_an_object(tmp_path):
         ('{"gene_order": ["a"] "outputs": []}', "expected ',' or '}'"),
         ('{"gene_order": ["a"], "outputs": [{"counts": [1]}]} x', "unexpected data after the end"),
         ('{"gene_order": ["a"], "outputs": []}{}', "unexpected data after the end"),
-        ('{"gene_order": ["a"], "outputs": [{"counts": [1], "metadata": {"a": tru}}]}', "malformed JSON in the metadata"),
+        (
+            '{"gene_order": ["a"], "outputs": [{"counts": [1], "metadata": {"a": tru}}]}',
+            "malformed JSON in the metadata",
+        ),
         ('{"gene_order": ["a"], "outputs": [{"counts": [1], "metadata": {"a" 1}}]}', "malformed JSON in the metadata"),
-        ('{"gene_order": ["a"], "outputs": [{"counts": [1], "latents": {"a": [1,]}}]}', "malformed JSON in the latents"),
+        (
+            '{"gene_order": ["a"], "outputs": [{"counts": [1], "latents": {"a": [1,]}}]}',
+            "malformed JSON in the latents",
+        ),
         ('{"gene_order": ["a"], "outputs": [{counts: [1]}]}', "expected a key in output 0"),
         ('{"gene_order": ["a"], "outputs": [{"counts" [1]}]}', "expected ':'"),
         ('{"gene_order": ["a",], "outputs": []}', "malformed JSON in gene_order"),
@@ -503,7 +509,7 @@ def test_truncated_document_always_raises(tmp_path, chunk_size):
         "gene_order": ["a", "b", "c"],
         "model_version": 2,
         "outputs": [
-            {"counts": [10, 200, 3], "metadata": {"s": "]}\""}, "latents": {"b": [0.5]}},
+            {"counts": [10, 200, 3], "metadata": {"s": ']}"'}, "latents": {"b": [0.5]}},
             {"counts": {"counts": [1.5, 2, 3]}},
             {"counts": {"b": 4}, "classifier_probs": {"x": {"y": 1}}},
         ],
@@ -549,22 +555,57 @@ def vendor_docs():
     genes = [f"ENSG{i:011d}" for i in range(50)]
     metadata = [{"sex": "male", "tissue_ontology_id": "UBERON:0001155", "age_years": str(30 + i)} for i in range(6)]
     rows = rng.integers(0, 5000, size=(6, len(genes)))
-    latents = [{"biological": rng.standard_normal(4).tolist(), "technical": rng.standard_normal(2).tolist()} for _ in range(6)]
-    yield "lists", {"gene_order": genes, "model_version": 2, "outputs": [
-        {"counts": r.tolist(), "metadata": m, "latents": lat} for r, m, lat in zip(rows, metadata, latents)]}
-    yield "wrapped-no-latents", {"gene_order": genes, "outputs": [
-        {"counts": {"counts": r.tolist()}, "metadata": m} for r, m in zip(rows, metadata)]}
-    yield "sparse", {"gene_order": genes, "outputs": [
-        {"counts": {g: int(v) for g, v in zip(genes, r) if v > 2500}, "metadata": m, "latents": lat}
-        for r, m, lat in zip(rows, metadata, latents)]}
-    yield "floats-mixed-metadata", {"gene_order": genes, "outputs": [
-        {"counts": (r / 7).tolist(), "metadata": m | ({"extra": i} if i % 2 else {})}
-        for i, (r, m) in enumerate(zip(rows, metadata))]}
-    yield "mixed-shapes", {"gene_order": genes, "outputs": [
-        {"counts": rows[0].tolist(), "metadata": metadata[0]},
-        {"counts": {"counts": rows[1].tolist()}, "metadata": metadata[1]},
-        {"counts": {genes[3]: 4}, "metadata": metadata[2]},
-    ]}
+    latents = [
+        {"biological": rng.standard_normal(4).tolist(), "technical": rng.standard_normal(2).tolist()} for _ in range(6)
+    ]
+    yield (
+        "lists",
+        {
+            "gene_order": genes,
+            "model_version": 2,
+            "outputs": [
+                {"counts": r.tolist(), "metadata": m, "latents": lat} for r, m, lat in zip(rows, metadata, latents)
+            ],
+        },
+    )
+    yield (
+        "wrapped-no-latents",
+        {
+            "gene_order": genes,
+            "outputs": [{"counts": {"counts": r.tolist()}, "metadata": m} for r, m in zip(rows, metadata)],
+        },
+    )
+    yield (
+        "sparse",
+        {
+            "gene_order": genes,
+            "outputs": [
+                {"counts": {g: int(v) for g, v in zip(genes, r) if v > 2500}, "metadata": m, "latents": lat}
+                for r, m, lat in zip(rows, metadata, latents)
+            ],
+        },
+    )
+    yield (
+        "floats-mixed-metadata",
+        {
+            "gene_order": genes,
+            "outputs": [
+                {"counts": (r / 7).tolist(), "metadata": m | ({"extra": i} if i % 2 else {})}
+                for i, (r, m) in enumerate(zip(rows, metadata))
+            ],
+        },
+    )
+    yield (
+        "mixed-shapes",
+        {
+            "gene_order": genes,
+            "outputs": [
+                {"counts": rows[0].tolist(), "metadata": metadata[0]},
+                {"counts": {"counts": rows[1].tolist()}, "metadata": metadata[1]},
+                {"counts": {genes[3]: 4}, "metadata": metadata[2]},
+            ],
+        },
+    )
     yield "empty", {"gene_order": genes, "outputs": []}
 
 
@@ -587,12 +628,17 @@ def test_metadata_prediction_frames_equal_pysynthbio(tmp_path):
     genes = [f"ENSG{i:011d}" for i in range(20)]
     outputs = []
     for i in range(4):
-        outputs.append({
-            "metadata": {"sex": "female" if i % 2 else "male", "sample_type": "primary tissue"},
-            "classifier_probs": {"sex": {"male": 0.2 * i, "female": 1 - 0.2 * i}, "sample_type": {"primary tissue": 1.0}},
-            "latents": {"biological": rng.standard_normal(3).tolist(), "technical": [0.0]},
-            "decoder_sample": {"counts": rng.integers(0, 100, size=len(genes)).tolist()},
-        })
+        outputs.append(
+            {
+                "metadata": {"sex": "female" if i % 2 else "male", "sample_type": "primary tissue"},
+                "classifier_probs": {
+                    "sex": {"male": 0.2 * i, "female": 1 - 0.2 * i},
+                    "sample_type": {"primary tissue": 1.0},
+                },
+                "latents": {"biological": rng.standard_normal(3).tolist(), "technical": [0.0]},
+                "decoder_sample": {"counts": rng.integers(0, 100, size=len(genes)).tolist()},
+            }
+        )
     doc = {"gene_order": genes, "model_version": 2, "outputs": outputs}
     path = write(tmp_path, doc, indent=2)
     theirs = transform_metadata_model_output(json.loads(path.read_text()))
@@ -693,13 +739,19 @@ def dump(value, rng: random.Random) -> str:
 
 
 def random_metadata(rng):
-    return {random_text(rng): rng.choice([random_text(rng), rng.randint(-5, 5), None, [random_text(rng)], {"k": random_text(rng)}])
-            for _ in range(rng.randint(0, 4))}
+    return {
+        random_text(rng): rng.choice(
+            [random_text(rng), rng.randint(-5, 5), None, [random_text(rng)], {"k": random_text(rng)}]
+        )
+        for _ in range(rng.randint(0, 4))
+    }
 
 
 def random_counts(rng, genes):
     floats = rng.random() < 0.2
-    values = [rng.uniform(0, 1e4) if floats else rng.choice([0, 0, rng.randint(0, 10**rng.randint(1, 12))]) for _ in genes]
+    values = [
+        rng.uniform(0, 1e4) if floats else rng.choice([0, 0, rng.randint(0, 10 ** rng.randint(1, 12))]) for _ in genes
+    ]
     shape = rng.choice(["list", "wrapped", "sparse"])
     if shape == "list":
         return values
@@ -718,13 +770,16 @@ def random_document(rng: random.Random):
             output["metadata"] = random_metadata(rng)
         if rng.random() < 0.2:
             output["decoder_sample"] = {"counts": random_counts(rng, genes)} | (
-                {"extra": random_text(rng)} if rng.random() < 0.5 else {})
+                {"extra": random_text(rng)} if rng.random() < 0.5 else {}
+            )
             if rng.random() < 0.5:
                 output["classifier_probs"] = {"sex": {"male": rng.random()}}
         if "decoder_sample" not in output or rng.random() < 0.3:
             output["counts"] = random_counts(rng, genes)
         if rng.random() < 0.5:
-            output["latents"] = {k: [rng.gauss(0, 1) for _ in range(rng.randint(0, 3))] for k in ("biological", "technical")}
+            output["latents"] = {
+                k: [rng.gauss(0, 1) for _ in range(rng.randint(0, 3))] for k in ("biological", "technical")
+            }
         if rng.random() < 0.2:
             output[random_text(rng) + "x"] = random_metadata(rng)
         keys = list(output)

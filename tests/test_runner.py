@@ -7,11 +7,11 @@ import logging
 
 import pytest
 
-from synthbio_pipeline.conditions import read_conditions, write_query
 from synthbio_pipeline.errors import MissingTokenError, ValidationError
-from synthbio_pipeline.runner import run_prediction
-from synthbio_pipeline.tables import load_expression
-from synthbio_pipeline.workflow_support import check_token
+from synthbio_pipeline.formats.parquet import load_expression
+from synthbio_pipeline.pipeline.conditions import read_conditions, write_query
+from synthbio_pipeline.pipeline.preflight import check_token
+from synthbio_pipeline.pipeline.runner import run_prediction
 
 
 @pytest.fixture
@@ -24,10 +24,16 @@ def lung_query(tmp_path):
 
 def test_run_prediction_writes_parts_and_logs_each_status(emulator, lung_query, tmp_path, caplog):
     out = tmp_path / "out"
-    with caplog.at_level(logging.INFO, logger="synthbio_pipeline.runner"):
-        summary = run_prediction(lung_query, model_id="gem-1-bulk", condition="lung",
-                                 expression_out=out / "expression.parquet", metadata_out=out / "metadata.parquet",
-                                 base_url=emulator.url, poll_interval=1)
+    with caplog.at_level(logging.INFO, logger="synthbio_pipeline.pipeline.runner"):
+        summary = run_prediction(
+            lung_query,
+            model_id="gem-1-bulk",
+            condition="lung",
+            expression_out=out / "expression.parquet",
+            metadata_out=out / "metadata.parquet",
+            base_url=emulator.url,
+            poll_interval=1,
+        )
     expression, metadata = load_expression(out / "expression.parquet", out / "metadata.parquet", orientation="samples")
     assert list(expression.index) == ["lung_1", "lung_2", "lung_3"]
     assert (expression.to_numpy() >= 0).all() and expression.shape[1] == summary["genes"]
@@ -40,11 +46,21 @@ def test_run_prediction_writes_parts_and_logs_each_status(emulator, lung_query, 
 
 def test_a_refused_query_leaves_no_output(emulator, tmp_path):
     query = tmp_path / "bad.json"
-    query.write_text(json.dumps({"sampling_strategy": "sample generation",
-                                 "inputs": [{"metadata": {"sex": "male"}, "num_samples": 1}]}))
+    query.write_text(
+        json.dumps(
+            {"sampling_strategy": "sample generation", "inputs": [{"metadata": {"sex": "male"}, "num_samples": 1}]}
+        )
+    )
     with pytest.raises(ValidationError):
-        run_prediction(query, model_id="gem-1-sc", condition="bad", expression_out=tmp_path / "o" / "e.parquet",
-                       metadata_out=tmp_path / "o" / "m.parquet", base_url=emulator.url, poll_interval=1)
+        run_prediction(
+            query,
+            model_id="gem-1-sc",
+            condition="bad",
+            expression_out=tmp_path / "o" / "e.parquet",
+            metadata_out=tmp_path / "o" / "m.parquet",
+            base_url=emulator.url,
+            poll_interval=1,
+        )
     assert not (tmp_path / "o" / "e.parquet").exists()
 
 
@@ -57,13 +73,21 @@ def test_check_token_without_a_token_says_how_to_get_going(monkeypatch, memory_k
 
 
 def run(query, out, url, **options):
-    return run_prediction(query, model_id="gem-1-bulk", condition="lung", expression_out=out / "expression.parquet",
-                          metadata_out=out / "metadata.parquet", base_url=url, poll_interval=1, **options)
+    return run_prediction(
+        query,
+        model_id="gem-1-bulk",
+        condition="lung",
+        expression_out=out / "expression.parquet",
+        metadata_out=out / "metadata.parquet",
+        base_url=url,
+        poll_interval=1,
+        **options,
+    )
 
 
 def test_a_timed_out_job_is_resumed_not_resubmitted(make_emulator, lung_query, tmp_path):
     from synthbio_pipeline.errors import PollTimeoutError
-    from synthbio_pipeline.runner import TICKET_NAME, load_ticket
+    from synthbio_pipeline.pipeline.runner import TICKET_NAME, load_ticket
 
     emulator = make_emulator(latency=2.5)
     out = tmp_path / "out"
@@ -94,7 +118,7 @@ def test_a_changed_query_is_submitted_afresh(make_emulator, lung_query, tmp_path
 
 
 def test_an_id_the_server_does_not_know_is_submitted_afresh(emulator, lung_query, tmp_path):
-    from synthbio_pipeline.runner import TICKET_NAME, Ticket, body_sha256, save_ticket
+    from synthbio_pipeline.pipeline.runner import TICKET_NAME, Ticket, body_sha256, save_ticket
 
     out = tmp_path / "out"
     body = json.loads(lung_query.read_text())
@@ -105,7 +129,7 @@ def test_an_id_the_server_does_not_know_is_submitted_afresh(emulator, lung_query
 
 
 def test_a_damaged_ticket_is_ignored(emulator, lung_query, tmp_path):
-    from synthbio_pipeline.runner import TICKET_NAME
+    from synthbio_pipeline.pipeline.runner import TICKET_NAME
 
     out = tmp_path / "out"
     out.mkdir()

@@ -24,8 +24,16 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from snakemake_runs import ROOT, SNAKEFILE, assert_same_outputs, copy_config, files_under, output_of, scan_command_lines, snakemake
+from snakemake_runs import (
+    ROOT,
+    SNAKEFILE,
+    assert_same_outputs,
+    copy_config,
+    files_under,
+    output_of,
+    scan_command_lines,
+    snakemake,
+)
 
 PROFILES = ROOT / "workflow" / "profiles"
 GENES = 300
@@ -35,14 +43,18 @@ TOKEN = "sk-SECRET-slurm-distinctive-5a4b3c2d"
 def slurm_unavailable() -> str | None:
     """Why the SLURM run cannot happen here, or None."""
     if importlib.util.find_spec("snakemake_executor_plugin_slurm") is None:
-        return ("snakemake-executor-plugin-slurm is not installed in this environment (the `cluster` "
-                "extra, kept out of the main venv); scripts/test-slurm.sh runs this test in a venv with it")
+        return (
+            "snakemake-executor-plugin-slurm is not installed in this environment (the `cluster` "
+            "extra, kept out of the main venv); scripts/test-slurm.sh runs this test in a venv with it"
+        )
     if shutil.which("sbatch") is None:
         return "no sbatch here: scripts/slurm-up.sh (as root) installs and starts a single-node SLURM cluster"
     states = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=30)
     if not re.search(r"idle|mix|alloc", states.stdout):
-        return (f"no SLURM node is up (sinfo: {(states.stdout + states.stderr).strip() or 'nothing'}): "
-                "scripts/slurm-up.sh (as root) starts one")
+        return (
+            f"no SLURM node is up (sinfo: {(states.stdout + states.stderr).strip() or 'nothing'}): "
+            "scripts/slurm-up.sh (as root) starts one"
+        )
     return None
 
 
@@ -61,21 +73,24 @@ def sbatch_recorder(folder: Path, record: Path) -> Path:
     real = shutil.which("sbatch")
     folder.mkdir()
     script = folder / "sbatch"
-    script.write_text(f"#!/bin/sh\nprintf '%s\\n' \"sbatch $*\" >> {shlex.quote(str(record))}\n"
-                      f"exec {shlex.quote(real)} \"$@\"\n")
+    script.write_text(
+        f'#!/bin/sh\nprintf \'%s\\n\' "sbatch $*" >> {shlex.quote(str(record))}\nexec {shlex.quote(real)} "$@"\n'
+    )
     script.chmod(0o755)
     return folder
 
 
-def run_watching_command_lines(command: list[str], cwd: Path, env: dict[str, str], output: Path,
-                               timeout: float) -> tuple[int, int]:
+def run_watching_command_lines(
+    command: list[str], cwd: Path, env: dict[str, str], output: Path, timeout: float
+) -> tuple[int, int]:
     """Run ``command``; fail if any process's command line holds the token meanwhile.
 
     Returns the exit status and how many command lines were looked at.
     """
     with output.open("wb") as sink:
-        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=sink, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            command, cwd=cwd, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
+        )
         seen = 0
         deadline = time.monotonic() + timeout
         try:
@@ -99,8 +114,19 @@ def test_the_workflow_runs_on_slurm_like_it_runs_locally(make_emulator, tmp_path
 
     local = tmp_path / "local"
     configfile = copy_config(ROOT / ".test/config", local)
-    run = snakemake("--cores", "2", "-s", str(SNAKEFILE), "-d", str(local), "--configfile", str(configfile),
-                    *overrides, cwd=local, token=TOKEN)
+    run = snakemake(
+        "--cores",
+        "2",
+        "-s",
+        str(SNAKEFILE),
+        "-d",
+        str(local),
+        "--configfile",
+        str(configfile),
+        *overrides,
+        cwd=local,
+        token=TOKEN,
+    )
     assert run.returncode == 0, output_of(run)
 
     workdir = tmp_path / "slurm"
@@ -112,19 +138,40 @@ def test_the_workflow_runs_on_slurm_like_it_runs_locally(make_emulator, tmp_path
     # keyring; the submitted jobs, which never call the API, inherit no token.
     keyring_file = tmp_path / "keyring.json"
     keyring_file.write_text(json.dumps({"pysynthbio\x00api_token": TOKEN}))
-    env = {**{key: value for key, value in os.environ.items() if not key.startswith("SYNTHESIZE_API")},
-           "PYTHON_KEYRING_BACKEND": "fixtures.FileKeyring", "SYNTHBIO_TEST_KEYRING": str(keyring_file),
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")])),
-           "PATH": f"{shim}{os.pathsep}{os.environ['PATH']}"}
+    env = {
+        **{key: value for key, value in os.environ.items() if not key.startswith("SYNTHESIZE_API")},
+        "PYTHON_KEYRING_BACKEND": "fixtures.FileKeyring",
+        "SYNTHBIO_TEST_KEYRING": str(keyring_file),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")])),
+        "PATH": f"{shim}{os.pathsep}{os.environ['PATH']}",
+    }
     output = tmp_path / "snakemake-slurm.out"
     # timeout -k: a status command that never sees a job makes Snakemake wait forever. Checking
     # status sooner than the plugin's 40 s only shortens the test; successful jobs' SLURM logs
     # are kept so that they can be searched for the token.
-    command = ["timeout", "-k", "10", "600", sys.executable, "-m", "snakemake",
-               "--workflow-profile", str(PROFILES / "slurm"),
-               "-s", str(SNAKEFILE), "-d", str(workdir), "--configfile", str(configfile), *overrides,
-               "--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "2",
-               "--slurm-keep-successful-logs"]
+    command = [
+        "timeout",
+        "-k",
+        "10",
+        "600",
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--workflow-profile",
+        str(PROFILES / "slurm"),
+        "-s",
+        str(SNAKEFILE),
+        "-d",
+        str(workdir),
+        "--configfile",
+        str(configfile),
+        *overrides,
+        "--slurm-init-seconds-before-status-checks",
+        "1",
+        "--seconds-between-status-checks",
+        "2",
+        "--slurm-keep-successful-logs",
+    ]
     started = time.monotonic()
     status, command_lines_seen = run_watching_command_lines(command, workdir, env, output, timeout=660)
     wall = time.monotonic() - started
@@ -135,15 +182,17 @@ def test_the_workflow_runs_on_slurm_like_it_runs_locally(make_emulator, tmp_path
     # Every job that is not a localrule went through sbatch, and nothing else did.
     remote_jobs = re.findall(r"^rule (\w+):$", log, flags=re.MULTILINE)
     local_jobs = re.findall(r"^localrule (\w+):$", log, flags=re.MULTILINE)
-    submissions = re.findall(r"^Job \d+ has been submitted with SLURM jobid (\d+) \(log: (.+)\)\.$", log,
-                             flags=re.MULTILINE)
+    submissions = re.findall(
+        r"^Job \d+ has been submitted with SLURM jobid (\d+) \(log: (.+)\)\.$", log, flags=re.MULTILINE
+    )
     sbatch_calls = calls.read_text().splitlines()
-    submitted_rules = [re.search(r"--comment '?rule_(\w+?)(?:_wildcards_\S*?)?'? ", call).group(1)
-                       for call in sbatch_calls]
+    submitted_rules = [
+        re.search(r"--comment '?rule_(\w+?)(?:_wildcards_\S*?)?'? ", call).group(1) for call in sbatch_calls
+    ]
     assert "merge" in remote_jobs
     assert {"predict", "write_queries"} <= set(local_jobs)
     assert sorted(submitted_rules) == sorted(remote_jobs)
-    assert len(submissions) == len(sbatch_calls) == len(set(jobid for jobid, _ in submissions))
+    assert len(submissions) == len(sbatch_calls) == len({jobid for jobid, _ in submissions})
     for jobid, slurm_log in submissions:
         slurm_log = Path(slurm_log)
         assert slurm_log.is_relative_to(workdir / ".snakemake" / "slurm_logs") and slurm_log.name == f"{jobid}.log"
@@ -171,7 +220,9 @@ def test_the_workflow_runs_on_slurm_like_it_runs_locally(make_emulator, tmp_path
     kept = [path for jobid, _ in submissions for path in state.glob(f"hash.*/job.{jobid}/environment")]
     with_token = sum(TOKEN.encode() in path.read_bytes() for path in kept)
     assert with_token == 0, f"the token is in {with_token} of {len(kept)} job environments slurmctld kept"
-    print(f"\nSLURM run: {steps.group(1)} jobs ({len(submissions)} submitted with sbatch: "
-          f"{', '.join(f'{rule}×{submitted_rules.count(rule)}' for rule in sorted(set(submitted_rules)))}; "
-          f"{len(local_jobs)} local: {', '.join(sorted(set(local_jobs)))}), wall time {wall:.1f} s; "
-          f"token in slurmctld's saved job environments: {with_token} of {len(kept)} readable")
+    print(
+        f"\nSLURM run: {steps.group(1)} jobs ({len(submissions)} submitted with sbatch: "
+        f"{', '.join(f'{rule}×{submitted_rules.count(rule)}' for rule in sorted(set(submitted_rules)))}; "
+        f"{len(local_jobs)} local: {', '.join(sorted(set(local_jobs)))}), wall time {wall:.1f} s; "
+        f"token in slurmctld's saved job environments: {with_token} of {len(kept)} readable"
+    )

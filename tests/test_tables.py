@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import json
+import os
 import threading
 
 import numpy as np
@@ -13,7 +13,7 @@ import pytest
 
 from synthbio_pipeline import log_cpm
 from synthbio_pipeline.errors import ResultError
-from synthbio_pipeline.tables import (
+from synthbio_pipeline.formats.parquet import (
     ROW_GROUP_GENES,
     SCHEMA_KEY,
     MergeError,
@@ -21,13 +21,17 @@ from synthbio_pipeline.tables import (
     merge_parts,
     write_part,
 )
+from synthbio_pipeline.formats.parquet_footer import chunk_layout
 
 GENES = [f"ENSG{i:011d}" for i in range(ROW_GROUP_GENES * 2 + 17)]  # three row groups, the last one short
 
 
 def result_document(path, counts, metadata=None, emulator=True, genes=GENES):
-    document = {"gene_order": genes, "model_version": "emulator-2" if emulator else 2,
-                "outputs": [{"counts": row.tolist(), "metadata": metadata or {"sex": "male"}} for row in counts]}
+    document = {
+        "gene_order": genes,
+        "model_version": "emulator-2" if emulator else 2,
+        "outputs": [{"counts": row.tolist(), "metadata": metadata or {"sex": "male"}} for row in counts],
+    }
     if emulator:
         document["emulator"] = {"note": "synthetic"}
     path.write_text(json.dumps(document))
@@ -35,8 +39,11 @@ def result_document(path, counts, metadata=None, emulator=True, genes=GENES):
 
 
 def body(n, **options):
-    return {"sampling_strategy": "sample generation", "inputs": [{"metadata": {"sex": "male"}, "num_samples": n}],
-            **options}
+    return {
+        "sampling_strategy": "sample generation",
+        "inputs": [{"metadata": {"sex": "male"}, "num_samples": n}],
+        **options,
+    }
 
 
 @pytest.fixture
@@ -47,9 +54,16 @@ def counts():
 def part(tmp_path, name, counts, as_counts=True, **kwargs):
     result = result_document(tmp_path / f"{name}.json", counts, **kwargs)
     expression, metadata = tmp_path / name / "expression.parquet", tmp_path / name / "metadata.parquet"
-    summary = write_part(result, condition=name, model_id="gem-1-bulk", query_id=f"q-{name}",
-                         body=body(len(counts), seed=4), expression_out=expression, metadata_out=metadata,
-                         as_counts=as_counts)
+    summary = write_part(
+        result,
+        condition=name,
+        model_id="gem-1-bulk",
+        query_id=f"q-{name}",
+        body=body(len(counts), seed=4),
+        expression_out=expression,
+        metadata_out=metadata,
+        as_counts=as_counts,
+    )
     return expression, metadata, summary
 
 
@@ -83,8 +97,15 @@ def test_log_cpm_parts(tmp_path, counts):
 def test_a_result_with_fewer_samples_than_asked_writes_nothing(tmp_path, counts):
     result = result_document(tmp_path / "r.json", counts[:2])
     with pytest.raises(ResultError):
-        write_part(result, condition="x", model_id="gem-1-bulk", query_id="q", body=body(3),
-                   expression_out=tmp_path / "out" / "e.parquet", metadata_out=tmp_path / "out" / "m.parquet")
+        write_part(
+            result,
+            condition="x",
+            model_id="gem-1-bulk",
+            query_id="q",
+            body=body(3),
+            expression_out=tmp_path / "out" / "e.parquet",
+            metadata_out=tmp_path / "out" / "m.parquet",
+        )
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
 
 
@@ -104,12 +125,21 @@ def test_a_part_keeps_statistics_for_gene_id_only(tmp_path, counts):
 
 def test_sparse_single_cell_counts_write_the_same_part_as_dense_ones(tmp_path, counts):
     sparse = tmp_path / "sparse.json"
-    outputs = [{"counts": {GENES[j]: int(row[j]) for j in np.flatnonzero(row % 7 == 0)}, "metadata": {"sex": "male"}}
-               for row in counts]
+    outputs = [
+        {"counts": {GENES[j]: int(row[j]) for j in np.flatnonzero(row % 7 == 0)}, "metadata": {"sex": "male"}}
+        for row in counts
+    ]
     sparse.write_text(json.dumps({"gene_order": GENES, "model_version": 2, "outputs": outputs}))
     expression = tmp_path / "s" / "expression.parquet"
-    write_part(sparse, condition="s", model_id="gem-1-sc", query_id="q", body=body(3), expression_out=expression,
-               metadata_out=tmp_path / "s" / "metadata.parquet")
+    write_part(
+        sparse,
+        condition="s",
+        model_id="gem-1-sc",
+        query_id="q",
+        body=body(3),
+        expression_out=expression,
+        metadata_out=tmp_path / "s" / "metadata.parquet",
+    )
     values, _ = load_expression(expression, orientation="samples")
     np.testing.assert_array_equal(values.to_numpy(), np.where(counts % 7 == 0, counts, 0))
 
@@ -123,8 +153,15 @@ def test_an_error_mid_document_writes_nothing_and_ends_the_parse_thread(tmp_path
     result.write_text(text)
     out = tmp_path / "out"
     with pytest.raises(ResultError, match="output 2"):
-        write_part(result, condition="x", model_id="gem-1-bulk", query_id="q", body=body(3),
-                   expression_out=out / "e.parquet", metadata_out=out / "m.parquet")
+        write_part(
+            result,
+            condition="x",
+            model_id="gem-1-bulk",
+            query_id="q",
+            body=body(3),
+            expression_out=out / "e.parquet",
+            metadata_out=out / "m.parquet",
+        )
     assert not out.exists() or list(out.iterdir()) == []
     assert not any(thread.name == "synthbio-parse" for thread in threading.enumerate())
 
@@ -135,8 +172,15 @@ def test_counts_out_of_range_stop_the_write_early(tmp_path, counts):
     many[1, 0] = -1
     result = result_document(tmp_path / "r.json", many)
     with pytest.raises(ResultError, match="output 1 has counts outside"):
-        write_part(result, condition="x", model_id="gem-1-bulk", query_id="q", body=body(len(many)),
-                   expression_out=tmp_path / "o" / "e.parquet", metadata_out=tmp_path / "o" / "m.parquet")
+        write_part(
+            result,
+            condition="x",
+            model_id="gem-1-bulk",
+            query_id="q",
+            body=body(len(many)),
+            expression_out=tmp_path / "o" / "e.parquet",
+            metadata_out=tmp_path / "o" / "m.parquet",
+        )
     assert not any(thread.name == "synthbio-parse" for thread in threading.enumerate())
 
 
@@ -262,21 +306,29 @@ def test_load_slices_read_only_what_they_name(tmp_path, counts):
 
 def _pandas_metadata_frame(ids, condition, body, model_version, keys_values):
     """The metadata frame write_part built with pandas before the write path dropped pandas."""
-    frame = pd.DataFrame({
-        "sample_id": ids, "condition": condition, "backend": "emulator", "model_id": "gem-1-bulk",
-        "model_version": model_version, "query_id": f"q-{condition}",
-        "sampling_strategy": body.get("sampling_strategy"), "num_samples": len(ids),
-        "seed": pd.array([body.get("seed")] * len(ids), dtype="Int64"),
-        "total_count": pd.array([body.get("total_count")] * len(ids), dtype="Int64"),
-        "deterministic_latents": pd.array([body.get("deterministic_latents")] * len(ids), dtype="boolean"),
-    })
+    frame = pd.DataFrame(
+        {
+            "sample_id": ids,
+            "condition": condition,
+            "backend": "emulator",
+            "model_id": "gem-1-bulk",
+            "model_version": model_version,
+            "query_id": f"q-{condition}",
+            "sampling_strategy": body.get("sampling_strategy"),
+            "num_samples": len(ids),
+            "seed": pd.array([body.get("seed")] * len(ids), dtype="Int64"),
+            "total_count": pd.array([body.get("total_count")] * len(ids), dtype="Int64"),
+            "deterministic_latents": pd.array([body.get("deterministic_latents")] * len(ids), dtype="boolean"),
+        }
+    )
     for key, values in keys_values.items():
         frame[key] = pd.array(values, dtype="string")
     return frame
 
 
-@pytest.mark.parametrize("options", [{"seed": 4}, {"total_count": 10_000_000, "deterministic_latents": True,
-                                                   "sampling_strategy": None}])
+@pytest.mark.parametrize(
+    "options", [{"seed": 4}, {"total_count": 10_000_000, "deterministic_latents": True, "sampling_strategy": None}]
+)
 def test_metadata_part_reads_back_as_the_frame_pandas_would_have_written(tmp_path, counts, options):
     """Built with pyarrow, read back by pandas with today's dtypes: str, string, Int64, boolean."""
     result = result_document(tmp_path / "r.json", counts, emulator=True)
@@ -285,10 +337,22 @@ def test_metadata_part_reads_back_as_the_frame_pandas_would_have_written(tmp_pat
         output["metadata"] = {"sex": "male", "age_years": 30 + i} if i != 1 else {"sex": None}
     result.write_text(json.dumps(document))
     request = {**body(3), **options}
-    write_part(result, condition="lung", model_id="gem-1-bulk", query_id="q-lung", body=request,
-               expression_out=tmp_path / "e.parquet", metadata_out=tmp_path / "m.parquet")
-    expected = _pandas_metadata_frame(["lung_1", "lung_2", "lung_3"], "lung", request, "emulator-2",
-                                      {"age_years": ["30", None, "32"], "sex": ["male", None, "male"]})
+    write_part(
+        result,
+        condition="lung",
+        model_id="gem-1-bulk",
+        query_id="q-lung",
+        body=request,
+        expression_out=tmp_path / "e.parquet",
+        metadata_out=tmp_path / "m.parquet",
+    )
+    expected = _pandas_metadata_frame(
+        ["lung_1", "lung_2", "lung_3"],
+        "lung",
+        request,
+        "emulator-2",
+        {"age_years": ["30", None, "32"], "sex": ["male", None, "male"]},
+    )
     ours = pd.read_parquet(tmp_path / "m.parquet")
     pd.testing.assert_frame_equal(ours, expected)
     assert str(ours["seed"].dtype) == "Int64" and str(ours["deterministic_latents"].dtype) == "boolean"
@@ -303,8 +367,15 @@ def test_a_missing_model_version_is_an_all_null_column_as_before(tmp_path, count
     document = json.loads(result.read_text())
     del document["model_version"]
     result.write_text(json.dumps(document))
-    write_part(result, condition="x", model_id="gem-1-bulk", query_id="q-x", body=body(3, seed=1),
-               expression_out=tmp_path / "e.parquet", metadata_out=tmp_path / "m.parquet")
+    write_part(
+        result,
+        condition="x",
+        model_id="gem-1-bulk",
+        query_id="q-x",
+        body=body(3, seed=1),
+        expression_out=tmp_path / "e.parquet",
+        metadata_out=tmp_path / "m.parquet",
+    )
     expected = _pandas_metadata_frame(["x_1", "x_2", "x_3"], "x", body(3, seed=1), None, {"sex": ["male"] * 3})
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "m.parquet"), expected)
 
@@ -312,7 +383,7 @@ def test_a_missing_model_version_is_an_all_null_column_as_before(tmp_path, count
 def test_parts_wider_than_a_tile_are_stitched_into_one_row_group_per_gene_block(tmp_path, monkeypatch):
     """write_part has pyarrow encode TILE_SAMPLES samples at a time and copies the chunks: the part
     must read as one file with the gene blocks as row groups, and merge by copy (no re-encode)."""
-    from synthbio_pipeline import tables
+    from synthbio_pipeline.formats import parquet as tables
 
     monkeypatch.setattr(tables, "TILE_SAMPLES", 2)
     wide = np.random.default_rng(1).integers(0, 5000, size=(5, len(GENES)))
@@ -327,8 +398,8 @@ def test_parts_wider_than_a_tile_are_stitched_into_one_row_group_per_gene_block(
     values, _ = load_expression(expression, genes=[GENES[3000]], samples=["wide_4"])
     assert values.to_numpy().tolist() == [[wide[3, 3000]]]
     other = part(tmp_path, "other", wide[:3])
-    schema = tables._expression_schema(["wide_1", "other_1"], tables.pa.int32(), {})
-    assert tables._chunk_layout([expression, other[0]], schema) is not None  # merge_parts copies, no re-encode
+    schema = tables.expression_schema(["wide_1", "other_1"], tables.pa.int32(), {})
+    assert chunk_layout([expression, other[0]], schema) is not None  # merge_parts copies, no re-encode
     merged = merge_parts([expression, other[0]], [metadata, other[1]], tmp_path / "e.parquet", tmp_path / "m.parquet")
     assert merged["samples"] == 8
     values, _ = load_expression(tmp_path / "e.parquet", orientation="samples")
@@ -343,7 +414,8 @@ def test_merged_metadata_keeps_the_string_dtype_of_keys_only_later_parts_have(tm
     assert merged["cell_type"].dtype == pd.StringDtype() and merged["sex"].dtype == pd.StringDtype()
     assert merged["cell_type"].isna().tolist() == [True] * 3 + [False] * 3
     assert str(merged["seed"].dtype) == "Int64" and list(merged.sample_id) == [f"a_{i}" for i in (1, 2, 3)] + [
-        f"b_{i}" for i in (1, 2, 3)]
+        f"b_{i}" for i in (1, 2, 3)
+    ]
 
 
 def test_writing_and_merging_parts_never_imports_pandas(tmp_path, counts):
@@ -354,8 +426,8 @@ def test_writing_and_merging_parts_never_imports_pandas(tmp_path, counts):
     result = result_document(tmp_path / "r.json", counts)
     script = f"""
 import sys
-import synthbio_pipeline, synthbio_pipeline.runner
-from synthbio_pipeline.tables import merge_parts, write_part
+import synthbio_pipeline, synthbio_pipeline.pipeline.runner
+from synthbio_pipeline.formats.parquet import merge_parts, write_part
 assert "pandas" not in sys.modules, "imported by the package"
 write_part({str(result)!r}, condition="x", model_id="gem-1-bulk", query_id="q", body={body(3, seed=1)!r},
            expression_out={str(tmp_path / "e.parquet")!r}, metadata_out={str(tmp_path / "m.parquet")!r})
@@ -371,7 +443,7 @@ def test_outputs_get_the_mode_of_any_new_file_not_a_private_one(tmp_path):
     """atomic_path's temporary file is private (mkstemp); the output it becomes is not."""
     import stat
 
-    from synthbio_pipeline._io import atomic_path
+    from synthbio_pipeline.files import atomic_path
 
     mask = os.umask(0o022)
     os.umask(mask)

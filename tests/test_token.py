@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from synthbio_pipeline import clear_token, has_token, load_token_from_keyring, set_token
+from synthbio_pipeline.client.token_store import resolve_token
 from synthbio_pipeline.errors import MissingTokenError
-from synthbio_pipeline.token_store import resolve_token
 
 SECRET = "tok-TOKEN-test-91c2"
 
@@ -65,8 +65,14 @@ def cli(args, tmp_path, stdin=""):
     env["PYTHON_KEYRING_BACKEND"] = "fixtures.FileKeyring"
     env["SYNTHBIO_TEST_KEYRING"] = str(tmp_path / "keyring.json")
     env["PYTHONPATH"] = str(Path(__file__).parent)
-    return subprocess.run([sys.executable, "-m", "synthbio_pipeline.cli", *args], input=stdin,
-                          capture_output=True, text=True, env=env, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "synthbio_pipeline.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
 
 
 def test_cli_token_set_has_clear_round_trip(tmp_path):
@@ -98,7 +104,7 @@ def test_cli_example_query_is_valid(tmp_path):
 
 def test_check_token_leaves_a_keyring_token_out_of_the_environment(memory_keyring, monkeypatch):
     """Jobs read the keyring themselves; an exported token would travel with every cluster job."""
-    from synthbio_pipeline.workflow_support import check_token
+    from synthbio_pipeline.pipeline.preflight import check_token
 
     monkeypatch.delenv("SYNTHESIZE_API_KEY", raising=False)
     memory_keyring.set_password("pysynthbio", "api_token", SECRET)

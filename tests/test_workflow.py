@@ -13,11 +13,11 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import yaml
-
 from snakemake_runs import ROOT, SNAKEFILE, copy_config, files_under, output_of, snakemake
-from synthbio_pipeline.conditions import OPTION_COLUMNS, REQUIRED_COLUMNS, read_conditions
-from synthbio_pipeline.query import METADATA_KEYS
-from synthbio_pipeline.tables import load_expression
+
+from synthbio_pipeline.formats.parquet import load_expression
+from synthbio_pipeline.pipeline.conditions import OPTION_COLUMNS, REQUIRED_COLUMNS, read_conditions
+from synthbio_pipeline.vocabulary.query import METADATA_KEYS
 
 GENES = 500
 
@@ -28,10 +28,12 @@ def test_lint_is_clean_without_a_token():
     assert "Congratulations, your workflow is in a good condition!" in run.stdout + run.stderr
 
 
-def test_snakefmt_and_black_are_clean():
-    for tool, paths in (("snakefmt", ["workflow", "wrappers"]), ("black", ["wrappers", "workflow/scripts"])):
-        run = subprocess.run([sys.executable, "-m", tool, "--check", *paths], cwd=ROOT, capture_output=True, text=True)
-        assert run.returncode == 0, f"{tool}:\n{run.stdout}{run.stderr}"
+def test_snakefmt_is_clean():
+    """The Snakemake files; their Python (scripts, wrapper) is ruff's (tests/test_architecture.py)."""
+    run = subprocess.run(
+        [sys.executable, "-m", "snakefmt", "--check", "workflow", "wrappers"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert run.returncode == 0, f"snakefmt:\n{run.stdout}{run.stderr}"
 
 
 def test_conditions_schema_names_every_column_the_library_reads():
@@ -79,7 +81,12 @@ def test_example_table_end_to_end(make_emulator, emulator_token, tmp_path):
     modalities = {"bulk": "gem-1-bulk", "single-cell": "gem-1-sc"}
     assert {c.modality for c in conditions} == set(modalities)  # the example has both
     assert sorted(p.name for p in (workdir / "results").iterdir()) == [
-        "bulk", "predictions", "queries", "report", "single-cell"]
+        "bulk",
+        "predictions",
+        "queries",
+        "report",
+        "single-cell",
+    ]
 
     for modality, model_id in modalities.items():
         mine = [c for c in conditions if c.modality == modality]
@@ -109,7 +116,9 @@ def test_example_table_end_to_end(make_emulator, emulator_token, tmp_path):
                 assert set(rows[key]) == {str(value)}, (condition.name, key)
 
         # The library's loader gives the same pair, aligned, in both orientations.
-        by_sample, meta = load_expression(folder / "expression.parquet", folder / "metadata.parquet", orientation="samples")
+        by_sample, meta = load_expression(
+            folder / "expression.parquet", folder / "metadata.parquet", orientation="samples"
+        )
         assert list(by_sample.index) == ids and list(meta.index) == ids
         assert by_sample.shape == (len(ids), GENES)
 
@@ -131,8 +140,9 @@ def test_example_table_end_to_end(make_emulator, emulator_token, tmp_path):
 def check_rerun_triggers(workdir, args, overrides, token, emulator):
     """A finished run is not redone for a change of polling; an edited row buys that row only."""
     # How often or how long to poll is not a reason to buy a prediction again.
-    run = snakemake("-n", *args, *overrides[:-1], "poll_interval_seconds=5", "poll_timeout_seconds=60",
-                    cwd=workdir, token=token)
+    run = snakemake(
+        "-n", *args, *overrides[:-1], "poll_interval_seconds=5", "poll_timeout_seconds=60", cwd=workdir, token=token
+    )
     assert run.returncode == 0, output_of(run)
     assert "Nothing to be done" in run.stdout + run.stderr, output_of(run)
 
@@ -178,8 +188,7 @@ def test_run_stops_before_any_job(tmp_path, base_url, expected):
 
 BAD_TABLES = {
     "misspelt-column": (
-        "condition\tnum_samples\ttisue_ontology_id\n"
-        "lung\t2\tUBERON:0002048\n",
+        "condition\tnum_samples\ttisue_ontology_id\nlung\t2\tUBERON:0002048\n",
         ["conditions.tsv:1, column 'tisue_ontology_id'", "did you mean 'tissue_ontology_id'"],
     ),
     "bad-cells": (
@@ -187,8 +196,11 @@ BAD_TABLES = {
         "lung\t2\tUBERON:0002048\tfemale\n"
         "liver\t2.5\tUBERON:0002107\tmale\n"
         "heart\t2\tUBERON:0000948\tfemal\n",
-        ["2 problem(s)", "conditions.tsv:3 (condition 'liver'), column 'num_samples'",
-         "conditions.tsv:4 (condition 'heart'), column 'sex'"],
+        [
+            "2 problem(s)",
+            "conditions.tsv:3 (condition 'liver'), column 'num_samples'",
+            "conditions.tsv:4 (condition 'heart'), column 'sex'",
+        ],
     ),
 }
 

@@ -12,7 +12,6 @@ import shutil
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-
 from snakemake_runs import ROOT, output_of, snakemake
 
 WRAPPER = ROOT / "wrappers" / "synthesize" / "predict"

@@ -7,8 +7,8 @@ The seed's functions (vendor R client ``rsynthbio``) in Python form::
     result["expression"], result["metadata"]
 """
 
-from .api import get_example_query, list_models, predict_query
-from .errors import (
+from synthbio_pipeline.client.token_store import clear_token, has_token, load_token_from_keyring, set_token
+from synthbio_pipeline.errors import (
     APIConnectionError,
     APIStatusError,
     APITimeoutError,
@@ -26,16 +26,16 @@ from .errors import (
     SynthbioError,
     ValidationError,
 )
-from .models import MODELS, ModelSpec, get_model
-from .query import (
+from synthbio_pipeline.formats.result_json import log_cpm, open_result, to_frames
+from synthbio_pipeline.vendor_api import get_example_query, list_models, predict_query
+from synthbio_pipeline.vocabulary.models import MODELS, ModelSpec, get_model
+from synthbio_pipeline.vocabulary.query import (
     get_valid_modalities,
     get_valid_modes,
     get_valid_query,
     validate_modality,
     validate_query,
 )
-from .results import log_cpm, open_result, to_frames
-from .token_store import clear_token, has_token, load_token_from_keyring, set_token
 
 __all__ = [
     "APIConnectionError",

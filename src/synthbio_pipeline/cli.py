@@ -17,9 +17,9 @@ import json
 import os
 import sys
 
-from . import token_store
-from ._constants import KEYRING_SERVICE, KEYRING_USER, TOKEN_ENV
-from .errors import SynthbioError
+from synthbio_pipeline.client import token_store
+from synthbio_pipeline.client.constants import KEYRING_SERVICE, KEYRING_USER, TOKEN_ENV
+from synthbio_pipeline.errors import SynthbioError
 
 
 def _read_token_from_user() -> str:
@@ -59,7 +59,7 @@ def _token_clear(args) -> int:
 
 
 def _models(args) -> int:
-    from .api import list_models
+    from synthbio_pipeline.vendor_api import list_models
 
     print(list_models(args.base_url).to_string(index=False))
     return 0
@@ -67,11 +67,11 @@ def _models(args) -> int:
 
 def _example_query(args) -> int:
     if args.model_id:
-        from .api import get_example_query
+        from synthbio_pipeline.vendor_api import get_example_query
 
         query = get_example_query(args.model_id, args.base_url)
     else:
-        from .query import get_valid_query
+        from synthbio_pipeline.vocabulary.query import get_valid_query
 
         query = get_valid_query(args.modality)
     print(json.dumps(query, indent=2))

@@ -13,9 +13,9 @@ import time
 
 import pandas as pd
 
-from . import get_valid_query, list_models, log_cpm, predict_query
-from ._constants import TOKEN_ENV
-from .emulator import start_emulator
+from synthbio_pipeline import get_valid_query, list_models, log_cpm, predict_query
+from synthbio_pipeline.client.constants import TOKEN_ENV
+from synthbio_pipeline.emulator import start_emulator
 
 DEMO_TOKEN = "emulator-demo-token"
 
@@ -37,10 +37,14 @@ def main(argv: list[str] | None = None) -> int:
             started = time.monotonic()
             result = predict_query(query, api_base_url=emulator.url, poll_interval_seconds=1)
             expression, metadata = result["expression"], result["metadata"]
-            print(f"== {modality}: {query['mode']!r}, {len(query['inputs'])} conditions, "
-                  f"{time.monotonic() - started:.1f} s")
-            print(f"expression: {expression.shape[0]} samples x {expression.shape[1]} genes, "
-                  f"library sizes {int(expression.sum(axis=1).min()):,}-{int(expression.sum(axis=1).max()):,}")
+            print(
+                f"== {modality}: {query['mode']!r}, {len(query['inputs'])} conditions, "
+                f"{time.monotonic() - started:.1f} s"
+            )
+            print(
+                f"expression: {expression.shape[0]} samples x {expression.shape[1]} genes, "
+                f"library sizes {int(expression.sum(axis=1).min()):,}-{int(expression.sum(axis=1).max()):,}"
+            )
             print(metadata.to_string(max_cols=6) + "\n")
             print("log1p-CPM of the first genes:\n" + log_cpm(expression).iloc[:, :5].round(2).to_string() + "\n")
     return 0

@@ -1,21 +1,22 @@
 """One error tree for everything that can go wrong talking to the API.
 
-    SynthbioError
-    ├── QueryValidationError        the query is wrong before anything is sent (local checks)
-    ├── MissingTokenError           no token in the environment or the keyring
-    ├── InsecureURLError            an http:// base URL that is not loopback
-    ├── APIConnectionError          the request did not get an answer
-    │   └── APITimeoutError
-    ├── APIStatusError              the server answered with an error status
-    │   ├── AuthenticationError     401, 403
-    │   ├── NotFoundError           404
-    │   ├── ValidationError         400, 422 (every ``path: message`` of the body listed)
-    │   ├── RateLimitError          429
-    │   ├── ServerError             5xx
-    │   └── DownloadExpiredError    the object store refused a signed URL (403/404)
-    ├── QueryFailedError            the status endpoint reported ``failed``
-    ├── PollTimeoutError            the query did not finish within the poll timeout
-    └── ResultError                 the result document is an error, malformed or truncated
+SynthbioError
+├── QueryValidationError        the query is wrong before anything is sent (local checks)
+├── MissingTokenError           no token in the environment or the keyring
+├── InsecureURLError            an http:// base URL that is not loopback
+├── APIConnectionError          the request did not get an answer
+│   └── APITimeoutError
+├── APIStatusError              the server answered with an error status
+│   ├── AuthenticationError     401, 403
+│   ├── NotFoundError           404
+│   ├── ValidationError         400, 422 (every ``path: message`` of the body listed)
+│   ├── RateLimitError          429
+│   ├── ServerError             5xx
+│   └── DownloadExpiredError    the object store refused a signed URL (403/404)
+├── QueryFailedError            the status endpoint reported ``failed``
+├── PollTimeoutError            the query did not finish within the poll timeout
+├── ResultError                 the result document is an error, malformed or truncated
+└── MergeError                  Parquet parts that cannot be merged (other genes, repeated samples)
 """
 
 from __future__ import annotations
@@ -127,3 +128,7 @@ class PollTimeoutError(SynthbioError):
 
 class ResultError(SynthbioError, ValueError):
     """The result document is an error payload, malformed, or not what was asked for."""
+
+
+class MergeError(SynthbioError, ValueError):
+    """Parts that cannot be merged: different genes, repeated sample ids, mixed value kinds."""

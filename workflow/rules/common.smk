@@ -5,10 +5,14 @@ import pandas as pd
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from synthbio_pipeline.client import check_base_url
-from synthbio_pipeline.conditions import ConditionsError, TableProblem, read_conditions
-from synthbio_pipeline.report import data_source
-from synthbio_pipeline.workflow_support import check_token
+from synthbio_pipeline.client.http import check_base_url
+from synthbio_pipeline.pipeline.conditions import (
+    ConditionsError,
+    TableProblem,
+    read_conditions,
+)
+from synthbio_pipeline.pipeline.report import data_source
+from synthbio_pipeline.pipeline.preflight import check_token
 
 MODALITIES = ("bulk", "single-cell")
 

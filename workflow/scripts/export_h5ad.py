@@ -4,9 +4,7 @@ import sys
 
 sys.stderr = open(snakemake.log[0], "w")
 
-from synthbio_pipeline.exports import to_h5ad
+from synthbio_pipeline.formats.exports import to_h5ad
 
-summary = to_h5ad(
-    snakemake.input.expression, snakemake.input.metadata, snakemake.output[0]
-)
+summary = to_h5ad(snakemake.input.expression, snakemake.input.metadata, snakemake.output[0])
 print(summary, file=sys.stderr)

@@ -6,7 +6,7 @@ import sys
 sys.stderr = open(snakemake.log[0], "w")
 logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
 
-from synthbio_pipeline.tables import merge_parts
+from synthbio_pipeline.formats.parquet import merge_parts
 
 summary = merge_parts(
     list(snakemake.input.expression),

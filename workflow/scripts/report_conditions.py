@@ -4,9 +4,7 @@ import sys
 
 sys.stderr = open(snakemake.log[0], "w")
 
-from synthbio_pipeline.report import write_conditions_page
+from synthbio_pipeline.pipeline.report import write_conditions_page
 
-frame = write_conditions_page(
-    snakemake.input.table, snakemake.output[0], snakemake.params.defaults
-)
+frame = write_conditions_page(snakemake.input.table, snakemake.output[0], snakemake.params.defaults)
 print(f"{len(frame)} conditions", file=sys.stderr)

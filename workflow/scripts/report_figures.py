@@ -4,7 +4,7 @@ import sys
 
 sys.stderr = open(snakemake.log[0], "w")
 
-from synthbio_pipeline.report import (
+from synthbio_pipeline.pipeline.report import (
     read_run_summaries,
     write_condition_summary,
     write_report,

@@ -5,7 +5,7 @@ from pathlib import Path
 
 sys.stderr = open(snakemake.log[0], "w")
 
-from synthbio_pipeline.conditions import write_query
+from synthbio_pipeline.pipeline.conditions import write_query
 
 folder = Path(snakemake.output[0])
 folder.mkdir(parents=True, exist_ok=True)

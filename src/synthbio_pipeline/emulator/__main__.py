@@ -58,7 +58,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="C",
         help="refuse submissions with 429 while C queries are in flight (default: no cap)",
     )
-    parser.add_argument("--genes", type=int, default=DEFAULT_GENES, help=f"genes per sample (default: {DEFAULT_GENES:,})")
+    parser.add_argument(
+        "--genes", type=int, default=DEFAULT_GENES, help=f"genes per sample (default: {DEFAULT_GENES:,})"
+    )
     parser.add_argument(
         "--token",
         action="append",

@@ -63,9 +63,10 @@ import math
 import random
 import threading
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 ENDPOINTS = ("list_models", "example_query", "predict", "status", "download")
 STATUS_FAULTS = ("429", "500", "502", "503", "504")
@@ -110,19 +111,21 @@ class FaultRule:
             if self.fault not in STATUS_FAULTS:
                 raise FaultPlanError(f"{where}: retry_after goes with a 429 or 5xx fault")
             if self.retry_after != "http-date" and not (_is_number(self.retry_after) and self.retry_after >= 0):
-                raise FaultPlanError(f"{where}: retry_after is seconds (a number >= 0) or \"http-date\"")
+                raise FaultPlanError(f'{where}: retry_after is seconds (a number >= 0) or "http-date"')
         if not (_is_number(self.stall_seconds) and self.stall_seconds >= 0):
             raise FaultPlanError(f"{where}: stall_seconds must be a number >= 0")
         if not (_is_number(self.keep_fraction) and 0 <= self.keep_fraction < 1):
             raise FaultPlanError(f"{where}: keep_fraction must be in [0, 1), not {self.keep_fraction!r}")
 
     @classmethod
-    def from_dict(cls, item: Any) -> "FaultRule":
+    def from_dict(cls, item: Any) -> FaultRule:
         if not isinstance(item, Mapping):
             raise FaultPlanError(f"fault plan: each rule is an object, not {item!r}")
         unknown = sorted(set(item) - set(RULE_FIELDS))
         if unknown:
-            raise FaultPlanError(f"fault plan: unknown rule field(s) {', '.join(unknown)}; known: {', '.join(RULE_FIELDS)}")
+            raise FaultPlanError(
+                f"fault plan: unknown rule field(s) {', '.join(unknown)}; known: {', '.join(RULE_FIELDS)}"
+            )
         for required in ("endpoint", "fault"):
             if required not in item:
                 raise FaultPlanError(f"fault plan: a rule needs {required!r}: {dict(item)!r}")
@@ -167,7 +170,7 @@ class FaultPlan:
         self.injected: Counter[str] = Counter()
 
     @classmethod
-    def load(cls, plan: "FaultPlan | Mapping | str | Path | None") -> "FaultPlan":
+    def load(cls, plan: FaultPlan | Mapping | str | Path | None) -> FaultPlan:
         """A plan from a plan, a dict, a JSON text, or a JSON/YAML file path; ``None`` is no faults.
 
         A string starting with ``{`` is JSON text, any other string a path. Raises
@@ -184,7 +187,7 @@ class FaultPlan:
         return cls.from_dict(plan)
 
     @classmethod
-    def from_dict(cls, plan: Any) -> "FaultPlan":
+    def from_dict(cls, plan: Any) -> FaultPlan:
         if not isinstance(plan, Mapping):
             raise FaultPlanError(f"a fault plan is an object with 'seed' and 'faults', not {type(plan).__name__}")
         unknown = sorted(set(plan) - {"seed", "faults"})
@@ -212,7 +215,11 @@ class FaultPlan:
                     continue
                 # Every fraction rule draws for every request, so the draws do not depend on
                 # which earlier rule happened to hit: the plan stays reproducible.
-                hit = ordinal in rule.requests if rule.fraction is None else self._random[endpoint].random() < rule.fraction
+                hit = (
+                    ordinal in rule.requests
+                    if rule.fraction is None
+                    else self._random[endpoint].random() < rule.fraction
+                )
                 if hit and chosen is None:
                     chosen = rule
             return chosen
@@ -258,7 +265,9 @@ def _read_plan_file(path: Path) -> Any:
     try:
         import yaml
     except ImportError:
-        raise FaultPlanError(f"the fault plan {str(path)!r} is YAML, but PyYAML is not installed: write it as JSON") from None
+        raise FaultPlanError(
+            f"the fault plan {str(path)!r} is YAML, but PyYAML is not installed: write it as JSON"
+        ) from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as error:

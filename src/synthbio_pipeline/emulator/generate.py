@@ -23,15 +23,16 @@ import hashlib
 import json
 import os
 import secrets
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
-from ..models import MEAN_ESTIMATION, get_model
-from ..query import METADATA_KEYS
+from synthbio_pipeline.vocabulary.models import MEAN_ESTIMATION, get_model
+from synthbio_pipeline.vocabulary.query import METADATA_KEYS
 
 MODEL_VERSION = "emulator-2"
 NOTE = "synthetic data from the synthbio-pipeline emulator, not a model prediction"

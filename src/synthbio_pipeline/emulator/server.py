@@ -35,16 +35,23 @@ import time
 import traceback
 import uuid
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from ..errors import Problem
-from ..models import MODELS, SAMPLING_STRATEGIES, get_model, is_known_model
-from ..query import example_wire_query, metadata_problems, num_samples_problems, option_problems
+from synthbio_pipeline.errors import Problem
+from synthbio_pipeline.vocabulary.models import MODELS, SAMPLING_STRATEGIES, get_model, is_known_model
+from synthbio_pipeline.vocabulary.query import (
+    example_wire_query,
+    metadata_problems,
+    num_samples_problems,
+    option_problems,
+)
+
 from . import generate
 from .faults import HTTP_DATE_AHEAD, STATUS_FAULTS, TRANSPORT_FAULTS, FaultPlan, FaultRule
 
@@ -84,11 +91,11 @@ class Response:
     fault: FaultRule | None = None
 
     @classmethod
-    def json(cls, status: int, payload: Any, **headers: str) -> "Response":
+    def json(cls, status: int, payload: Any, **headers: str) -> Response:
         return cls(status, json.dumps(payload).encode("utf-8"), headers=dict(headers))
 
     @classmethod
-    def error(cls, status: int, message: str, **extra: Any) -> "Response":
+    def error(cls, status: int, message: str, **extra: Any) -> Response:
         return cls.json(status, {"error": message, **extra})
 
 
@@ -371,7 +378,9 @@ class EmulatorApp:
             # An object store refuses a second credential next to a signed URL.
             self.stats.bump("downloads_with_auth")
             return _s3_error(
-                400, "InvalidArgument", "Only one auth mechanism allowed; the URL is signed, send no Authorization header"
+                400,
+                "InvalidArgument",
+                "Only one auth mechanism allowed; the URL is signed, send no Authorization header",
             )
         refusal = self._check_signature(query_id, request.query)
         if refusal is not None:
@@ -422,8 +431,9 @@ class EmulatorApp:
         query_id = uuid.uuid4().hex
         job = Job(query_id, model_id, body, time.monotonic(), self.workdir / f"{query_id}.json")
         with self._jobs_lock:
-            in_flight = sum(1 for other in self._jobs.values()
-                            if other.status(self.config.latency) in ("queued", "running"))
+            in_flight = sum(
+                1 for other in self._jobs.values() if other.status(self.config.latency) in ("queued", "running")
+            )
             if self.config.max_in_flight is not None and in_flight >= self.config.max_in_flight:
                 return None
             self._jobs[query_id] = job
@@ -481,7 +491,9 @@ def body_problems(model_id: str, body: Any) -> list[Problem]:
     elif strategy not in SAMPLING_STRATEGIES:
         problems.append(Problem("sampling_strategy", f"unknown sampling strategy {strategy!r}; one of {allowed}"))
     elif strategy not in spec.modes:
-        problems.append(Problem("sampling_strategy", f"{strategy!r} is not available for {model_id}; allowed: {allowed}"))
+        problems.append(
+            Problem("sampling_strategy", f"{strategy!r} is not available for {model_id}; allowed: {allowed}")
+        )
     problems += option_problems(body)
     inputs = body.get("inputs")
     if not isinstance(inputs, list) or not inputs:
@@ -523,10 +535,7 @@ def _match(method: str, path: str) -> tuple[Route | None, dict[str, str]]:
 
 
 def _s3_error(status: int, code: str, message: str) -> Response:
-    body = (
-        '<?xml version="1.0" encoding="UTF-8"?>\n'
-        f"<Error><Code>{code}</Code><Message>{message}</Message></Error>"
-    )
+    body = f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}</Message></Error>'
     return Response(status, body.encode("utf-8"), content_type="application/xml")
 
 
@@ -539,7 +548,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "synthbio-emulator"
     timeout = 300  # seconds an idle keep-alive connection may hold its thread
-    server: "_Server"
+    server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # quiet: request lines would carry signed URLs
@@ -650,7 +659,7 @@ class Emulator:
         """Where result files are written."""
         return self.app.workdir
 
-    def start(self) -> "Emulator":
+    def start(self) -> Emulator:
         self._thread.start()
         return self
 
@@ -677,7 +686,7 @@ class Emulator:
         if self._own_workdir:
             shutil.rmtree(self.app.workdir, ignore_errors=True)
 
-    def __enter__(self) -> "Emulator":
+    def __enter__(self) -> Emulator:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -23,7 +23,7 @@ logging.basicConfig(
     format="%(asctime)s %(levelname)s %(threadName)s %(message)s",
 )
 
-from synthbio_pipeline.runner import BatchQuery, run_batch
+from synthbio_pipeline.pipeline.runner import BatchQuery, run_batch
 
 
 def required(name):
@@ -35,11 +35,7 @@ def required(name):
 
 def query_files():
     """The query files: ``input.query``, or ``input.queries`` (files, or folders of ``{condition}.json``)."""
-    given = (
-        snakemake.input.get("queries")
-        or snakemake.input.get("query")
-        or snakemake.input[0]
-    )
+    given = snakemake.input.get("queries") or snakemake.input.get("query") or snakemake.input[0]
     files = []
     for item in [given] if isinstance(given, str) else list(given):
         path = Path(item)
@@ -60,9 +56,7 @@ else:
     by_stem = {path.stem: path for path in files}
     missing = [name for name in conditions if name not in by_stem]
     if missing:
-        raise ValueError(
-            f"No query file for condition(s) {', '.join(missing)} among {len(files)} input files"
-        )
+        raise ValueError(f"No query file for condition(s) {', '.join(missing)} among {len(files)} input files")
     by_condition = {name: by_stem[name] for name in conditions}
 
 model_id = required("model_id")
@@ -72,9 +66,7 @@ if not isinstance(as_counts, bool):
 
 summary = run_batch(
     [
-        BatchQuery(
-            name, path, model_id if isinstance(model_id, str) else model_id[name]
-        )
+        BatchQuery(name, path, model_id if isinstance(model_id, str) else model_id[name])
         for name, path in by_condition.items()
     ],
     expression_out=snakemake.output.expression,

@@ -37,12 +37,13 @@ import json
 import os
 import re
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterator, NoReturn
+from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
 
 import numpy as np
 
-from .errors import ResultError
+from synthbio_pipeline.errors import ResultError
 
 if TYPE_CHECKING:  # imported where frames are built: parsing and writing parts never need pandas (~45 MB)
     import pandas as pd
@@ -163,8 +164,7 @@ class _Scanner:
         if end == 0:
             raise ResultError("the result document is empty")
         raise ResultError(
-            f"the result document ends early at byte {end}, inside {what} "
-            "(truncated or interrupted download?)"
+            f"the result document ends early at byte {end}, inside {what} (truncated or interrupted download?)"
         )
 
     def found(self) -> str:
@@ -490,7 +490,9 @@ class _OutputReader:
         finite = np.isfinite(floats)
         if not finite.all():
             k = int(np.flatnonzero(~finite)[0])
-            raise ResultError(f"output {index}: {what} item {k} is {float(floats[k])!r}, not a finite number (at byte {at})")
+            raise ResultError(
+                f"output {index}: {what} item {k} is {float(floats[k])!r}, not a finite number (at byte {at})"
+            )
         if len(floats) and not (np.abs(floats) < 2.0**63).all():
             raise ResultError(f"output {index}: {what} hold a value outside the int64 range (at byte {at})")
         return floats.astype(np.int64)  # truncation toward zero, like pandas' astype(int)
@@ -569,7 +571,8 @@ class _OutputReader:
         except KeyError:
             unknown = next(gene for gene in mapping if gene not in lookup)
             raise ResultError(
-                f"output {index}: the sparse {what} name the gene {unknown!r}, which is not in gene_order (at byte {at})"
+                f"output {index}: the sparse {what} name the gene {unknown!r}, "
+                f"which is not in gene_order (at byte {at})"
             ) from None
         dense = np.zeros(self.n_genes, dtype=np.int64)
         if columns:
@@ -631,7 +634,7 @@ class ResultReader:
         if self._owns_file:
             self._file.close()
 
-    def __enter__(self) -> "ResultReader":
+    def __enter__(self) -> ResultReader:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -773,9 +776,7 @@ class ResultReader:
         else:
             while True:
                 if expected is not None and count >= expected:
-                    raise ResultError(
-                        f"the result has more outputs than the {expected} expected (at byte {s.offset})"
-                    )
+                    raise ResultError(f"the result has more outputs than the {expected} expected (at byte {s.offset})")
                 sample = outputs.read(count)
                 count += 1
                 yield sample

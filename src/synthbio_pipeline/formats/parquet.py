@@ -25,16 +25,18 @@ import shutil
 import tempfile
 import threading
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ._io import atomic_path
-from .errors import ResultError, SynthbioError
-from .query import METADATA_KEYS
-from .results import log_cpm, open_result
+from synthbio_pipeline.errors import MergeError, ResultError
+from synthbio_pipeline.files import atomic_path
+from synthbio_pipeline.formats.parquet_footer import chunk_layout, stitch_expression
+from synthbio_pipeline.formats.result_json import log_cpm, open_result
+from synthbio_pipeline.vocabulary.query import METADATA_KEYS
 
 if TYPE_CHECKING:  # pandas only where a DataFrame is returned: it costs ~45 MB RSS to import
     import pandas as pd
@@ -46,11 +48,7 @@ ROW_GROUP_GENES = 2048
 SCHEMA_KEY = b"synthbio"
 COUNTS, LOG_CPM = "counts", "log1p_cpm"
 _INT32_MAX = np.iinfo(np.int32).max
-_PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 1, "use_dictionary": False}
-
-
-class MergeError(SynthbioError, ValueError):
-    """Parts that cannot be merged: different genes, repeated sample ids, mixed value kinds."""
+PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 1, "use_dictionary": False}
 
 
 def sample_ids(condition: str, n: int) -> list[str]:
@@ -103,22 +101,36 @@ def write_part(
         backend = backend_of(reader.model_version, reader.top_level)
         ids = sample_ids(condition, len(metadata_rows))
         label = {"values": kind, "backend": backend, "model_id": model_id, "orientation": "genes x samples"}
-        schema = _expression_schema(ids, pa.from_numpy_dtype(dtype), label)
+        schema = expression_schema(ids, pa.from_numpy_dtype(dtype), label)
         _write_expression(expression_out, schema, genes, spools, bounds, dtype)
         model_version = reader.model_version
-    metadata = _metadata_table(ids, metadata_rows, condition=condition, model_id=model_id, query_id=query_id,
-                               model_version=model_version, backend=backend, body=body)
+    metadata = _metadata_table(
+        ids,
+        metadata_rows,
+        condition=condition,
+        model_id=model_id,
+        query_id=query_id,
+        model_version=model_version,
+        backend=backend,
+        body=body,
+    )
     write_metadata(metadata, metadata_out, label)
-    return {"condition": condition, "samples": len(ids), "genes": len(genes), "backend": backend,
-            "model_version": model_version, "query_id": query_id}
+    return {
+        "condition": condition,
+        "samples": len(ids),
+        "genes": len(genes),
+        "backend": backend,
+        "model_version": model_version,
+        "query_id": query_id,
+    }
 
 
 #: Samples per file pyarrow encodes for :func:`write_part`: its writer keeps ~1-2 KB of metadata
 #: per column chunk until close, so a bounded number of columns per writer bounds memory.
 TILE_SAMPLES = 512
 # Statistics only where a reader filters (gene_id): per-sample min/max cost ~0.4 s at 1,000 samples.
-# No stored arrow schema: the tiles' footers are dropped, the part's footer is written by _stitch_expression.
-_TILE_OPTIONS = {**_PARQUET_OPTIONS, "write_statistics": [GENE_ID], "store_schema": False}
+# No stored arrow schema: the tiles' footers are dropped, the part's footer is written by stitch_expression.
+_TILE_OPTIONS = {**PARQUET_OPTIONS, "write_statistics": [GENE_ID], "store_schema": False}
 
 
 def _write_expression(path, schema: pa.Schema, genes: Sequence[str], spools, bounds, dtype: np.dtype) -> None:
@@ -126,12 +138,17 @@ def _write_expression(path, schema: pa.Schema, genes: Sequence[str], spools, bou
     n = len(schema) - 1
     if not n:  # no samples: nothing to stitch, and pyarrow's footer is only the gene column's
         with atomic_path(path) as temporary:
-            pq.write_table(pa.table([_string_array(genes)], schema=schema), temporary,
-                           row_group_size=ROW_GROUP_GENES, **_TILE_OPTIONS)
+            pq.write_table(
+                pa.table([_string_array(genes)], schema=schema),
+                temporary,
+                row_group_size=ROW_GROUP_GENES,
+                **_TILE_OPTIONS,
+            )
         return
     tiles = [(first, min(first + TILE_SAMPLES, n)) for first in range(0, n, TILE_SAMPLES)]
-    tile_schemas = [pa.schema([schema.field(0), *(schema.field(j + 1) for j in range(first, last))])
-                    for first, last in tiles]
+    tile_schemas = [
+        pa.schema([schema.field(0), *(schema.field(j + 1) for j in range(first, last))]) for first, last in tiles
+    ]
     buffer = np.empty(min(n, TILE_SAMPLES) * ROW_GROUP_GENES, dtype)  # reused: pyarrow copies what it encodes
     with tempfile.TemporaryDirectory(prefix="synthbio-tiles-") as scratch:
         paths = [os.path.join(scratch, f"tile{i}.parquet") for i in range(len(tiles))]
@@ -143,16 +160,19 @@ def _write_expression(path, schema: pa.Schema, genes: Sequence[str], spools, bou
                 gene_ids = _string_array(genes[start:stop])
                 for tile_path, tile_schema, (first, last) in zip(paths, tile_schemas, tiles):
                     rows = _read_gene_block(spool.fileno(), first * width * dtype.itemsize, last - first, width, buffer)
-                    columns = [gene_ids] + [pa.Array.from_buffers(schema.field(1).type, width, [None, pa.py_buffer(row)])
-                                            for row in rows]
+                    columns = [gene_ids] + [
+                        pa.Array.from_buffers(schema.field(1).type, width, [None, pa.py_buffer(row)]) for row in rows
+                    ]
                     pq.write_table(pa.Table.from_arrays(columns, schema=tile_schema), tile_path, **_TILE_OPTIONS)
                     del columns, rows
-                layout = _chunk_layout(paths, schema)
+                layout = chunk_layout(paths, schema)
                 if layout is None:
-                    raise RuntimeError(f"pyarrow wrote tiles of genes {start}..{stop} that cannot be copied as they are")
+                    raise RuntimeError(
+                        f"pyarrow wrote tiles of genes {start}..{stop} that cannot be copied as they are"
+                    )
                 yield [(tile_path, part, 0) for tile_path, part in zip(paths, layout)]
 
-        _stitch_expression(path, schema, row_groups())
+        stitch_expression(path, schema, row_groups(), PARQUET_OPTIONS)
 
 
 def _prefetched(samples: Iterator, depth: int = 4) -> Iterator:
@@ -200,7 +220,9 @@ def _prefetched(samples: Iterator, depth: int = 4) -> Iterator:
 
 def _sample_values(counts: np.ndarray, as_counts: bool, index: int) -> np.ndarray:
     if counts.size and (counts.min() < 0 or counts.max() > _INT32_MAX):
-        raise ResultError(f"output {index} has counts outside 0..{_INT32_MAX:,} (min {counts.min()}, max {counts.max()})")
+        raise ResultError(
+            f"output {index} has counts outside 0..{_INT32_MAX:,} (min {counts.min()}, max {counts.max()})"
+        )
     if as_counts:
         return counts.astype(np.int32)
     return log_cpm(counts.reshape(1, -1))[0].astype(np.float32)
@@ -222,15 +244,20 @@ def _read_gene_block(fd: int, offset: int, n_samples: int, width: int, buffer: n
 
 # Arrays are built from their buffers: any pa.array / pa.scalar call imports pandas (pyarrow's
 # array-like check), ~45 MB RSS that the write path otherwise never needs.
-def _string_array(values: Sequence[str | None], kind: pa.DataType = pa.string()) -> pa.Array:
+def _string_array(values: Sequence[str | None], kind: pa.DataType | None = None) -> pa.Array:
     """A (large_)string array; ``pa.array`` also costs ~0.1 s per 1,000 calls in type checks."""
+    kind = pa.string() if kind is None else kind
     encoded = [b"" if value is None else value.encode() for value in values]
     offsets = np.zeros(len(encoded) + 1, np.int64 if pa.types.is_large_string(kind) else np.int32)
     np.cumsum([len(item) for item in encoded], out=offsets[1:])
     missing = np.fromiter((value is None for value in values), bool, len(encoded))
     validity = _bitmap(~missing) if missing.any() else None
-    return pa.Array.from_buffers(kind, len(encoded), [validity, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))],
-                                 null_count=int(missing.sum()))
+    return pa.Array.from_buffers(
+        kind,
+        len(encoded),
+        [validity, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))],
+        null_count=int(missing.sum()),
+    )
 
 
 def _constant_array(value: Any, kind: pa.DataType, n: int) -> pa.Array:
@@ -250,7 +277,7 @@ def _bitmap(bits: np.ndarray) -> pa.Buffer:
     return pa.py_buffer(np.packbits(bits, bitorder="little"))
 
 
-def _expression_schema(ids: Sequence[str], value_type: pa.DataType, label: dict) -> pa.Schema:
+def expression_schema(ids: Sequence[str], value_type: pa.DataType, label: dict) -> pa.Schema:
     fields = [pa.field(GENE_ID, pa.string(), nullable=False)]
     fields += [pa.field(sample, value_type, nullable=False) for sample in ids]
     return pa.schema(fields, metadata={SCHEMA_KEY: json.dumps(label).encode()})
@@ -291,24 +318,40 @@ def _metadata_table(ids, rows, *, condition, model_id, query_id, model_version, 
     for key in keys:
         # Metadata is text, as the API spells it: a column has one type in every part.
         values = [row.get(key, requested.get(key)) for row in rows]
-        columns[key] = (_string_array([None if value is None else str(value) for value in values], pa.large_string()),
-                        _STRING)
+        columns[key] = (
+            _string_array([None if value is None else str(value) for value in values], pa.large_string()),
+            _STRING,
+        )
     table = pa.table({name: array for name, (array, _) in columns.items()})
-    return table.replace_schema_metadata({b"pandas": _pandas_metadata({name: kind for name, (_, kind) in columns.items()})})
+    return table.replace_schema_metadata(
+        {b"pandas": _pandas_metadata({name: kind for name, (_, kind) in columns.items()})}
+    )
 
 
 def _pandas_metadata(kinds: dict[str, tuple[str, str]]) -> bytes:
     """The b"pandas" schema metadata pyarrow writes for a frame with these columns and a RangeIndex."""
-    return json.dumps({
-        "index_columns": [], "column_indexes": [],
-        "columns": [{"name": name, "field_name": name, "pandas_type": pandas_type, "numpy_type": numpy_type,
-                     "metadata": None} for name, (pandas_type, numpy_type) in kinds.items()],
-        "attributes": {}, "creator": {"library": "pyarrow", "version": pa.__version__},
-        "pandas_version": _pandas_version(),
-    }).encode()
+    return json.dumps(
+        {
+            "index_columns": [],
+            "column_indexes": [],
+            "columns": [
+                {
+                    "name": name,
+                    "field_name": name,
+                    "pandas_type": pandas_type,
+                    "numpy_type": numpy_type,
+                    "metadata": None,
+                }
+                for name, (pandas_type, numpy_type) in kinds.items()
+            ],
+            "attributes": {},
+            "creator": {"library": "pyarrow", "version": pa.__version__},
+            "pandas_version": _pandas_version(),
+        }
+    ).encode()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _pandas_version() -> str | None:
     try:
         return importlib.metadata.version("pandas")
@@ -369,9 +412,13 @@ def merge_parts(
         raise MergeError(f"sample ids appear in more than one part: {', '.join(repeated[:5])}")
     value_type = pa.int32() if kinds == {COUNTS} else pa.float32()
     backends = sorted({label["backend"] for label in labels})
-    label = {"values": kinds.pop(), "backend": backends[0] if len(backends) == 1 else backends,
-             "orientation": "genes x samples", "parts": len(expression_parts)}
-    schema = _expression_schema(ids, value_type, label)
+    label = {
+        "values": kinds.pop(),
+        "backend": backends[0] if len(backends) == 1 else backends,
+        "orientation": "genes x samples",
+        "parts": len(expression_parts),
+    }
+    schema = expression_schema(ids, value_type, label)
 
     if len(expression_parts) == 1:
         # One part is already the merged file: copy its bytes rather than decode and re-encode them.
@@ -396,15 +443,23 @@ def _merge_metadata(metadata_parts, ids: list[str], metadata_out, label: dict) -
     """
     schemas = [pq.ParquetFile(path).schema_arrow for path in metadata_parts]
     unified = pa.unify_schemas([schema.remove_metadata() for schema in schemas], promote_options="permissive")
-    unified = unified.with_metadata({b"pandas": _merged_pandas_metadata(unified, schemas),
-                                     SCHEMA_KEY: json.dumps(label).encode()})
+    unified = unified.with_metadata(
+        {b"pandas": _merged_pandas_metadata(unified, schemas), SCHEMA_KEY: json.dumps(label).encode()}
+    )
     pending, rows, seen = [], 0, 0
     with atomic_path(metadata_out) as temporary, pq.ParquetWriter(temporary, unified, compression="zstd") as out:
         for index, path in enumerate(metadata_parts):
             table = pq.ParquetFile(path).read()  # pq.read_table would import pandas
-            table = pa.table([table.column(field.name).cast(field.type) if field.name in table.column_names
-                              else pa.nulls(table.num_rows, field.type) for field in unified], schema=unified)
-            if table.column(SAMPLE_ID).to_pylist() != ids[seen:seen + table.num_rows]:
+            table = pa.table(
+                [
+                    table.column(field.name).cast(field.type)
+                    if field.name in table.column_names
+                    else pa.nulls(table.num_rows, field.type)
+                    for field in unified
+                ],
+                schema=unified,
+            )
+            if table.column(SAMPLE_ID).to_pylist() != ids[seen : seen + table.num_rows]:
                 raise MergeError(f"{path} does not list the samples of expression part {index + 1}, in their order")
             seen += table.num_rows
             pending.append(table)
@@ -421,8 +476,11 @@ def _merged_pandas_metadata(schema: pa.Schema, parts: Sequence[pa.Schema]) -> by
     some parts have keeps its string dtype; a column all-null in one part takes another's)."""
     kinds: dict[str, tuple[str, str]] = {}
     for part in parts:
-        described = {c["name"]: (c["pandas_type"], c["numpy_type"]) for c in (part.pandas_metadata or {}).get(
-            "columns", []) if isinstance(c.get("name"), str)}
+        described = {
+            c["name"]: (c["pandas_type"], c["numpy_type"])
+            for c in (part.pandas_metadata or {}).get("columns", [])
+            if isinstance(c.get("name"), str)
+        }
         for name, kind in described.items():
             if name in schema.names and (name not in kinds or kinds[name] == _EMPTY):
                 kinds[name] = kind
@@ -438,22 +496,24 @@ def _merge_expression(expression_parts, expression_out, schema: pa.Schema) -> No
     (pyarrow's writer keeps every column chunk's metadata, ~1.8 KB each, until close: 400 MB
     at 10,000 samples), and time is the copy. Parts that do not line up are re-encoded.
     """
-    layout = _chunk_layout(expression_parts, schema)
+    layout = chunk_layout(expression_parts, schema)
     if layout is None:
-        _reencode_expression(expression_parts, expression_out, schema)
+        reencode_expression(expression_parts, expression_out, schema)
     else:
-        groups = ([(path, part, g) for path, part in zip(expression_parts, layout)] for g in range(len(layout[0]["rows"])))
-        _stitch_expression(expression_out, schema, groups)
+        groups = (
+            [(path, part, g) for path, part in zip(expression_parts, layout)] for g in range(len(layout[0]["rows"]))
+        )
+        stitch_expression(expression_out, schema, groups, PARQUET_OPTIONS)
 
 
-def _reencode_expression(expression_parts, expression_out, schema: pa.Schema) -> None:
+def reencode_expression(expression_parts, expression_out, schema: pa.Schema) -> None:
     """Fallback: decode and rewrite ``ROW_GROUP_GENES`` genes of every part at a time."""
     files = [pq.ParquetFile(path) for path in expression_parts]  # footers parsed once, not once per block
     ends = [np.cumsum([f.metadata.row_group(g).num_rows for g in range(f.num_row_groups)]) for f in files]
     n_genes = int(ends[0][-1]) if len(ends[0]) else 0
     if any((int(e[-1]) if len(e) else 0) != n_genes for e in ends):
         raise MergeError(f"the parts do not hold the same number of genes as {expression_parts[0]}")
-    with atomic_path(expression_out) as temporary, pq.ParquetWriter(temporary, schema, **_PARQUET_OPTIONS) as out:
+    with atomic_path(expression_out) as temporary, pq.ParquetWriter(temporary, schema, **PARQUET_OPTIONS) as out:
         for start in range(0, n_genes, ROW_GROUP_GENES):
             stop = min(start + ROW_GROUP_GENES, n_genes)
             gene_ids, columns = None, []
@@ -468,296 +528,6 @@ def _reencode_expression(expression_parts, expression_out, schema: pa.Schema) ->
                     raise MergeError(f"{path} has other genes (or another gene order) than {expression_parts[0]}")
                 columns.extend(table.columns[1:])
             out.write_table(pa.Table.from_arrays([gene_ids, *columns], schema=schema))
-
-
-# Parquet's thrift enums (parquet.thrift), for the footer the stitching merge writes.
-_CODECS = {"UNCOMPRESSED": 0, "SNAPPY": 1, "GZIP": 2, "LZO": 3, "BROTLI": 4, "LZ4": 5, "ZSTD": 6, "LZ4_RAW": 7}
-_ENCODINGS = {"PLAIN": 0, "PLAIN_DICTIONARY": 2, "RLE": 3, "BIT_PACKED": 4, "DELTA_BINARY_PACKED": 5,
-              "DELTA_LENGTH_BYTE_ARRAY": 6, "DELTA_BYTE_ARRAY": 7, "RLE_DICTIONARY": 8, "BYTE_STREAM_SPLIT": 9}
-_PHYSICAL = {"BOOLEAN": 0, "INT32": 1, "INT64": 2, "INT96": 3, "FLOAT": 4, "DOUBLE": 5, "BYTE_ARRAY": 6,
-             "FIXED_LEN_BYTE_ARRAY": 7}
-
-
-def _chunk_layout(expression_parts, schema: pa.Schema) -> list[dict] | None:
-    """Where every part's column chunks are, or None when the parts cannot be copied as they are.
-
-    Copying needs the same row groups (gene blocks) in every part, required (non-null)
-    columns of the merged type, and no dictionary pages. Only a few integers per
-    chunk are kept (footers are dropped as read): 220,000 chunks take 7 MB.
-    """
-    physical = "INT32" if schema.field(1).type == pa.int32() else "FLOAT"
-    rows, layout = None, []
-    for path in expression_parts:
-        with pq.ParquetFile(path) as source:
-            footer = source.metadata
-            # Required columns. Not via footer.schema: touching it leaks the whole footer (pyarrow 26,
-            # ~1 KB per column, measured), which write_part would pay once per tile.
-            nullable = any(field.nullable for field in source.schema_arrow)
-        groups = [footer.row_group(g) for g in range(footer.num_row_groups)]
-        if rows is None:
-            rows = [group.num_rows for group in groups]
-        if [group.num_rows for group in groups] != rows or nullable:
-            return None
-        n = footer.num_columns
-        chunks = np.zeros((len(groups), n, 3), np.int64)  # start, compressed size, uncompressed size
-        kinds = set()
-        for g, group in enumerate(groups):
-            for j in range(n):
-                chunk = group.column(j)
-                if chunk.has_dictionary_page or chunk.num_values != rows[g]:
-                    return None
-                chunks[g, j] = chunk.data_page_offset, chunk.total_compressed_size, chunk.total_uncompressed_size
-                if j:
-                    kinds.add((chunk.physical_type, chunk.compression, chunk.encodings))
-        gene_chunk = [group.column(0) for group in groups]
-        if len(kinds) != 1 or next(iter(kinds))[0] != physical or gene_chunk[0].physical_type != "BYTE_ARRAY":
-            return None
-        _, codec, encodings = kinds.pop()
-        if codec not in _CODECS or any(e not in _ENCODINGS for e in encodings):
-            return None
-        layout.append({"chunks": chunks, "rows": rows, "codec": _CODECS[codec], "encodings": [_ENCODINGS[e] for e in encodings],
-                       "gene": [(c.compression, c.encodings, c.statistics.min if c.statistics is not None
-                                 and c.statistics.has_min_max else None,
-                                 c.statistics.max if c.statistics is not None and c.statistics.has_min_max else None)
-                                for c in gene_chunk]})
-    return layout
-
-
-def _stitch_expression(expression_out, schema: pa.Schema, row_groups: Iterable[list[tuple[Any, dict, int]]]) -> None:
-    """Write a file of ``schema`` whose row groups are other files' column chunks, copied byte for byte.
-
-    Each item of ``row_groups`` lists one row group's sources, left to right, as (path, that
-    file's :func:`_chunk_layout` entry, row group in it): the gene_id chunk is the first
-    source's (every source must hold the same genes), the value chunks are every source's.
-    Only the footer is written here, ~60 bytes per column chunk; items may be produced lazily.
-    """
-    names = schema.names
-    head = _footer_template(schema)
-    prefixes: dict[tuple, list[bytes]] = {}  # per (codec, encodings): the fields every column's chunks share
-    groups, total_rows = 0, 0
-    # The serialised RowGroups (~60 bytes per column chunk: 13 MB at 10,000 samples) wait in a
-    # spool file, not in memory, until the footer is written.
-    with atomic_path(expression_out) as temporary, open(temporary, "wb") as out, tempfile.TemporaryFile() as spool:
-        out.write(b"PAR1")
-        for ordinal, sources in enumerate(row_groups):
-            path0, first, g0 = sources[0]
-            n_rows = first["rows"][g0]
-            group_start = out.tell()
-            gene_bytes = _read_range(path0, *first["chunks"][g0, 0, :2])
-            for path, part, g in sources[1:]:
-                if _read_range(path, *part["chunks"][g, 0, :2]) != gene_bytes and not _same_genes((path0, g0), (path, g)):
-                    raise MergeError(f"{path} has other genes (or another gene order) than {path0}")
-            codec, encodings, low, high = first["gene"][g0]
-            columns = [_column_chunk(_chunk_prefix(6, [_ENCODINGS[e] for e in encodings], GENE_ID, _CODECS[codec]),
-                                     n_rows, int(first["chunks"][g0, 0, 2]), len(gene_bytes), out.tell(), low, high)]
-            out.write(gene_bytes)
-            uncompressed = int(first["chunks"][g0, 0, 2])
-            column = 1
-            rows_field = b"\x16" + _zigzag(n_rows)
-            for path, part, g in sources:
-                chunks = part["chunks"][g]
-                with open(path, "rb") as source:
-                    # A source's value columns of one row group lie side by side: one copy each, when so.
-                    _copy(source, out, int(chunks[1, 0]), int(chunks[1:, 1].sum()),
-                          contiguous=bool(np.all(chunks[2:, 0] == chunks[1:-1, 0] + chunks[1:-1, 1])), chunks=chunks)
-                offset = out.tell() - int(chunks[1:, 1].sum())
-                key = (part["codec"], tuple(part["encodings"]))
-                if key not in prefixes:
-                    prefixes[key] = [_chunk_prefix(head["physical"], part["encodings"], name, part["codec"])
-                                     for name in names[1:]]
-                shared = prefixes[key]
-                for j, (_, compressed, size) in enumerate(chunks[1:].tolist(), start=column - 1):
-                    # Fields 6, 7 and 9 of ColumnMetaData (sizes, page offset), then the two struct ends.
-                    columns.append(b"".join([shared[j], rows_field, b"\x16", _varint(size << 1), b"\x16",
-                                             _varint(compressed << 1), b"\x26", _varint(offset << 1), b"\x00\x00"]))
-                    offset += compressed
-                column += len(chunks) - 1
-                uncompressed += int(chunks[1:, 2].sum())
-            if column != len(names):
-                raise MergeError(f"row group {ordinal} has {column} columns, the schema {len(names)}")
-            spool.write(_rowgroup(columns, uncompressed, n_rows, group_start, out.tell() - group_start, ordinal))
-            groups += 1
-            total_rows += n_rows
-        footer_start = out.tell()
-        out.write(b"".join([head["version"], head["schema"], _field(3, 6, _zigzag(total_rows), 2),
-                            _field(4, 9, _list_header(12, groups), 3)]))
-        spool.seek(0)
-        shutil.copyfileobj(spool, out, 1 << 20)
-        out.write(head["rest"] + b"\x00")
-        footer_size = out.tell() - footer_start
-        out.write(footer_size.to_bytes(4, "little") + b"PAR1")
-
-
-def _read_range(path, start, size) -> bytes:
-    with open(path, "rb") as source:
-        return os.pread(source.fileno(), int(size), int(start))
-
-
-def _same_genes(first: tuple[Any, int], other: tuple[Any, int]) -> bool:
-    # Same ids, encoded differently (another writer or codec): compare the decoded ids of (path, row group).
-    read = lambda p, g: pq.ParquetFile(p).read_row_group(g, columns=[GENE_ID]).column(0)  # noqa: E731
-    return read(*first).equals(read(*other))
-
-
-def _copy(source, out, start: int, size: int, *, contiguous: bool, chunks: np.ndarray) -> None:
-    ranges = [(start, size)] if contiguous else [(int(c[0]), int(c[1])) for c in chunks[1:]]
-    out.flush()
-    for offset, remaining in ranges:
-        while remaining:
-            try:  # in the kernel: the bytes never enter this process
-                done = os.copy_file_range(source.fileno(), out.fileno(), remaining, offset)
-            except OSError:
-                done = out.write(os.pread(source.fileno(), min(remaining, 1 << 24), offset))
-            if not done:
-                raise MergeError(f"{source.name} ends inside a column chunk")
-            offset, remaining = offset + done, remaining - done
-    out.seek(0, os.SEEK_END)
-
-
-# --- a minimal thrift compact-protocol writer (and skipper) for the footer ---------------
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _zigzag(n: int) -> bytes:
-    return _varint((n << 1) ^ (n >> 63))
-
-
-def _field(field_id: int, kind: int, value: bytes, last: int) -> bytes:
-    return bytes([((field_id - last) << 4) | kind]) + value  # every delta here is 1..15
-
-
-def _list_header(kind: int, size: int) -> bytes:
-    return bytes([(size << 4) | kind]) if size < 15 else bytes([0xF0 | kind]) + _varint(size)
-
-
-def _binary(data: bytes) -> bytes:
-    return _varint(len(data)) + data
-
-
-def _chunk_prefix(physical: int, encodings: list[int], name: str, codec: int) -> bytes:
-    """A ColumnChunk up to its ColumnMetaData's codec: file_offset 0 (deprecated), type, encodings, path."""
-    return b"".join([_field(2, 6, _zigzag(0), 0), bytes([(1 << 4) | 12]), _field(1, 5, _zigzag(physical), 0),
-                     _field(2, 9, _list_header(5, len(encodings)) + b"".join(_zigzag(e) for e in encodings), 1),
-                     _field(3, 9, _list_header(8, 1) + _binary(name.encode()), 2), _field(4, 5, _zigzag(codec), 3)])
-
-
-def _column_chunk(prefix: bytes, rows, uncompressed, compressed, offset, low=None, high=None) -> bytes:
-    meta = [prefix, _field(5, 6, _zigzag(rows), 4), _field(6, 6, _zigzag(uncompressed), 5),
-            _field(7, 6, _zigzag(compressed), 6), _field(9, 6, _zigzag(offset), 7)]
-    if low is not None and high is not None:  # gene_id min/max: lets readers skip gene blocks
-        stats = (_field(3, 6, _zigzag(0), 0) + _field(5, 8, _binary(str(high).encode()), 3)
-                 + _field(6, 8, _binary(str(low).encode()), 5) + b"\x00")
-        meta.append(_field(12, 12, stats, 9))
-    return b"".join(meta) + b"\x00\x00"
-
-
-def _rowgroup(columns: list[bytes], uncompressed: int, rows: int, start: int, compressed: int, ordinal: int) -> bytes:
-    return b"".join([_field(1, 9, _list_header(12, len(columns)), 0), *columns,
-                     _field(2, 6, _zigzag(uncompressed), 1), _field(3, 6, _zigzag(rows), 2),
-                     _field(5, 6, _zigzag(start), 3), _field(6, 6, _zigzag(compressed), 5),
-                     _field(7, 4, _zigzag(ordinal), 6), b"\x00"])
-
-
-def _footer_template(schema: pa.Schema) -> dict:
-    """The footer's fixed fields, as pyarrow writes them for ``schema`` in a file with no rows.
-
-    Taking the schema, key-value metadata, created_by and column orders from pyarrow keeps
-    the logical types right; only the row groups and the row count are ours.
-    """
-    sink = pa.BufferOutputStream()
-    pq.ParquetWriter(sink, schema, store_schema=False, **_PARQUET_OPTIONS).close()
-    data = sink.getvalue().to_pybytes()
-    size = int.from_bytes(data[-8:-4], "little")
-    fields = _struct_fields(data[-8 - size:-8])
-    kept = {field_id: (kind, raw) for field_id, kind, raw in fields}
-    if 5 not in kept and schema.metadata:  # without store_schema pyarrow leaves the label out: add it
-        pairs = [_field(1, 8, _binary(k), 0) + _field(2, 8, _binary(v), 1) + b"\x00" for k, v in schema.metadata.items()]
-        kept[5] = (9, _list_header(12, len(pairs)) + b"".join(pairs))
-    rest, last = [], 4
-    for field_id in sorted(f for f in kept if f > 4):
-        kind, raw = kept[field_id]
-        rest.append(bytes([((field_id - last) << 4) | kind]) + raw)
-        last = field_id
-    physical = _PHYSICAL["INT32" if schema.field(1).type == pa.int32() else "FLOAT"]
-    return {"version": _field(1, 5, kept[1][1], 0), "schema": _field(2, 9, kept[2][1], 1),
-            "rest": b"".join(rest), "physical": physical}
-
-
-def _struct_fields(data: bytes) -> list[tuple[int, int, bytes]]:
-    """The top-level fields of one compact-protocol struct: (id, type, raw value bytes)."""
-    fields, position, field_id = [], 0, 0
-    while data[position]:
-        header = data[position]
-        position += 1
-        kind, delta = header & 0x0F, header >> 4
-        if delta:
-            field_id += delta
-        else:
-            raw, position = _read_varint(data, position)
-            field_id = (raw >> 1) ^ -(raw & 1)
-        end = _skip(data, position, kind)
-        fields.append((field_id, kind, data[position:end]))
-        position = end
-    return fields
-
-
-def _read_varint(data: bytes, position: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        byte = data[position]
-        position += 1
-        result |= (byte & 0x7F) << shift
-        shift += 7
-        if byte < 0x80:
-            return result, position
-
-
-def _skip(data: bytes, position: int, kind: int, in_list: bool = False) -> int:
-    if kind in (1, 2):
-        return position + 1 if in_list else position  # a field's bool lives in its header
-    if kind == 3:
-        return position + 1
-    if kind in (4, 5, 6):
-        return _read_varint(data, position)[1]
-    if kind == 7:
-        return position + 8
-    if kind == 8:
-        size, position = _read_varint(data, position)
-        return position + size
-    if kind in (9, 10):
-        header = data[position]
-        position += 1
-        size, element = header >> 4, header & 0x0F
-        if size == 15:
-            size, position = _read_varint(data, position)
-        for _ in range(size):
-            position = _skip(data, position, element, True)
-        return position
-    if kind == 11:
-        size, position = _read_varint(data, position)
-        if size:
-            types = data[position]
-            position += 1
-            for _ in range(size):
-                position = _skip(data, position, types >> 4, True)
-                position = _skip(data, position, types & 0x0F, True)
-        return position
-    if kind == 12:
-        while data[position]:
-            header = data[position]
-            position += 1
-            if not header >> 4:
-                position = _read_varint(data, position)[1]
-            position = _skip(data, position, header & 0x0F)
-        return position + 1
-    raise MergeError(f"unexpected thrift type {kind} in a Parquet footer")
 
 
 # --- reading -----------------------------------------------------------------------------

@@ -17,11 +17,12 @@ import copy
 import difflib
 import numbers
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
-from .errors import Problem, QueryValidationError
-from .models import (
+from synthbio_pipeline.errors import Problem, QueryValidationError
+from synthbio_pipeline.vocabulary.models import (
     MEAN_ESTIMATION,
     MODALITY_MODELS,
     SAMPLE_GENERATION,
@@ -247,8 +248,7 @@ def query_problems(query: Any) -> list[Problem]:
             problems.append(
                 Problem(
                     "mode",
-                    f"{mode!r} is not available for {spec.modality} ({spec.model_id}); "
-                    f"allowed: {_quoted(spec.modes)}",
+                    f"{mode!r} is not available for {spec.modality} ({spec.model_id}); allowed: {_quoted(spec.modes)}",
                 )
             )
     problems += option_problems(query)
@@ -293,9 +293,7 @@ def option_problems(options: Mapping[str, Any], path_prefix: str = "") -> list[P
         problems.append(Problem(path_prefix + "total_count", f"must be a whole number of at least 1, not {total!r}"))
     latents = options.get("deterministic_latents")
     if latents is not None and not isinstance(latents, bool):
-        problems.append(
-            Problem(path_prefix + "deterministic_latents", f"must be true or false, not {latents!r}")
-        )
+        problems.append(Problem(path_prefix + "deterministic_latents", f"must be true or false, not {latents!r}"))
     return problems
 
 
@@ -329,7 +327,7 @@ def metadata_value_problem(spec: MetadataKey, value: Any) -> str | None:
     if not isinstance(value, str):
         return f"must be text, not {value!r}"
     if spec.choices and value not in spec.choices:
-        hint = _did_you_mean(value, spec.choices)
+        hint = did_you_mean(value, spec.choices)
         return f"{value!r} is not allowed; one of {_quoted(spec.choices)}{hint}"
     if spec.pattern is not None and not spec.pattern.fullmatch(value):
         return f"{value!r} is malformed: expected {spec.expected}"
@@ -386,16 +384,16 @@ def _mode_of(query: Mapping[str, Any]) -> Any:
 def _unknown_modality(modality: Any) -> Problem:
     if modality is None:
         return Problem("modality", f"required; one of {_quoted(MODALITY_MODELS)}")
-    hint = _did_you_mean(str(modality), MODALITY_MODELS)
+    hint = did_you_mean(str(modality), MODALITY_MODELS)
     return Problem("modality", f"unknown modality {modality!r}; one of {_quoted(MODALITY_MODELS)}{hint}")
 
 
 def _unknown_key_message(key: str) -> str:
-    hint = _did_you_mean(key, METADATA_KEYS)
+    hint = did_you_mean(key, METADATA_KEYS)
     return f"unknown metadata key{hint or '; see the valid keys in the API documentation'}"
 
 
-def _did_you_mean(word: str, choices) -> str:
+def did_you_mean(word: str, choices) -> str:
     matches = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     if not matches:
         lowered = {choice.lower(): choice for choice in choices}

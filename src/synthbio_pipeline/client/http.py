@@ -15,18 +15,20 @@ import logging
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from . import _constants as C
-from ._io import atomic_path
-from .errors import (
+from synthbio_pipeline.client import constants as C
+from synthbio_pipeline.client.token_store import resolve_token
+from synthbio_pipeline.errors import (
+    TOKEN_HINT,
     APIConnectionError,
     APIStatusError,
     APITimeoutError,
@@ -39,10 +41,9 @@ from .errors import (
     QueryFailedError,
     RateLimitError,
     ServerError,
-    TOKEN_HINT,
     ValidationError,
 )
-from .token_store import resolve_token
+from synthbio_pipeline.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,9 @@ class ApiRetry(Retry):
         return None if seconds is None else min(seconds, self.max_retry_after)
 
 
-def make_retry(max_retries: int = C.DEFAULT_MAX_RETRIES, deadline_seconds: float = C.RETRY_DEADLINE_SECONDS) -> ApiRetry:
+def make_retry(
+    max_retries: int = C.DEFAULT_MAX_RETRIES, deadline_seconds: float = C.RETRY_DEADLINE_SECONDS
+) -> ApiRetry:
     return ApiRetry(
         total=max_retries,
         connect=max_retries,

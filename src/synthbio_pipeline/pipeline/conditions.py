@@ -19,14 +19,15 @@ import csv
 import io
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-from ._io import atomic_path
-from .errors import SynthbioError
-from .models import MODALITY_MODELS, get_model, is_known_model
-from .query import METADATA_KEYS, _did_you_mean, query_problems, to_wire
+from synthbio_pipeline.errors import SynthbioError
+from synthbio_pipeline.files import atomic_path
+from synthbio_pipeline.vocabulary.models import MODALITY_MODELS, get_model, is_known_model
+from synthbio_pipeline.vocabulary.query import METADATA_KEYS, did_you_mean, query_problems, to_wire
 
 CONDITION_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 CONDITION_RULE = "1-100 ASCII letters, digits, '_', '.' or '-', starting with a letter or digit"
@@ -150,7 +151,9 @@ def _read_rows(path: Path, problems: _Problems) -> tuple[list[str], list[tuple[i
         problems.add(None, None, f"not UTF-8 text (byte {error.start}); save the table as UTF-8")
         return None
     if not text.strip():
-        problems.add(None, None, "the file is empty; expected a header line naming at least 'condition' and 'num_samples'")
+        problems.add(
+            None, None, "the file is empty; expected a header line naming at least 'condition' and 'num_samples'"
+        )
         return None
     delimiter = "," if path.suffix.lower() == ".csv" else "\t"
     first_line = text.lstrip("\r\n").splitlines()[0]
@@ -189,7 +192,7 @@ def _read_rows(path: Path, problems: _Problems) -> tuple[list[str], list[tuple[i
 def _check_header(header: list[str], problems: _Problems) -> None:
     for column in REQUIRED_COLUMNS:
         if column not in header:
-            hint = _did_you_mean(column, [name for name in header if name])
+            hint = did_you_mean(column, [name for name in header if name])
             problems.add(1, column, f"required column is missing{hint}")
     seen = set()
     for position, name in enumerate(header, start=1):
@@ -198,8 +201,9 @@ def _check_header(header: list[str], problems: _Problems) -> None:
         elif name in seen:
             problems.add(1, name, "the column appears twice")
         elif name not in REQUIRED_COLUMNS and name not in OPTION_COLUMNS and name not in METADATA_KEYS:
-            hint = _did_you_mean(name, [*METADATA_KEYS, *OPTION_COLUMNS, *REQUIRED_COLUMNS])
-            problems.add(1, name, f"unknown column{hint or '; allowed: condition, num_samples, the API metadata keys and ' + ', '.join(OPTION_COLUMNS)}")
+            hint = did_you_mean(name, [*METADATA_KEYS, *OPTION_COLUMNS, *REQUIRED_COLUMNS])
+            allowed = "; allowed: condition, num_samples, the API metadata keys and " + ", ".join(OPTION_COLUMNS)
+            problems.add(1, name, f"unknown column{hint or allowed}")
         seen.add(name)
     if "mode" in header and "sampling_strategy" in header:
         problems.add(1, "sampling_strategy", "give 'mode' or its synonym 'sampling_strategy', not both")
@@ -208,7 +212,9 @@ def _check_header(header: list[str], problems: _Problems) -> None:
 # --- one row ---------------------------------------------------------------------------
 
 
-def _condition_of(record: dict[str, str], line: int, defaults: Mapping[str, Any], problems: _Problems, seen) -> Condition | None:
+def _condition_of(
+    record: dict[str, str], line: int, defaults: Mapping[str, Any], problems: _Problems, seen
+) -> Condition | None:
     raw_name = record["condition"]
     name = raw_name.strip()
     before = len(problems)
@@ -267,8 +273,11 @@ def _condition_of(record: dict[str, str], line: int, defaults: Mapping[str, Any]
             else:
                 bad(column, found.message)
     if isinstance(num_samples, int) and num_samples > MAX_SAMPLES_PER_CONDITION:
-        bad("num_samples", f"{num_samples:,} is more than {MAX_SAMPLES_PER_CONDITION:,} samples in one condition; "
-                           "split it into several conditions if you mean it")
+        bad(
+            "num_samples",
+            f"{num_samples:,} is more than {MAX_SAMPLES_PER_CONDITION:,} samples in one condition; "
+            "split it into several conditions if you mean it",
+        )
     if len(problems) > before:
         return None
     return Condition(

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ._constants import TOKEN_ENV
-from .client import check_base_url, is_loopback
-from .errors import MissingTokenError
-from .token_store import resolve_token
+from synthbio_pipeline.client.constants import TOKEN_ENV
+from synthbio_pipeline.client.http import check_base_url, is_loopback
+from synthbio_pipeline.client.token_store import resolve_token
+from synthbio_pipeline.errors import MissingTokenError
 
 
 def check_token(base_url: str) -> None:

@@ -28,11 +28,19 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ._io import atomic_path
-from .errors import SynthbioError
-from .models import get_model, is_known_model
-from .results import log_cpm
-from .tables import COUNTS, GENE_ID, LOG_CPM, SAMPLE_ID, SCHEMA_KEY, _expression_schema, _PARQUET_OPTIONS
+from synthbio_pipeline.errors import SynthbioError
+from synthbio_pipeline.files import atomic_path
+from synthbio_pipeline.formats.parquet import (
+    COUNTS,
+    GENE_ID,
+    LOG_CPM,
+    PARQUET_OPTIONS,
+    SAMPLE_ID,
+    SCHEMA_KEY,
+    expression_schema,
+)
+from synthbio_pipeline.formats.result_json import log_cpm
+from synthbio_pipeline.vocabulary.models import get_model, is_known_model
 
 __all__ = ["ExportError", "read_label", "to_delimited", "to_h5ad", "to_log_cpm"]
 
@@ -89,8 +97,8 @@ def to_log_cpm(expression_path: str | os.PathLike, out: str | os.PathLike) -> di
         raise ExportError(f"{expression_path}: holds {label.get('values')!r} values; log1p-CPM needs counts")
     libraries = _library_sizes(parquet, len(samples))
     out_label = {**label, "values": LOG_CPM}
-    schema = _expression_schema(samples, pa.float32(), out_label)
-    with atomic_path(out) as temporary, pq.ParquetWriter(temporary, schema, **_PARQUET_OPTIONS) as writer:
+    schema = expression_schema(samples, pa.float32(), out_label)
+    with atomic_path(out) as temporary, pq.ParquetWriter(temporary, schema, **PARQUET_OPTIONS) as writer:
         for group in range(parquet.num_row_groups):
             genes, block = _block(parquet, group)
             # log_cpm divides by each row's sum: one extra column holding the counts outside this
@@ -106,7 +114,9 @@ def to_log_cpm(expression_path: str | os.PathLike, out: str | os.PathLike) -> di
 # --- TSV / CSV ---------------------------------------------------------------------------
 
 
-def to_delimited(expression_path: str | os.PathLike, out: str | os.PathLike, *, sep: str | None = None) -> dict[str, Any]:
+def to_delimited(
+    expression_path: str | os.PathLike, out: str | os.PathLike, *, sep: str | None = None
+) -> dict[str, Any]:
     """Write the matrix as delimited text: genes as rows, ``gene_id`` then one column per sample.
 
     ``sep`` defaults to a comma for ``.csv`` (or ``.csv.gz``) and a tab otherwise; a ``.gz``
@@ -158,7 +168,9 @@ def to_h5ad(
         raise ExportError(f"{metadata_path} does not list the samples of {expression_path} in the same order")
     if sparse is None:
         models = set(metadata.column("model_id").to_pylist()) if "model_id" in metadata.column_names else set()
-        sparse = bool(models) and all(is_known_model(str(m)) and get_model(str(m)).modality == "single-cell" for m in models)
+        sparse = bool(models) and all(
+            is_known_model(str(m)) and get_model(str(m)).modality == "single-cell" for m in models
+        )
     genes = pq.read_table(expression_path, columns=[GENE_ID]).column(0).to_pylist()
     dtype = np.dtype(parquet.schema_arrow.field(1).type.to_pandas_dtype()) if samples else np.dtype(np.int32)
     shape = (len(samples), len(genes))
@@ -173,9 +185,11 @@ def to_h5ad(
             start = 0
             for group in range(parquet.num_row_groups):
                 block = _block(parquet, group)[1]
-                x[:, start:start + block.shape[0]] = block.T
+                x[:, start : start + block.shape[0]] = block.T
                 start += block.shape[0]
-        _write_dataframe(f, "obs", SAMPLE_ID, samples, {name: metadata.column(name) for name in metadata.column_names[1:]})
+        _write_dataframe(
+            f, "obs", SAMPLE_ID, samples, {name: metadata.column(name) for name in metadata.column_names[1:]}
+        )
         _write_dataframe(f, "var", GENE_ID, genes, {})
         uns = f.create_group("uns")
         _attrs(uns, "dict", "0.1.0")

@@ -23,17 +23,19 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager as ContextManager
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, ContextManager, Sequence
+from typing import Any
 
-from . import _constants as C
-from ._io import atomic_path
-from .client import SynthesizeClient
-from .errors import APIConnectionError, NotFoundError, QueryFailedError, RateLimitError, ResultError
-from .tables import merge_parts, write_part
+from synthbio_pipeline.client import constants as C
+from synthbio_pipeline.client.http import SynthesizeClient
+from synthbio_pipeline.errors import APIConnectionError, NotFoundError, QueryFailedError, RateLimitError, ResultError
+from synthbio_pipeline.files import atomic_path
+from synthbio_pipeline.formats.parquet import merge_parts, write_part
 
 logger = logging.getLogger(__name__)
 
@@ -132,31 +134,56 @@ def run_prediction(
                 save_ticket(ticket_path, ticket)
                 log.info("%s: submitted to %s as model query %s", condition, model_id, query_id)
             else:
-                log.info("%s: resuming model query %s (already submitted; not sending it again)",
-                         condition, ticket.query_id)
+                log.info(
+                    "%s: resuming model query %s (already submitted; not sending it again)", condition, ticket.query_id
+                )
             try:
-                ready = client.wait(ticket.query_id, poll_interval=poll_interval, poll_timeout=poll_timeout,
-                                    on_status=on_status)
+                ready = client.wait(
+                    ticket.query_id, poll_interval=poll_interval, poll_timeout=poll_timeout, on_status=on_status
+                )
                 break
             except NotFoundError:
                 # The server does not know the id (it was never accepted, or has been purged).
-                log.warning("%s: model query %s is unknown to the server; submitting afresh",
-                            condition, ticket.query_id)
+                log.warning(
+                    "%s: model query %s is unknown to the server; submitting afresh", condition, ticket.query_id
+                )
             except QueryFailedError:
                 if ticket.submissions > resubmit_failed:
                     raise
-                log.warning("%s: model query %s failed; resubmitting (%d of at most %d)", condition,
-                            ticket.query_id, ticket.submissions, resubmit_failed)
+                log.warning(
+                    "%s: model query %s failed; resubmitting (%d of at most %d)",
+                    condition,
+                    ticket.query_id,
+                    ticket.submissions,
+                    resubmit_failed,
+                )
             submitted_before, ticket = ticket.submissions, None
 
-        summary = _download_and_write(client, ticket.query_id, ready, body, condition, model_id,
-                                      expression_out, metadata_out, as_counts, log, cpu_lock or nullcontext())
+        summary = _download_and_write(
+            client,
+            ticket.query_id,
+            ready,
+            body,
+            condition,
+            model_id,
+            expression_out,
+            metadata_out,
+            as_counts,
+            log,
+            cpu_lock or nullcontext(),
+        )
     if not keep_ticket:
         ticket_path.unlink(missing_ok=True)
     summary["seconds"] = round(time.monotonic() - started, 2)
     summary["submissions"] = ticket.submissions
-    log.info("%s: wrote %d samples x %d genes (%s) in %.1f s", condition, summary["samples"], summary["genes"],
-             summary["backend"], summary["seconds"])
+    log.info(
+        "%s: wrote %d samples x %d genes (%s) in %.1f s",
+        condition,
+        summary["samples"],
+        summary["genes"],
+        summary["backend"],
+        summary["seconds"],
+    )
     return summary
 
 
@@ -176,8 +203,9 @@ def _submit_when_admitted(client, model_id, body, condition, deadline, log) -> s
             time.sleep(2.0)
 
 
-def _download_and_write(client, query_id, ready, body, condition, model_id, expression_out, metadata_out,
-                        as_counts, log, cpu_lock) -> dict[str, Any]:
+def _download_and_write(
+    client, query_id, ready, body, condition, model_id, expression_out, metadata_out, as_counts, log, cpu_lock
+) -> dict[str, Any]:
     """Download the result and write the parts; a broken or corrupt download is fetched again."""
     with tempfile.TemporaryDirectory(prefix=".download-", dir=Path(expression_out).parent) as scratch:
         for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
@@ -185,14 +213,26 @@ def _download_and_write(client, query_id, ready, body, condition, model_id, expr
                 result = client.fetch_result(query_id, ready, Path(scratch) / "result.json")
                 log.info("%s: downloaded %.1f MB", condition, result.stat().st_size / 1e6)
                 with cpu_lock:
-                    return write_part(result, condition=condition, model_id=model_id, query_id=query_id, body=body,
-                                      expression_out=expression_out, metadata_out=metadata_out,
-                                      as_counts=as_counts)
+                    return write_part(
+                        result,
+                        condition=condition,
+                        model_id=model_id,
+                        query_id=query_id,
+                        body=body,
+                        expression_out=expression_out,
+                        metadata_out=metadata_out,
+                        as_counts=as_counts,
+                    )
             except (ResultError, APIConnectionError) as error:
                 if attempt == DOWNLOAD_ATTEMPTS:
                     raise
-                log.warning("%s: download %d of model query %s is unusable (%s); downloading again",
-                            condition, attempt, query_id, error)
+                log.warning(
+                    "%s: download %d of model query %s is unusable (%s); downloading again",
+                    condition,
+                    attempt,
+                    query_id,
+                    error,
+                )
                 ready = client.status(query_id)  # a fresh signed URL
     raise AssertionError("unreachable")
 
@@ -253,9 +293,18 @@ def run_batch(
             log.info("%s: already done in an earlier run of this batch", query.condition)
             return note["summary"]
         done.unlink(missing_ok=True)
-        summary = run_prediction(query.query_path, model_id=query.model_id, condition=query.condition,
-                                 expression_out=expression, metadata_out=metadata, log=log, cpu_lock=cpu_lock,
-                                 ticket_path=tickets / f"{query.condition}.json", keep_ticket=True, **options)
+        summary = run_prediction(
+            query.query_path,
+            model_id=query.model_id,
+            condition=query.condition,
+            expression_out=expression,
+            metadata_out=metadata,
+            log=log,
+            cpu_lock=cpu_lock,
+            ticket_path=tickets / f"{query.condition}.json",
+            keep_ticket=True,
+            **options,
+        )
         with atomic_path(done, durable=True) as temporary:
             temporary.write_text(json.dumps({"body_sha256": digest, "summary": summary}) + "\n")
         return summary
@@ -271,12 +320,21 @@ def run_batch(
         raise failed[0][1]
     summaries = [future.result() for future in futures]
     with cpu_lock:
-        merge_parts([work / name / "expression.parquet" for name in names],
-                    [work / name / "metadata.parquet" for name in names], expression_out, metadata_out)
+        merge_parts(
+            [work / name / "expression.parquet" for name in names],
+            [work / name / "metadata.parquet" for name in names],
+            expression_out,
+            metadata_out,
+        )
     shutil.rmtree(work, ignore_errors=True)
     seconds = round(time.monotonic() - started, 2)
-    log.info("batch of %d conditions (%d samples) done in %.1f s, %d queries in flight at most", len(queries),
-             sum(s["samples"] for s in summaries), seconds, min(in_flight, len(queries)))
+    log.info(
+        "batch of %d conditions (%d samples) done in %.1f s, %d queries in flight at most",
+        len(queries),
+        sum(s["samples"] for s in summaries),
+        seconds,
+        min(in_flight, len(queries)),
+    )
     return {"conditions": summaries, "seconds": seconds}
 
 

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
-from . import _constants as C
-from .client import SynthesizeClient
-from .models import get_model, is_known_model
-from .query import to_wire, validate_modality
-from .results import to_frames
-from .token_store import resolve_token
+from synthbio_pipeline.client import constants as C
+from synthbio_pipeline.client.http import SynthesizeClient
+from synthbio_pipeline.client.token_store import resolve_token
+from synthbio_pipeline.formats.result_json import to_frames
+from synthbio_pipeline.vocabulary.models import get_model, is_known_model
+from synthbio_pipeline.vocabulary.query import to_wire, validate_modality
 
 if TYPE_CHECKING:  # imported where a frame is built: `import synthbio_pipeline` stays light
     import pandas as pd

@@ -11,8 +11,8 @@ import getpass
 import logging
 import os
 
-from ._constants import KEYRING_SERVICE, KEYRING_USER, TOKEN_ENV
-from .errors import MissingTokenError
+from synthbio_pipeline.client.constants import KEYRING_SERVICE, KEYRING_USER, TOKEN_ENV
+from synthbio_pipeline.errors import MissingTokenError
 
 log = logging.getLogger(__name__)
 

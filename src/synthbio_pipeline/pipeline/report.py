@@ -27,18 +27,19 @@ import functools
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from ._io import atomic_path
-from .errors import SynthbioError
-from .results import log_cpm
-from .tables import COUNTS, GENE_ID, LOG_CPM, SAMPLE_ID, SCHEMA_KEY
+from synthbio_pipeline.errors import SynthbioError
+from synthbio_pipeline.files import atomic_path
+from synthbio_pipeline.formats.parquet import COUNTS, GENE_ID, LOG_CPM, SAMPLE_ID, SCHEMA_KEY
+from synthbio_pipeline.formats.result_json import log_cpm
 
 __all__ = [
     "EMULATOR_NOTE",
@@ -172,8 +173,12 @@ def compute_report(
             # Highest variance first; ties by gene position, so the choice is deterministic.
             order = np.lexsort((kept_genes, -kept_variance))[:pca_genes]
             order.sort()
-            kept, kept_variance, kept_genes, kept_ids = (kept[:, order], kept_variance[order], kept_genes[order],
-                                                         kept_ids[order])
+            kept, kept_variance, kept_genes, kept_ids = (
+                kept[:, order],
+                kept_variance[order],
+                kept_genes[order],
+                kept_ids[order],
+            )
         start += cpm.shape[1]
 
     pca, explained = _pca(kept)
@@ -271,8 +276,9 @@ def read_run_summaries(paths: Sequence[str | os.PathLike]) -> dict[str, dict[str
             for entry in conditions:
                 runs[str(entry["condition"])] = entry
         except (ValueError, KeyError, TypeError) as exc:
-            raise ReportError(f"{path} is not a prediction summary (a 'conditions' list of objects "
-                              f"with a 'condition' each): {exc}") from exc
+            raise ReportError(
+                f"{path} is not a prediction summary (a 'conditions' list of objects with a 'condition' each): {exc}"
+            ) from exc
     return runs
 
 
@@ -314,8 +320,9 @@ def _joined(values: pd.Series) -> str:
     return ";".join(dict.fromkeys(str(v) for v in values.dropna()))
 
 
-def write_condition_summary(data: ReportData, path: str | os.PathLike,
-                            runs: dict[str, dict[str, Any]] | None = None) -> pd.DataFrame:
+def write_condition_summary(
+    data: ReportData, path: str | os.PathLike, runs: dict[str, dict[str, Any]] | None = None
+) -> pd.DataFrame:
     """Write :func:`condition_summary` as TSV (``.tsv``), an HTML page (``.html``) or CSV
     (anything else); return it."""
     table = condition_summary(data, runs)
@@ -325,13 +332,21 @@ def write_condition_summary(data: ReportData, path: str | os.PathLike,
         if data.library_sizes is None:
             notes.append("Library sizes are not available: the expression file holds log1p-CPM (as_counts: false).")
         if runs is not None:
-            notes.append("seconds: from submission to the parsed result (a rerun that downloaded an answered "
-                         "query again counts that time); submissions: times the query was sent (and paid for).")
+            notes.append(
+                "seconds: from submission to the parsed result (a rerun that downloaded an answered "
+                "query again counts that time); submissions: times the query was sent (and paid for)."
+            )
         # Shortest columns first, so the numbers fit on screen; the long query id last.
         shown = table.rename(columns=_SUMMARY_HEADERS)
         shown = shown[[name for name in _SUMMARY_HEADERS.values() if name in shown]]
-        write_html_table(shown, path, title=f"Per-condition summary ({len(data.conditions):,} conditions)",
-                         notes=notes, emulator=_emulator_warning(data.backend), code_columns=["query id"])
+        write_html_table(
+            shown,
+            path,
+            title=f"Per-condition summary ({len(data.conditions):,} conditions)",
+            notes=notes,
+            emulator=_emulator_warning(data.backend),
+            code_columns=["query id"],
+        )
         return table
     separator = "\t" if suffix == ".tsv" else ","
     with atomic_path(path) as temporary:
@@ -373,34 +388,46 @@ def conditions_frame(conditions: Sequence[Any]) -> pd.DataFrame:
     """The conditions as the workflow runs them (``read_conditions``' output), one row each:
     defaults applied, the model's own mode where the table gives none, then every metadata
     key any row sets (in the API's key order)."""
-    from .models import get_model, is_known_model
-    from .query import METADATA_KEYS
+    from synthbio_pipeline.vocabulary.models import get_model, is_known_model
+    from synthbio_pipeline.vocabulary.query import METADATA_KEYS
 
-    options = [key for key in ("seed", "total_count", "deterministic_latents")
-               if any(key in c.options for c in conditions)]
+    options = [
+        key for key in ("seed", "total_count", "deterministic_latents") if any(key in c.options for c in conditions)
+    ]
     keys = [key for key in METADATA_KEYS if any(key in c.metadata for c in conditions)]
     rows = []
     for c in conditions:
         mode = c.mode
         if mode is None and is_known_model(c.model_id):
             mode = get_model(c.model_id).default_mode
-        rows.append({"condition": c.name, "modality": c.modality, "model_id": c.model_id, "mode": mode,
-                     "num_samples": c.num_samples, **{key: c.options.get(key) for key in options},
-                     **{key: c.metadata.get(key) for key in keys}})
+        rows.append(
+            {
+                "condition": c.name,
+                "modality": c.modality,
+                "model_id": c.model_id,
+                "mode": mode,
+                "num_samples": c.num_samples,
+                **{key: c.options.get(key) for key in options},
+                **{key: c.metadata.get(key) for key in keys},
+            }
+        )
     columns = ["condition", "modality", "model_id", "mode", "num_samples", *options, *keys]
     return pd.DataFrame(rows, columns=columns)
 
 
-def write_conditions_page(table_path: str | os.PathLike, out: str | os.PathLike,
-                          defaults: dict[str, Any] | None = None) -> pd.DataFrame:
+def write_conditions_page(
+    table_path: str | os.PathLike, out: str | os.PathLike, defaults: dict[str, Any] | None = None
+) -> pd.DataFrame:
     """An HTML page of the conditions table as the workflow runs it (:func:`conditions_frame`)."""
-    from .conditions import read_conditions
+    from synthbio_pipeline.pipeline.conditions import read_conditions
 
     conditions = read_conditions(table_path, defaults=defaults)
     frame = conditions_frame(conditions)
     modalities = ", ".join(f"{m}: {n}" for m, n in frame["modality"].value_counts(sort=False).items())
-    notes = [f"{table_path}: {len(frame):,} conditions ({modalities}), {int(frame['num_samples'].sum()):,} samples "
-             "requested; config defaults applied; mode: the model's own where the table gives none."]
+    notes = [
+        f"{table_path}: {len(frame):,} conditions ({modalities}), {int(frame['num_samples'].sum()):,} samples "
+        "requested; config defaults applied; mode: the model's own where the table gives none."
+    ]
     if defaults:
         notes.append("defaults: " + ", ".join(f"{key} = {value}" for key, value in defaults.items()))
     write_html_table(frame, out, title="Conditions table", notes=notes)
@@ -426,8 +453,15 @@ tr:hover td { background: #f9fafb; }
 """
 
 
-def write_html_table(frame: pd.DataFrame, path: str | os.PathLike, *, title: str, notes: Sequence[str] = (),
-                     emulator: str | None = None, code_columns: Sequence[str] = ()) -> Path:
+def write_html_table(
+    frame: pd.DataFrame,
+    path: str | os.PathLike,
+    *,
+    title: str,
+    notes: Sequence[str] = (),
+    emulator: str | None = None,
+    code_columns: Sequence[str] = (),
+) -> Path:
     """A self-contained HTML page (no scripts, no external resources) showing ``frame``.
 
     Numbers are right-aligned with thousands separators (no decimals from 100 on); missing
@@ -449,17 +483,26 @@ def write_html_table(frame: pd.DataFrame, path: str | os.PathLike, *, title: str
         return f'<td class="code">{escape(str(value))}</td>' if code else f"<td>{escape(str(value))}</td>"
 
     codes = [column in code_columns for column in frame.columns]
-    numeric = [pd.api.types.is_numeric_dtype(frame[column]) and not pd.api.types.is_bool_dtype(frame[column])
-               for column in frame.columns]
-    head = "".join(f'<th class="number">{escape(str(column))}</th>' if number else f"<th>{escape(str(column))}</th>"
-                   for column, number in zip(frame.columns, numeric))
-    body = "\n".join("<tr>" + "".join(cell(value, code) for value, code in zip(row, codes)) + "</tr>"
-                     for row in frame.itertuples(index=False, name=None))
-    paragraphs = ([f'<p class="emulator">{escape(emulator)}</p>'] if emulator else [])
+    numeric = [
+        pd.api.types.is_numeric_dtype(frame[column]) and not pd.api.types.is_bool_dtype(frame[column])
+        for column in frame.columns
+    ]
+    head = "".join(
+        f'<th class="number">{escape(str(column))}</th>' if number else f"<th>{escape(str(column))}</th>"
+        for column, number in zip(frame.columns, numeric)
+    )
+    body = "\n".join(
+        "<tr>" + "".join(cell(value, code) for value, code in zip(row, codes)) + "</tr>"
+        for row in frame.itertuples(index=False, name=None)
+    )
+    paragraphs = [f'<p class="emulator">{escape(emulator)}</p>'] if emulator else []
     paragraphs += [f'<p class="note">{escape(note)}</p>' for note in notes]
-    page = (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{escape(title)}</title>\n'
-            f"<style>{_HTML_STYLE}</style>\n</head>\n<body>\n<h1>{escape(title)}</h1>\n" + "\n".join(paragraphs)
-            + f"\n<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>\n</body>\n</html>\n")
+    page = (
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{escape(title)}</title>\n'
+        f"<style>{_HTML_STYLE}</style>\n</head>\n<body>\n<h1>{escape(title)}</h1>\n"
+        + "\n".join(paragraphs)
+        + f"\n<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>\n</body>\n</html>\n"
+    )
     path = Path(path)
     with atomic_path(path) as temporary:
         temporary.write_text(page, encoding="utf-8")
@@ -508,8 +551,9 @@ def _strip_plot(data: ReportData, values: np.ndarray, path, *, title: str, ylabe
     longest = max((len(c) for c in data.conditions), default=0)
     # Slanted labels take height: grow the figure so the plot area keeps its size.
     named = n <= MAX_NAMED_CONDITIONS
-    figure = _figure(max(6.0, 0.38 * min(n, MAX_NAMED_CONDITIONS) + 2.5),
-                     4.2 + (0.055 * longest if 4 < n and named else 0.0))
+    figure = _figure(
+        max(6.0, 0.38 * min(n, MAX_NAMED_CONDITIONS) + 2.5), 4.2 + (0.055 * longest if 4 < n and named else 0.0)
+    )
     axes = figure.add_subplot()
     rng = np.random.default_rng(0)  # fixed jitter: reproducible figures
     conditions = np.asarray(data.sample_conditions)
@@ -519,8 +563,13 @@ def _strip_plot(data: ReportData, values: np.ndarray, path, *, title: str, ylabe
         axes.scatter(x, y, s=18, color=colour, marker=marker, alpha=0.8, linewidths=0, zorder=3)
         axes.hlines(np.median(y), i - 0.3, i + 0.3, color="black", linewidth=1.5, zorder=2)
     if named:
-        axes.set_xticks(range(n), data.conditions, rotation=45 if n > 4 else 0, ha="right" if n > 4 else "center",
-                        rotation_mode="anchor")
+        axes.set_xticks(
+            range(n),
+            data.conditions,
+            rotation=45 if n > 4 else 0,
+            ha="right" if n > 4 else "center",
+            rotation_mode="anchor",
+        )
         axes.set_xlabel("condition (black bar: median)")
     else:
         axes.set_xticks([])
@@ -547,15 +596,24 @@ def plot_library_sizes(data: ReportData, path: str | os.PathLike) -> Path:
     """Total counts per sample, one column of points per condition, with the median."""
     if data.library_sizes is None:
         raise ReportError("library sizes need counts; this expression file holds log1p-CPM (as_counts: false)")
-    return _strip_plot(data, data.library_sizes, path, title=f"Library size per sample ({len(data.samples):,} samples)",
-                       ylabel="library size (total counts)")
+    return _strip_plot(
+        data,
+        data.library_sizes,
+        path,
+        title=f"Library size per sample ({len(data.samples):,} samples)",
+        ylabel="library size (total counts)",
+    )
 
 
 def plot_detected_genes(data: ReportData, path: str | os.PathLike) -> Path:
     """Genes with a count above 0 per sample, one column of points per condition."""
-    return _strip_plot(data, data.detected_genes, path,
-                       title=f"Detected genes per sample (count > 0, of {data.n_genes:,} genes)",
-                       ylabel="detected genes")
+    return _strip_plot(
+        data,
+        data.detected_genes,
+        path,
+        title=f"Detected genes per sample (count > 0, of {data.n_genes:,} genes)",
+        ylabel="detected genes",
+    )
 
 
 def plot_pca(data: ReportData, path: str | os.PathLike) -> Path:
@@ -568,21 +626,46 @@ def plot_pca(data: ReportData, path: str | os.PathLike) -> Path:
     conditions = np.asarray(data.sample_conditions)
     for (colour, marker), condition in zip(_colours(n), data.conditions):
         points = data.pca[conditions == condition]
-        axes.scatter(points[:, 0], points[:, 1], s=28, color=colour, marker=marker, alpha=0.85,
-                     linewidths=0.3, edgecolors="white", label=condition)
+        axes.scatter(
+            points[:, 0],
+            points[:, 1],
+            s=28,
+            color=colour,
+            marker=marker,
+            alpha=0.85,
+            linewidths=0.3,
+            edgecolors="white",
+            label=condition,
+        )
     pc1, pc2 = data.explained_variance * 100
     axes.set_xlabel(f"PC1 ({pc1:.1f}% of variance)")
     axes.set_ylabel(f"PC2 ({pc2:.1f}% of variance)")
     axes.grid(alpha=0.3)
     if named:
-        axes.legend(title="condition", loc="upper left", bbox_to_anchor=(1.01, 1.0), ncols=columns,
-                    fontsize="small", frameon=False, markerscale=1.2, handletextpad=0.3, borderaxespad=0)
+        axes.legend(
+            title="condition",
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1.0),
+            ncols=columns,
+            fontsize="small",
+            frameon=False,
+            markerscale=1.2,
+            handletextpad=0.3,
+            borderaxespad=0,
+        )
     else:
-        axes.text(1.0, -0.12, f"coloured by condition ({n:,}; no legend)", transform=axes.transAxes, ha="right",
-                  fontsize="small")
+        axes.text(
+            1.0,
+            -0.12,
+            f"coloured by condition ({n:,}; no legend)",
+            transform=axes.transAxes,
+            ha="right",
+            fontsize="small",
+        )
     genes = len(data.pca_gene_ids)
-    axes.set_title(data.title(f"PCA of log1p-CPM ({genes:,} most variable genes, {len(data.samples):,} samples)"),
-                   loc="left")
+    axes.set_title(
+        data.title(f"PCA of log1p-CPM ({genes:,} most variable genes, {len(data.samples):,} samples)"), loc="left"
+    )
     return _save(figure, path)
 
 
@@ -605,8 +688,14 @@ def plot_condition_correlation(data: ReportData, path: str | os.PathLike) -> Pat
     colours = colormaps["viridis"].with_extremes(bad="lightgrey")
     image = axes.imshow(np.ma.masked_array(data.correlation, diagonal), cmap=colours, vmin=low, vmax=high)
     if named:
-        axes.set_xticks(range(n), data.conditions, rotation=45 if n > 3 else 0, ha="right" if n > 3 else "center",
-                        rotation_mode="anchor", fontsize="small" if n > 15 else None)
+        axes.set_xticks(
+            range(n),
+            data.conditions,
+            rotation=45 if n > 3 else 0,
+            ha="right" if n > 3 else "center",
+            rotation_mode="anchor",
+            fontsize="small" if n > 15 else None,
+        )
         axes.set_yticks(range(n), data.conditions, fontsize="small" if n > 15 else None)
         axes.set_xlabel("condition")
         axes.set_ylabel("condition")
@@ -620,8 +709,15 @@ def plot_condition_correlation(data: ReportData, path: str | os.PathLike) -> Pat
         for i in range(n):
             for j in range(n):
                 value = data.correlation[i, j]
-                axes.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize="small",
-                          color="black" if value > middle or i == j else "white")
+                axes.text(
+                    j,
+                    i,
+                    f"{value:.3f}",
+                    ha="center",
+                    va="center",
+                    fontsize="small",
+                    color="black" if value > middle or i == j else "white",
+                )
     figure.colorbar(image, ax=axes, label="Pearson r of condition means (diagonal: 1, grey)", shrink=0.8)
     axes.set_title(data.title("Correlation of mean log1p-CPM between conditions"), loc="left")
     return _save(figure, path)
@@ -648,9 +744,13 @@ def write_report(
     ``runs`` (:func:`read_run_summaries`) adds the predictions' timings to ``summary``.
     """
     data = compute_report(expression_path, metadata_path, pca_genes=pca_genes)
-    for function, path in ((plot_library_sizes, library_sizes), (plot_detected_genes, detected_genes),
-                           (plot_pca, pca), (plot_condition_correlation, correlation),
-                           (functools.partial(write_condition_summary, runs=runs), summary)):
+    for function, path in (
+        (plot_library_sizes, library_sizes),
+        (plot_detected_genes, detected_genes),
+        (plot_pca, pca),
+        (plot_condition_correlation, correlation),
+        (functools.partial(write_condition_summary, runs=runs), summary),
+    ):
         if path is not None:
             function(data, path)
     return data
@@ -659,11 +759,14 @@ def write_report(
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m synthbio_pipeline.report",
-        description="Draw the report figures and summary table of a merged expression + metadata pair.")
+        description="Draw the report figures and summary table of a merged expression + metadata pair.",
+    )
     parser.add_argument("expression")
     parser.add_argument("metadata")
-    parser.add_argument("outdir", help="writes library_sizes, detected_genes, pca, condition_correlation "
-                                       "(in --format) and conditions.tsv here")
+    parser.add_argument(
+        "outdir",
+        help="writes library_sizes, detected_genes, pca, condition_correlation (in --format) and conditions.tsv here",
+    )
     parser.add_argument("--format", choices=("svg", "png", "pdf"), default="svg")
     parser.add_argument("--pca-genes", type=int, default=DEFAULT_PCA_GENES)
     args = parser.parse_args(argv)

@@ -1,0 +1,1 @@
+"""The workflow's steps, Snakemake-free: the conditions table, the batch runner, the report."""
