@@ -14,8 +14,9 @@ from synthbio_pipeline import (
     validate_modality,
     validate_query,
 )
+from synthbio_pipeline.vocabulary.metadata import METADATA_KEYS
 from synthbio_pipeline.vocabulary.models import MODELS, get_model
-from synthbio_pipeline.vocabulary.query import METADATA_KEYS, example_wire_query, query_problems, to_wire
+from synthbio_pipeline.vocabulary.query import example_wire_query, query_problems, to_wire
 
 
 def test_modalities_and_modes():

@@ -20,6 +20,7 @@ import sys
 from synthbio_pipeline.client import token_store
 from synthbio_pipeline.client.constants import KEYRING_SERVICE, KEYRING_USER, TOKEN_ENV
 from synthbio_pipeline.errors import SynthbioError
+from synthbio_pipeline.vocabulary.models import MODALITIES
 
 
 def _read_token_from_user() -> str:
@@ -97,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     example = commands.add_parser("example-query", help="print an example query")
     which = example.add_mutually_exclusive_group(required=True)
-    which.add_argument("--modality", choices=["bulk", "single-cell"], help="the seed's user-facing example")
+    which.add_argument("--modality", choices=MODALITIES, help="the seed's user-facing example")
     which.add_argument("--model-id", help="ask the server for its example (wire format)")
     example.add_argument("--base-url")
     example.set_defaults(func=_example_query)

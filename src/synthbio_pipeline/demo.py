@@ -13,7 +13,7 @@ import time
 
 import pandas as pd
 
-from synthbio_pipeline import get_valid_query, list_models, log_cpm, predict_query
+from synthbio_pipeline import get_valid_modalities, get_valid_query, list_models, log_cpm, predict_query
 from synthbio_pipeline.client.constants import TOKEN_ENV
 from synthbio_pipeline.emulator import start_emulator
 
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     with start_emulator(latency=args.latency, genes=args.genes, tokens=[DEMO_TOKEN]) as emulator:
         print(f"Emulator (synthetic data, not a model) at {emulator.url}\n")
         print("Models:\n" + list_models(emulator.url).to_string(index=False) + "\n")
-        for modality in ("bulk", "single-cell"):
+        for modality in get_valid_modalities():
             query = get_valid_query(modality)
             started = time.monotonic()
             result = predict_query(query, api_base_url=emulator.url, poll_interval_seconds=1)

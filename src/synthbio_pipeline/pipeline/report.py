@@ -388,12 +388,11 @@ def conditions_frame(conditions: Sequence[Any]) -> pd.DataFrame:
     """The conditions as the workflow runs them (``read_conditions``' output), one row each:
     defaults applied, the model's own mode where the table gives none, then every metadata
     key any row sets (in the API's key order)."""
+    from synthbio_pipeline.vocabulary.metadata import METADATA_KEYS
     from synthbio_pipeline.vocabulary.models import get_model, is_known_model
-    from synthbio_pipeline.vocabulary.query import METADATA_KEYS
+    from synthbio_pipeline.vocabulary.options import QUERY_OPTIONS
 
-    options = [
-        key for key in ("seed", "total_count", "deterministic_latents") if any(key in c.options for c in conditions)
-    ]
+    options = [key for key in QUERY_OPTIONS if any(key in c.options for c in conditions)]
     keys = [key for key in METADATA_KEYS if any(key in c.metadata for c in conditions)]
     rows = []
     for c in conditions:
