@@ -47,6 +47,7 @@ from synthbio_pipeline.vocabulary.models import (
 )
 from synthbio_pipeline.vocabulary.options import BOOLEAN, FALSE_WORDS, QUERY_OPTIONS, TRUE_WORDS, QueryOption
 from synthbio_pipeline.vocabulary.query import WIRE_MODE
+from synthbio_pipeline.vocabulary.words import listed
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMAND = "python scripts/generate_vocabulary.py"
@@ -56,13 +57,11 @@ COMMAND = "python scripts/generate_vocabulary.py"
 
 
 def _or(words: Iterable[str]) -> str:
-    words = list(words)
-    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
+    return listed(words, "or")
 
 
 def _and(words: Iterable[str]) -> str:
-    words = list(words)
-    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
+    return listed(words, "and")
 
 
 def _quote(word: str) -> str:

@@ -32,15 +32,15 @@ from synthbio_pipeline.vocabulary.models import (
     model_for_modality,
 )
 from synthbio_pipeline.vocabulary.options import is_int, option_problems
-from synthbio_pipeline.vocabulary.words import did_you_mean, quoted
+from synthbio_pipeline.vocabulary.words import did_you_mean, listed, quoted
 
 CLIENT_SOURCE = "synthbio-pipeline"
 
-#: The fields that pick the model and how it samples: the seed's ``modality`` and ``mode``,
-#: the wire's name for the mode, and a model id (which overrides the modality).
-MODEL_FIELDS = ("modality", "mode", "sampling_strategy", "model_id")
 #: The wire's name for the mode.
 WIRE_MODE = "sampling_strategy"
+#: The fields that pick the model and how it samples: the seed's ``modality`` and ``mode``,
+#: the wire's name for the mode, and a model id (which overrides the modality).
+MODEL_FIELDS = ("modality", "mode", WIRE_MODE, "model_id")
 
 # --- the seed's functions --------------------------------------------------------------
 
@@ -179,7 +179,7 @@ def _request_problems(spec: ModelSpec | None, request: Mapping[str, Any], mode_f
     for index, item in enumerate(inputs):
         path = f"inputs[{index}]"
         if not isinstance(item, Mapping):
-            problems.append(Problem(path, f"each input is a mapping with {_and(input_keys)}"))
+            problems.append(Problem(path, f"each input is a mapping with {listed(map(repr, input_keys))}"))
             continue
         for key in input_keys:
             if key not in item:
@@ -268,11 +268,6 @@ def _unknown_modality(modality: Any) -> Problem:
 
 def _not_a_mapping(query: Any) -> Problem:
     return Problem("", f"a query is a mapping (a JSON object), not {type(query).__name__}")
-
-
-def _and(words) -> str:
-    words = [repr(word) for word in words]
-    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
 
 
 __all__ = [

@@ -20,3 +20,9 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
 def quoted(values: Iterable[object]) -> str:
     """``'a', 'b'``: values as the user would type them in a query."""
     return ", ".join(repr(value) for value in values)
+
+
+def listed(words: Iterable[str], conjunction: str = "and") -> str:
+    """``a, b and c`` (or ``a, b or c``)."""
+    words = list(words)
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} {conjunction} {words[-1]}"
