@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     example = commands.add_parser("example-query", help="print an example query")
     which = example.add_mutually_exclusive_group(required=True)
-    which.add_argument("--modality", choices=["bulk", "single-cell"], help="the seed's user-facing example")
+    which.add_argument("--modality", choices=["bulk", "single-cell"], help="rsynthbio's user-facing example")
     which.add_argument("--model-id", help="ask the server for its example (wire format)")
     example.add_argument("--base-url")
     example.set_defaults(func=_example_query)

@@ -9,7 +9,7 @@ column (an empty cell means "not set"); ``modality``, ``mode`` (or its synonym
 ``model_id`` override the defaults per row. :func:`read_conditions` checks the whole table
 before anything is sent and raises one :class:`ConditionsError` listing every problem
 with its file, line, condition and column. The rules themselves live in
-:mod:`synthbio_pipeline.query`: each row is turned into a query, checked there, and each
+:mod:`synthbio_pipeline.vocabulary.query`: each row is turned into a query, checked there, and each
 problem's query path is mapped back to the column it came from.
 """
 
@@ -92,7 +92,7 @@ class Condition:
     options: dict[str, Any] = field(default_factory=dict)
 
     def query(self) -> dict[str, Any]:
-        """The user-facing query of this condition (the seed's vocabulary)."""
+        """The user-facing query of this condition (rsynthbio's vocabulary)."""
         query: dict[str, Any] = {"model_id": self.model_id, "modality": self.modality}
         if self.mode is not None:
             query["mode"] = self.mode

@@ -21,7 +21,7 @@ class ModelSpec:
     """What the client needs to know about one model id."""
 
     model_id: str
-    #: The seed's user-facing word for the data type: ``bulk`` or ``single-cell``.
+    #: rsynthbio's user-facing word for the data type: ``bulk`` or ``single-cell``.
     modality: str
     #: ``baseline`` (metadata -> expression), ``reference-conditioning`` or ``predict-metadata``.
     kind: str
@@ -94,7 +94,7 @@ MODELS: tuple[ModelSpec, ...] = (
 
 _BY_ID = {spec.model_id: spec for spec in MODELS}
 
-#: The baseline model behind each user-facing modality word (the seed's vocabulary).
+#: The baseline model behind each user-facing modality word (rsynthbio's vocabulary).
 MODALITY_MODELS = {"bulk": "gem-1-bulk", "single-cell": "gem-1-sc"}
 
 

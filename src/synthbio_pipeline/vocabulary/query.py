@@ -1,4 +1,4 @@
-"""Queries: the seed's user-facing form, its local validation, and the wire body.
+"""Queries: rsynthbio's user-facing form, its local validation, and the wire body.
 
 A user writes a query in the vocabulary of the vendor's getting-started page::
 
@@ -151,7 +151,7 @@ METADATA_KEYS: dict[str, MetadataKey] = {
 #: Query-level fields with a meaning of their own; anything else is passed through.
 QUERY_OPTIONS = ("seed", "total_count", "deterministic_latents")
 
-# --- the seed's functions --------------------------------------------------------------
+# --- rsynthbio's functions --------------------------------------------------------------
 
 
 def get_valid_modalities() -> list[str]:
