@@ -200,11 +200,24 @@ def test_a_refused_signed_url_is_refreshed_with_one_line(server, caplog, tmp_pat
 # --- against the emulator with a fault plan ----------------------------------------------
 
 
-def test_a_job_through_a_fault_plan_logs_one_line_per_retry(make_emulator, emulator_token, tmp_path, caplog):
+def run_lung(tmp_path, base_url):
+    """One prediction job of the example bulk query, as the workflow runs it."""
     from synthbio_pipeline.pipeline.runner import run_prediction
 
     query = tmp_path / "q.json"
     query.write_text(json.dumps(example_wire_query("gem-1-bulk")))
+    return run_prediction(
+        query,
+        model_id="gem-1-bulk",
+        condition="lung",
+        expression_out=tmp_path / "o/e.parquet",
+        metadata_out=tmp_path / "o/m.parquet",
+        base_url=base_url,
+        poll_interval=1,
+    )
+
+
+def test_a_job_through_a_fault_plan_logs_one_line_per_retry(make_emulator, emulator_token, tmp_path, caplog):
     emulator = make_emulator(
         faults={
             "faults": [
@@ -216,15 +229,7 @@ def test_a_job_through_a_fault_plan_logs_one_line_per_retry(make_emulator, emula
         }
     )
     with caplog.at_level(logging.INFO):
-        run_prediction(
-            query,
-            model_id="gem-1-bulk",
-            condition="lung",
-            expression_out=tmp_path / "o/e.parquet",
-            metadata_out=tmp_path / "o/m.parquet",
-            base_url=emulator.url,
-            poll_interval=1,
-        )
+        run_lung(tmp_path, emulator.url)
     assert sum(emulator.stats()["faults"].values()) == 4
     retries = [r.getMessage() for r in caplog.records if "retry" in r.getMessage()]
     assert retries[:3] == [
@@ -235,3 +240,15 @@ def test_a_job_through_a_fault_plan_logs_one_line_per_retry(make_emulator, emula
     assert len(retries) == 4 and retries[3].startswith("lung: download of model query ")
     assert retries[3].endswith(", retry 1 of 2")
     assert "Retrying" not in caplog.text and emulator_token not in caplog.text and "signature=" not in caplog.text
+
+
+def test_an_unknown_query_id_is_submitted_afresh_once_not_forever(server, tmp_path, caplog):
+    """A server that forgets every id it hands out would otherwise be paid again and again."""
+
+    path = "/api/models/gem-1-bulk/predict"
+    server.answer("POST", path, (200, {}, {"modelQueryId": "q1"}), (200, {}, {"modelQueryId": "q2"}))
+    with caplog.at_level(logging.INFO), pytest.raises(errors.NotFoundError):
+        run_lung(tmp_path, server.url)
+    assert server.count("POST", path) == 2
+    assert "lung: model query q1: unknown to the server, submitting afresh, retry 1 of 1" in caplog.text
+    assert "q2: unknown" not in caplog.text

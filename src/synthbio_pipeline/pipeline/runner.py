@@ -148,7 +148,11 @@ def run_prediction(
                 if unknown_ids > R.MAX_UNKNOWN_ID_RESUBMISSIONS:
                     raise
                 what = f"{condition}: model query {ticket.query_id}"
-                log.warning(R.retry_line(what, "unknown to the server, submitting afresh", unknown_ids))
+                log.warning(
+                    R.retry_line(
+                        what, "unknown to the server, submitting afresh", unknown_ids, R.MAX_UNKNOWN_ID_RESUBMISSIONS
+                    )
+                )
             except QueryFailedError:
                 if ticket.submissions > resubmit_failed:
                     raise
