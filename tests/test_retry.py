@@ -76,6 +76,8 @@ def test_backoff_doubles_from_the_second_retry_and_is_capped():
         ("1.5", None),
         ("", None),
         ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),  # in the past
+        ("Wed, 21 Oct 99999 07:28:00 GMT", None),  # no such year
+        ("9" * 400, R.MAX_RETRY_AFTER),
     ],
 )
 def test_retry_after_is_read_in_seconds_capped_and_garbage_ignored(header, expected):
