@@ -1,4 +1,4 @@
-"""Benchmark: merging K per-condition Parquet parts into the expression + metadata pair (issue 6, P3).
+"""Benchmark: merging K per-condition Parquet parts into the expression + metadata pair (target P3).
 
     python bench/merge.py [--parts 100,1000] [--samples-per-part 10] [--genes 44590] [--keep DIR]
 
@@ -35,7 +35,7 @@ from _children import ChildFailed
 
 HERE = Path(__file__).resolve().parent
 TASKS = HERE / "_merge_tasks.py"
-#: Issue 6 P3: peak at the largest K at most 1.3x the peak at the smallest; merge at most 2x
+#: Target P3: peak at the largest K at most 1.3x the peak at the smallest; merge at most 2x
 #: the anchor's time; slices "well under a second" (taken here as at most 0.5 s).
 SCALING, SPEED, SLICE_S = 1.3, 2.0, 0.5
 
@@ -216,7 +216,7 @@ def _print(args, ks, figures) -> None:
     low, high = merge[ks[0]], merge[ks[-1]]
     scaling = high["peak_kb"] / low["peak_kb"]
     speed = high["wall_s"] / anchor[ks[-1]]["wall_s"]
-    print("\n== Verdict (issue 6 P3) ==")
+    print("\n== Verdict (P3) ==")
     print(
         f"peak memory: {mb(low['peak_kb'])} MB at K = {ks[0]}, {mb(high['peak_kb'])} MB at K = {ks[-1]}: "
         f"{scaling:.2f}x vs <= {SCALING}x: {met(scaling <= SCALING)}"

@@ -1,4 +1,4 @@
-"""The seed's query functions and the local validation that runs before anything is sent."""
+"""rsynthbio's query functions and the local validation that runs before anything is sent."""
 
 from __future__ import annotations
 

@@ -90,7 +90,7 @@ def to_log_cpm(expression_path: str | os.PathLike, out: str | os.PathLike) -> di
     """Write log1p(CPM) of a counts file as Parquet: same layout and row groups, float32 values.
 
     Two streaming passes: library sizes first, then each gene block normalised by them.
-    The values equal :func:`synthbio_pipeline.results.log_cpm` on the whole matrix.
+    The values equal :func:`synthbio_pipeline.formats.result_json.log_cpm` on the whole matrix.
     """
     parquet, samples, label = _open_expression(expression_path)
     if label.get("values") != COUNTS:

@@ -94,7 +94,7 @@ class Condition:
     options: dict[str, Any] = field(default_factory=dict)
 
     def query(self) -> dict[str, Any]:
-        """The user-facing query of this condition (the seed's vocabulary)."""
+        """The user-facing query of this condition (rsynthbio's vocabulary)."""
         query: dict[str, Any] = {"model_id": self.model_id, "modality": self.modality}
         if self.mode is not None:
             query["mode"] = self.mode

@@ -7,7 +7,7 @@
   group and allowed values or format) and the value checks;
 - :mod:`.options`: the query options (``QUERY_OPTIONS``: ``seed``, ``total_count``,
   ``deterministic_latents``) with their types and the server's defaults;
-- :mod:`.query`: queries built on all three: the seed's user-facing form, its translation
+- :mod:`.query`: queries built on all three: rsynthbio's user-facing form, its translation
   to the wire, and the checks the client and the emulator share (:func:`.query.query_problems`,
   :func:`.query.wire_problems`);
 - :mod:`.words`: how problems quote allowed words and suggest the closest one.

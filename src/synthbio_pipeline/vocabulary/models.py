@@ -18,12 +18,12 @@ from dataclasses import dataclass
 
 from synthbio_pipeline.vocabulary.metadata import METADATA_GROUPS, PERTURBATIONAL
 
-# --- modalities: the seed's user-facing word for the data type --------------------------
+# --- modalities: rsynthbio's user-facing word for the data type --------------------------
 
 BULK = "bulk"
 SINGLE_CELL = "single-cell"
 
-#: The baseline model behind each user-facing modality word (the seed's vocabulary).
+#: The baseline model behind each user-facing modality word (rsynthbio's vocabulary).
 MODALITY_MODELS = {BULK: "gem-1-bulk", SINGLE_CELL: "gem-1-sc"}
 MODALITIES = tuple(MODALITY_MODELS)
 #: The modality of a query (or a conditions table row) that names neither a modality nor a model.

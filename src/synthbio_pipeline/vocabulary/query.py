@@ -1,4 +1,4 @@
-"""Queries: the seed's user-facing form, its local validation, and the wire body.
+"""Queries: rsynthbio's user-facing form, its local validation, and the wire body.
 
 A user writes a query in the vocabulary of the vendor's getting-started page::
 
@@ -38,11 +38,11 @@ CLIENT_SOURCE = "synthbio-pipeline"
 
 #: The wire's name for the mode.
 WIRE_MODE = "sampling_strategy"
-#: The fields that pick the model and how it samples: the seed's ``modality`` and ``mode``,
+#: The fields that pick the model and how it samples: rsynthbio's ``modality`` and ``mode``,
 #: the wire's name for the mode, and a model id (which overrides the modality).
 MODEL_FIELDS = ("modality", "mode", WIRE_MODE, "model_id")
 
-# --- the seed's functions --------------------------------------------------------------
+# --- rsynthbio's functions --------------------------------------------------------------
 
 
 def get_valid_modalities() -> list[str]:
@@ -251,7 +251,7 @@ def _mode_of(query: Mapping[str, Any]) -> Any:
 
 
 def _mode_field(query: Mapping[str, Any]) -> str:
-    """The field a query gives its mode in (or should): the seed's ``mode`` or the wire's name."""
+    """The field a query gives its mode in (or should): rsynthbio's ``mode`` or the wire's name."""
     if "mode" in query:
         return "mode"
     if WIRE_MODE in query or ("model_id" in query and "modality" not in query):
