@@ -45,7 +45,15 @@ from synthbio_pipeline.vocabulary.models import (
     modalities_of_mode,
     model_for_modality,
 )
-from synthbio_pipeline.vocabulary.options import BOOLEAN, FALSE_WORDS, QUERY_OPTIONS, TRUE_WORDS, QueryOption
+from synthbio_pipeline.vocabulary.options import (
+    BOOLEAN,
+    FALSE_WORDS,
+    LIST,
+    LIST_SEPARATOR,
+    QUERY_OPTIONS,
+    TRUE_WORDS,
+    QueryOption,
+)
 from synthbio_pipeline.vocabulary.query import WIRE_MODE
 from synthbio_pipeline.vocabulary.words import listed
 
@@ -102,7 +110,17 @@ def _boolean_spellings(quote: Callable[[str], str]) -> str:
 def _option_expected(option: QueryOption, quote: Callable[[str], str]) -> str:
     if option.type == BOOLEAN:
         return f"{quote(TRUE_WORDS[0])} or {quote(FALSE_WORDS[0])} (also {_boolean_spellings(quote)})"
+    if option.type == LIST:
+        words = _or(map(quote, option.choices))
+        return f"one or more of {words}, separated by {quote(LIST_SEPARATOR)}"
     return option.expected()
+
+
+def _only_for(option: QueryOption) -> str:
+    """`` (reference rows only)`` for an option only some kinds of model take."""
+    if set(option.kinds) == {"reference-conditioning"}:
+        return "; rows with a reference only"
+    return ""
 
 
 def _model_default(modality: str, option: QueryOption) -> object:
@@ -138,6 +156,9 @@ def _option_cell_pattern(option: QueryOption) -> str:
     if option.type == BOOLEAN:
         pairs = zip(TRUE_WORDS, FALSE_WORDS, strict=True)
         return rf"^\s*(?i:{'|'.join(word for pair in pairs for word in pair)})\s*$"
+    if option.type == LIST:
+        word = f"(?:{_words_pattern(option.choices)})"
+        return _cell(rf"{word}(?:\s*{_escape(LIST_SEPARATOR)}\s*{word})*")
     if option.minimum is None:
         return r"^\s*[+-]?[0-9]+\s*$"
     if option.minimum == 1:
@@ -214,7 +235,7 @@ def conditions_columns() -> list[str]:
             [
                 ("type", "string"),
                 ("pattern", _option_cell_pattern(option)),
-                ("description", f"{_option_expected(option, str)}: {option.meaning}"),
+                ("description", f"{_option_expected(option, str)}: {option.meaning}{_only_for(option)}"),
             ],
         )
     for key in METADATA_KEYS.values():
@@ -247,7 +268,11 @@ def config_defaults() -> list[str]:
         fields: list[tuple[str, object]] = [("type", option.type)]
         if option.minimum is not None:
             fields.append(("minimum", option.minimum))
-        fields.append(("description", f"{_sentence(option.meaning)}. When not set: {option.default}."))
+        if option.type == LIST:
+            fields += [("items", {"enum": list(option.choices)}), ("minItems", 1), ("uniqueItems", True)]
+        fields.append(
+            ("description", f"{_sentence(option.meaning)}{_only_for(option)}. When not set: {option.default}.")
+        )
         lines += _yaml_property(option.name, fields)
     return lines
 
@@ -293,12 +318,14 @@ def readme_option_columns() -> list[str]:
     ]
     for option in QUERY_OPTIONS.values():
         default = _code(option.default) if option.type == BOOLEAN else option.default
+        if option.type == LIST:
+            default = " and ".join(_code(word) for word in option.default.split(" and "))
         if option.model_default:
             default += " (" + ", ".join(f"{_model_default(m, option):,} {m}" for m in MODALITIES) + ")"
         rows.append(
             (
                 f"`{option.name}`",
-                f"{_sentence(_option_expected(option, _code))}: {option.meaning}.",
+                f"{_sentence(_option_expected(option, _code))}: {option.meaning}{_only_for(option)}.",
                 f"`defaults.{option.name}`, else {default}",
             )
         )

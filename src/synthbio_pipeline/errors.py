@@ -132,3 +132,7 @@ class ResultError(SynthbioError, ValueError):
 
 class MergeError(SynthbioError, ValueError):
     """Parts that cannot be merged: different genes, repeated sample ids, mixed value kinds."""
+
+
+class GeneOrderError(SynthbioError, ValueError):
+    """A result whose gene order is not the one its query's counts were sent in (a stale cache)."""

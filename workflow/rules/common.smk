@@ -1,5 +1,6 @@
 # Checks made once, at parse time, before any job runs; the constants and input
 # functions the rules use. The logic lives in the synthbio_pipeline package.
+import os
 import re
 
 import jsonschema
@@ -15,13 +16,29 @@ from synthbio_pipeline.pipeline.conditions import (
 )
 from synthbio_pipeline.pipeline.report import data_source
 from synthbio_pipeline.pipeline.preflight import check_token
-from synthbio_pipeline.vocabulary.models import MODALITIES
+from synthbio_pipeline.pipeline.references import (
+    CountsFiles,
+    annotation_problems,
+    gene_order_path,
+    raise_if_problems,
+    read_annotations,
+    read_gene_order,
+    reference_problems,
+)
+from synthbio_pipeline.vocabulary.models import (
+    MODALITIES,
+    MODALITY_MODELS,
+    PREDICT_METADATA_MODELS,
+)
 
 
 wildcard_constraints:
     condition=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     modality="|".join(map(re.escape, MODALITIES)),
     batch=r"[0-9]+",
+    name=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    service=r"[A-Za-z0-9._-]+",
+    model=r"[a-z0-9][a-z0-9._-]*",
 
 
 # The wrapper directory, found from this file, so that it resolves whatever the working
@@ -108,6 +125,79 @@ if config["outputs"]["counts_tsv"] and not config["as_counts"]:
         "outputs: counts_tsv: true needs as_counts: true (with as_counts: false there are "
         "no counts to write); switch one of them"
     )
+# Metadata prediction reads counts: log1p-CPM cannot be sent.
+if config["outputs"]["predicted_metadata"] and not config["as_counts"]:
+    raise WorkflowError(
+        "outputs: predicted_metadata: true needs as_counts: true (the model reads counts); "
+        "switch one of them"
+    )
+ANNOTATIONS = {entry.name: entry for entry in read_annotations(config["annotate"])}
+
+
+def prefixed(path):
+    """A path as this workflow's rules see it (under a module's prefix, if any)."""
+    try:
+        return workflow.modifier.path_modifier.replace_prefix(path)
+    except AttributeError:
+        return path
+
+
+def gene_order_file(modality):
+    """The gene order the counts of a modality's references are aligned to: the config's
+    file, or the cache the rule gene_order fills (resources/gene_order/{service}/{model}.json).
+    """
+    configured = config["gene_order_files"].get(modality)
+    if configured:
+        return configured
+    return gene_order_path(config["api_base_url"], MODALITY_MODELS[modality])
+
+
+def gene_order_input(modality):
+    """gene_order_file as an input of a rule (a configured file is the user's, never prefixed)."""
+    path = gene_order_file(modality)
+    return local(path) if config["gene_order_files"].get(modality) else path
+
+
+def reference_conditions(modality):
+    return [c for c in CONDITIONS.values() if c.modality == modality and c.is_reference]
+
+
+def gene_order_modalities():
+    """The modalities whose gene order the run needs: reference rows or annotate files."""
+    wanted = {c.modality for c in CONDITIONS.values() if c.is_reference}
+    wanted |= {entry.modality for entry in ANNOTATIONS.values()}
+    return [m for m in MODALITIES if m in wanted]
+
+
+def known_gene_orders():
+    """{modality: gene order} for those known before any job (configured, or cached)."""
+    orders = {}
+    for modality in gene_order_modalities():
+        configured = config["gene_order_files"].get(modality)
+        if configured and not os.path.exists(configured):
+            raise WorkflowError(
+                f"gene_order_files.{modality}: {configured} does not exist (config/README.md, "
+                "'Reference conditioning')"
+            )
+        path = configured or prefixed(gene_order_file(modality))
+        if os.path.exists(path):
+            orders[modality] = read_gene_order(path)
+    return orders
+
+
+# Reference and annotate files are checked here, before any job: every problem with them
+# (missing file or sample, gene symbols, values that are not counts, the other modality's
+# data, too little overlap when the gene order is known) stops the run with the table's
+# file:line and the file and sample. Reading them costs a little, so only the main process does.
+if workflow.is_main_process and gene_order_modalities():
+    _files = CountsFiles()
+    _orders = known_gene_orders()
+    raise_if_problems(
+        reference_problems(
+            CONDITIONS.values(), config["conditions"], _orders, files=_files
+        ),
+        annotation_problems(ANNOTATIONS.values(), _orders, files=_files, first=256),
+    )
 
 
 def conditions_of(modality):
@@ -158,6 +248,21 @@ def final_outputs():
         targets += expand("results/{modality}/log1p_cpm.parquet", modality=present)
     if outputs["counts_tsv"]:
         targets += expand("results/{modality}/counts.tsv.gz", modality=present)
+    # The aligned references (the report compares each reference-conditioned condition with them).
+    targets += [
+        f"results/{m}/references.parquet" for m in present if reference_conditions(m)
+    ]
+    if outputs["predicted_metadata"]:
+        targets += expand(
+            "results/{modality}/{table}.parquet",
+            modality=present,
+            table=["predicted_metadata", "classifier_probs"],
+        )
+    targets += expand(
+        "results/annotate/{name}/{table}.parquet",
+        name=list(ANNOTATIONS),
+        table=["predicted_metadata", "classifier_probs"],
+    )
     if outputs["report"]:
         targets.append("results/report/conditions.html")
         names = [f"{f}.svg" for f in report_figures()] + ["summary.html", "summary.tsv"]
@@ -177,8 +282,77 @@ def get_batch_conditions(wildcards):
 
 
 def get_wire_bodies(wildcards):
-    """The request bodies: a parameter, so that editing a row reruns its batch only."""
+    """The request bodies: a parameter, so that editing a row reruns its batch only.
+
+    A reference row's body is without its counts (44,590 numbers do not belong in params:
+    they would fill `snakemake -n` and .snakemake/metadata); its reference file is an input
+    of the batch, so editing the file reruns the batches that use it.
+    """
     return {name: CONDITIONS[name].wire_body() for name in get_batch(wildcards)}
+
+
+def aligned_references(modality):
+    return f"results/{modality}/references.parquet"
+
+
+def input_gates(but=None):
+    """Files every batch's queries wait for (`but` one): the reference and annotate files'
+    checks against the model's gene order, so that a bad file stops the run before any
+    prediction is bought. ancient(): rewriting one does not rerun the batches that do not
+    use it."""
+    gates = [aligned_references(m) for m in MODALITIES if reference_conditions(m)]
+    gates += [f"results/queries/annotate/{name}" for name in ANNOTATIONS]
+    return [ancient(path) for path in gates if path != but]
+
+
+def get_query_inputs(wildcards):
+    """write_queries' inputs: the gates; for a batch with reference rows, their files, the
+    gene order and the aligned references (results/{modality}/references.parquet)."""
+    refs = [c for c in get_batch_conditions(wildcards) if c.is_reference]
+    if not refs:
+        return {"gates": input_gates()}
+    aligned = aligned_references(wildcards.modality)
+    return {
+        "gates": input_gates(but=aligned),
+        "aligned": ancient(aligned),
+        # The files themselves: editing one reruns the batches that use it (and only them).
+        "references": [local(p) for p in dict.fromkeys(c.reference for c in refs)],
+        "gene_order": gene_order_input(wildcards.modality),
+    }
+
+
+def get_predict_inputs(wildcards):
+    """predict's inputs: the batch's queries and the columns its samples get; with reference
+    rows, the gene order their counts were sent in (a result in another order is refused).
+    """
+    prefix = f"results/queries/{wildcards.modality}/{wildcards.batch}"
+    inputs = {"queries": prefix, "columns": f"{prefix}.columns.json"}
+    if any(c.is_reference for c in get_batch_conditions(wildcards)):
+        inputs["gene_order"] = gene_order_input(wildcards.modality)
+    return inputs
+
+
+def get_alignment_inputs(wildcards):
+    refs = reference_conditions(wildcards.modality)
+    return {
+        "gene_order": gene_order_input(wildcards.modality),
+        "references": [local(p) for p in dict.fromkeys(c.reference for c in refs)],
+    }
+
+
+def get_annotate_inputs(wildcards):
+    entry = ANNOTATIONS[wildcards.name]
+    return {"counts": local(entry.path), "gene_order": gene_order_input(entry.modality)}
+
+
+def samples_of(modality):
+    return sum(c.num_samples for c in CONDITIONS.values() if c.modality == modality)
+
+
+def get_metadata_in_flight(wildcards):
+    """Queries the metadata-prediction job of a modality keeps in flight."""
+    chunks = -(-samples_of(wildcards.modality) // config["predict_metadata_batch"])
+    return max(1, min(chunks, config["queries_per_job"]))
 
 
 def get_model_ids(wildcards):

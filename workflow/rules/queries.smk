@@ -2,8 +2,13 @@
 
 
 rule write_queries:
+    input:
+        # The reference and annotate checks (ancient), and a reference batch's files.
+        unpack(get_query_inputs),
     output:
-        directory("results/queries/{modality}/{batch}"),
+        queries=directory("results/queries/{modality}/{batch}"),
+        # Per condition, the columns its samples' metadata rows get (reference provenance).
+        columns="results/queries/{modality}/{batch}.columns.json",
     log:
         "logs/queries/{modality}/{batch}.log",
     localrule: True

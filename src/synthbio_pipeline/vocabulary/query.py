@@ -24,6 +24,7 @@ from synthbio_pipeline.vocabulary.models import (
     DEFAULT_MODALITY,
     MODALITY_MODELS,
     MODEL_ID_PATTERN,
+    REFERENCE_CONDITIONING,
     SAMPLING_STRATEGIES,
     SINGLE_CELL,
     ModelSpec,
@@ -190,8 +191,38 @@ def _request_problems(spec: ModelSpec | None, request: Mapping[str, Any], mode_f
             if not isinstance(item["metadata"], Mapping):
                 problems.append(Problem(f"{path}.metadata", "must be a mapping of metadata keys to values"))
             elif keys is not None:
-                problems += metadata_problems(item["metadata"], f"{path}.metadata", keys)
+                metadata = item["metadata"]
+                refused = excluded_keys(spec, metadata)
+                for key, message in refused.items():
+                    problems.append(Problem(f"{path}.metadata.{key}", message))
+                kept = {key: value for key, value in metadata.items() if key not in refused}
+                problems += metadata_problems(kept, f"{path}.metadata", keys)
     return problems
+
+
+def excluded_keys(spec: ModelSpec, metadata: Mapping[str, Any]) -> dict[str, str]:
+    """Keys of the model's vocabulary that its inputs may not carry, each with why.
+
+    A reference-conditioning model takes perturbation keys only: the biological and technical
+    ones are inferred from the reference sample.
+    """
+    if spec.vocabulary is None:
+        return {}
+    vocabulary = VOCABULARIES[spec.vocabulary]
+    allowed = [name for name, key in vocabulary.items() if key.group in spec.metadata_groups]
+    found = {}
+    for name in metadata:
+        key = vocabulary.get(name)
+        if key is None or key.group in spec.metadata_groups:
+            continue
+        if spec.kind == REFERENCE_CONDITIONING:
+            why = (
+                f"is inferred from the reference sample ({key.group} key): a reference-conditioned input cannot set it"
+            )
+        else:
+            why = f"is a {key.group} key, which {spec.model_id} does not take"
+        found[name] = f"{name!r} {why}; allowed here: {listed(allowed)}"
+    return found
 
 
 def metadata_keys_of(spec: ModelSpec) -> dict[str, MetadataKey] | None:
@@ -275,6 +306,7 @@ __all__ = [
     "MODEL_FIELDS",
     "WIRE_MODE",
     "example_wire_query",
+    "excluded_keys",
     "get_valid_modalities",
     "get_valid_modes",
     "get_valid_query",
