@@ -46,11 +46,12 @@ from synthbio_pipeline.vocabulary.models import (
     model_for_modality,
 )
 from synthbio_pipeline.vocabulary.options import (
+    ALL_OPTIONS,
     BOOLEAN,
     FALSE_WORDS,
     LIST,
     LIST_SEPARATOR,
-    QUERY_OPTIONS,
+    MODEL_OPTIONS,
     TRUE_WORDS,
     QueryOption,
 )
@@ -117,10 +118,13 @@ def _option_expected(option: QueryOption, quote: Callable[[str], str]) -> str:
 
 
 def _only_for(option: QueryOption) -> str:
-    """`` (reference rows only)`` for an option only some kinds of model take."""
-    if set(option.kinds) == {"reference-conditioning"}:
+    """``; rows with a reference only`` for an option only some models take."""
+    if option.name not in MODEL_OPTIONS:
+        return ""
+    kinds = {spec.kind for spec in MODELS if option.name in spec.options}
+    if kinds == {"reference-conditioning"}:
         return "; rows with a reference only"
-    return ""
+    return f"; {_or(sorted(kinds))} models only"
 
 
 def _model_default(modality: str, option: QueryOption) -> object:
@@ -229,7 +233,7 @@ def conditions_columns() -> list[str]:
             ("description", f"a model id such as {example} (overrides modality)"),
         ],
     )
-    for option in QUERY_OPTIONS.values():
+    for option in ALL_OPTIONS.values():
         lines += _yaml_property(
             option.name,
             [
@@ -264,15 +268,14 @@ def config_defaults() -> list[str]:
             ("description", f"How samples are drawn: {_modes_text(str)}; the model's own when not set."),
         ],
     )
-    for option in QUERY_OPTIONS.values():
+    for option in ALL_OPTIONS.values():
         fields: list[tuple[str, object]] = [("type", option.type)]
         if option.minimum is not None:
             fields.append(("minimum", option.minimum))
         if option.type == LIST:
             fields += [("items", {"enum": list(option.choices)}), ("minItems", 1), ("uniqueItems", True)]
-        fields.append(
-            ("description", f"{_sentence(option.meaning)}{_only_for(option)}. When not set: {option.default}.")
-        )
+        default = _and(option.default_value) if option.type == LIST else option.default
+        fields.append(("description", f"{_sentence(option.meaning)}{_only_for(option)}. When not set: {default}."))
         lines += _yaml_property(option.name, fields)
     return lines
 
@@ -316,10 +319,10 @@ def readme_option_columns() -> list[str]:
             "the modality's model",
         ),
     ]
-    for option in QUERY_OPTIONS.values():
+    for option in ALL_OPTIONS.values():
         default = _code(option.default) if option.type == BOOLEAN else option.default
         if option.type == LIST:
-            default = " and ".join(_code(word) for word in option.default.split(" and "))
+            default = _and(map(_code, option.default_value))
         if option.model_default:
             default += " (" + ", ".join(f"{_model_default(m, option):,} {m}" for m in MODALITIES) + ")"
         rows.append(
@@ -365,7 +368,7 @@ def readme_metadata_keys() -> list[str]:
 
 def readme_default_keys() -> list[str]:
     """config/README.md, the ``defaults`` row: the keys it takes."""
-    return [", ".join(_code(name) for name in ("modality", "mode", *QUERY_OPTIONS))]
+    return [", ".join(_code(name) for name in ("modality", "mode", *ALL_OPTIONS))]
 
 
 def readme_query_words() -> list[str]:
@@ -374,7 +377,7 @@ def readme_query_words() -> list[str]:
     modes = " | ".join(map(_code, SAMPLING_STRATEGIES)) + (f"; {only}" if only else "")
     return [
         f"`modality` ({' | '.join(map(_code, MODALITIES))}) and `mode` ({modes}), plus optional "
-        f"{_and(map(_code, QUERY_OPTIONS))}"
+        f"{_and(map(_code, ALL_OPTIONS))}"
     ]
 
 

@@ -38,7 +38,7 @@ from synthbio_pipeline.formats.parquet_footer import chunk_layout, stitch_expres
 from synthbio_pipeline.formats.result_json import log_cpm, open_result
 from synthbio_pipeline.vocabulary.metadata import METADATA_KEYS
 from synthbio_pipeline.vocabulary.models import get_model, is_known_model
-from synthbio_pipeline.vocabulary.options import BOOLEAN, INTEGER, LIST, LIST_SEPARATOR, QUERY_OPTIONS
+from synthbio_pipeline.vocabulary.options import BOOLEAN, INTEGER, LIST, LIST_SEPARATOR, MODEL_OPTIONS, QUERY_OPTIONS
 
 if TYPE_CHECKING:  # pandas only where a DataFrame is returned: it costs ~45 MB RSS to import
     import pandas as pd
@@ -318,8 +318,8 @@ def _metadata_table(
     """One row per sample, built with pyarrow (no pandas import on the write path), with the
     pandas metadata ``DataFrame.to_parquet`` would write for the frame this used to build.
 
-    The query options' columns are those the model's kind takes (a baseline model's parts
-    have no ``conditioning`` column); ``extra_columns`` follow them (text, whole numbers,
+    The query options' columns are every model's (``QUERY_OPTIONS``), then those only the
+    model takes (a reference-conditioning model's ``conditioning``); ``extra_columns`` follow (text, whole numbers,
     booleans, or None: an all-null column)."""
     inputs = body.get("inputs", [])
     requested = inputs[0].get("metadata", {}) if len(inputs) == 1 else {}
@@ -341,10 +341,9 @@ def _metadata_table(
         "sampling_strategy": text(body.get("sampling_strategy")),
         "num_samples": (_constant_array(n, pa.int64(), n), _INT64),
     }
-    kind_of_model = get_model(model_id).kind if is_known_model(model_id) else None
-    for name, option in QUERY_OPTIONS.items():
-        if kind_of_model is not None and kind_of_model not in option.kinds and name not in body:
-            continue
+    own = get_model(model_id).options if is_known_model(model_id) else ()
+    options = {**QUERY_OPTIONS, **{n: o for n, o in MODEL_OPTIONS.items() if n in own or n in body}}
+    for name, option in options.items():
         arrow_type, kind = _OPTION_TYPES[option.type]
         value = body.get(name)
         if option.type == LIST:
@@ -598,8 +597,9 @@ def load_expression(
 
     ``orientation="genes"`` gives genes × samples (as stored, index ``gene_id``);
     ``"samples"`` gives samples × genes (index ``sample_id``, like the vendor's client).
-    ``genes`` and ``samples`` select a subset without reading the rest of the file. The
-    metadata comes back indexed by ``sample_id`` in the expression's sample order.
+    ``genes`` and ``samples`` select a subset without reading the rest of the file; a gene
+    or sample the file does not have raises :class:`KeyError`. The metadata comes back
+    indexed by ``sample_id`` in the expression's sample order.
     """
     import pandas as pd  # lazy, like pyarrow.compute: writing parts needs neither
     import pyarrow.compute as pc
@@ -619,7 +619,16 @@ def load_expression(
     else:
         # Read only the row groups (gene blocks) that hold a wanted gene, then keep those rows.
         wanted = pa.array(list(genes), pa.string())
-        hits = np.flatnonzero(pc.is_in(source.read(columns=[GENE_ID]).column(0), value_set=wanted).to_numpy(False))
+        present = source.read(columns=[GENE_ID]).column(0)
+        hits = np.flatnonzero(pc.is_in(present, value_set=wanted).to_numpy(False))
+        if len(hits) < len(pc.unique(wanted)):
+            found = set(present.take(pa.array(hits)).to_pylist())
+            unknown = [gene for gene in dict.fromkeys(wanted.to_pylist()) if gene not in found]
+            raise KeyError(
+                f"{expression_path} has no genes {', '.join(map(str, unknown[:5]))}"
+                + (f" (and {len(unknown) - 5} more)" if len(unknown) > 5 else "")
+                + (f"; its {len(present):,} gene ids are like {present[0]}" if len(present) else "; it has no genes")
+            )
         ends = np.cumsum([source.metadata.row_group(g).num_rows for g in range(source.num_row_groups)])
         groups = sorted(set(np.searchsorted(ends, hits, side="right").tolist()))
         table = source.read_row_groups(groups, columns=columns)

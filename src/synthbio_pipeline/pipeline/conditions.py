@@ -41,6 +41,7 @@ from synthbio_pipeline.vocabulary.models import (
     is_known_model,
 )
 from synthbio_pipeline.vocabulary.options import (
+    ALL_OPTIONS,
     BOOLEAN,
     FALSE_WORDS,
     LIST,
@@ -57,7 +58,7 @@ CONDITION_RULE = "1-100 ASCII letters, digits, '_', '.' or '-', starting with a 
 MAX_SAMPLES_PER_CONDITION = 10_000
 REQUIRED_COLUMNS = ("condition", "num_samples")
 #: The columns that override the config's defaults: the model's fields, then the query options.
-OPTION_COLUMNS = (*MODEL_FIELDS, *QUERY_OPTIONS)
+OPTION_COLUMNS = (*MODEL_FIELDS, *ALL_OPTIONS)
 #: A reference-conditioned row's counts file (relative to the working directory) and its sample.
 REFERENCE_COLUMNS = ("reference", "reference_sample")
 
@@ -293,14 +294,18 @@ def _condition_of(
         modality = get_model(model_id).modality if model_id and is_known_model(model_id) else DEFAULT_MODALITY
     if model_id and is_known_model(model_id):
         kind = get_model(model_id).kind
+        takes = get_model(model_id).options
         if reference is not None and kind != REFERENCE_CONDITIONING:
             bad("model_id", f"a row with a reference needs a reference-conditioning model, not {model_id} ({kind})")
         elif reference is None and kind == REFERENCE_CONDITIONING:
             bad("reference", f"model {model_id} generates from a reference sample: give its counts file here")
     else:
         kind = REFERENCE_CONDITIONING if reference is not None else BASELINE
+        takes = None
     models = REFERENCE_MODELS if reference is not None else MODALITY_MODELS
     model_id = model_id or models.get(modality)
+    if takes is None:
+        takes = get_model(model_id).options if model_id and is_known_model(model_id) else ()
     if mode is None and model_id and is_known_model(model_id):
         mode = get_model(model_id).default_mode
 
@@ -311,14 +316,15 @@ def _condition_of(
         query["mode"] = mode
     columns = {"modality": modality_column, "mode": mode_column, "model_id": "model_id"}
     options = {}
-    for key, option in QUERY_OPTIONS.items():
+    for key, option in ALL_OPTIONS.items():
         value, column = _pick(cells, defaults, key)
         if value is None:
             continue
-        if kind not in option.kinds:
-            # A config default of a reference-only option is for the reference rows.
+        if key not in QUERY_OPTIONS and key not in takes:
+            # A config default of a model's own option (conditioning) is for the rows of that model.
             if column == key:
-                bad(key, f"only rows with a reference take {key!r}: {option.meaning}")
+                hint = "give the row a reference" if kind != REFERENCE_CONDITIONING else f"{model_id} does not take it"
+                bad(key, f"only rows with a reference take {key!r} ({hint}, or leave the cell empty)")
             continue
         options[key] = _parse_option(option.type, value)
         columns[key] = column

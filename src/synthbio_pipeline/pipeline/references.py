@@ -52,7 +52,7 @@ from synthbio_pipeline.files import atomic_path
 from synthbio_pipeline.formats.references import CountsFile, CountsFileError, open_counts
 from synthbio_pipeline.pipeline.conditions import Condition, TableProblem
 from synthbio_pipeline.pipeline.runner import load_ticket, run_prediction
-from synthbio_pipeline.vocabulary.models import MODALITY_MODELS, get_model, is_known_model
+from synthbio_pipeline.vocabulary.models import MEAN_ESTIMATION, MODALITY_MODELS, get_model, is_known_model
 from synthbio_pipeline.vocabulary.query import get_valid_query, to_wire
 from synthbio_pipeline.vocabulary.words import did_you_mean, quoted
 
@@ -555,7 +555,7 @@ def learn_gene_order(
         query = {
             "model_id": model_id,
             "modality": spec.modality,
-            "mode": "mean estimation",
+            "mode": MEAN_ESTIMATION,
             "seed": 0,
             "inputs": [{"metadata": example["inputs"][0]["metadata"], "num_samples": 1}],
         }
