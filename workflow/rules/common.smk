@@ -20,6 +20,7 @@ from synthbio_pipeline.pipeline.references import (
     CountsFiles,
     annotation_problems,
     gene_order_path,
+    known_gene_order,
     raise_if_problems,
     read_annotations,
     read_gene_order,
@@ -31,6 +32,8 @@ from synthbio_pipeline.vocabulary.models import (
     PREDICT_METADATA_MODELS,
 )
 
+MODALITY_OF_MODEL = {model: modality for modality, model in MODALITY_MODELS.items()}
+
 
 wildcard_constraints:
     condition=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
@@ -38,7 +41,7 @@ wildcard_constraints:
     batch=r"[0-9]+",
     name=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     service=r"[A-Za-z0-9._-]+",
-    model=r"[a-z0-9][a-z0-9._-]*",
+    model="|".join(map(re.escape, MODALITY_MODELS.values())),
 
 
 # The wrapper directory, found from this file, so that it resolves whatever the working
@@ -170,7 +173,9 @@ def gene_order_modalities():
 
 
 def known_gene_orders():
-    """{modality: gene order} for those known before any job (configured, or cached)."""
+    """{modality: gene order} for those known before any job: configured, cached, or in
+    this workflow's own results of the baseline model from this service (free to read).
+    """
     orders = {}
     for modality in gene_order_modalities():
         configured = config["gene_order_files"].get(modality)
@@ -182,13 +187,37 @@ def known_gene_orders():
         path = configured or prefixed(gene_order_file(modality))
         if os.path.exists(path):
             orders[modality] = read_gene_order(path)
+            continue
+        known = known_gene_order(
+            prefixed(f"results/predictions/{modality}"),
+            MODALITY_MODELS[modality],
+            config["api_base_url"],
+        )
+        if known is not None:
+            orders[modality] = known[0]
     return orders
+
+
+def gene_order_checks(wildcards):
+    """What the gene_order job checks once it knows the order: the reference rows and annotate
+    files of its modality (when the order was not known before the run, this is where their
+    overlap with the model's genes is first checked, before any of their queries is written).
+    """
+    modality = MODALITY_OF_MODEL[wildcards.model]
+    return {
+        "table": config["conditions"],
+        "conditions": reference_conditions(modality),
+        "annotations": [a for a in ANNOTATIONS.values() if a.modality == modality],
+    }
 
 
 # Reference and annotate files are checked here, before any job: every problem with them
 # (missing file or sample, gene symbols, values that are not counts, the other modality's
-# data, too little overlap when the gene order is known) stops the run with the table's
-# file:line and the file and sample. Reading them costs a little, so only the main process does.
+# data, and too little overlap with the model's genes when the gene order is known) stops
+# the run with the table's file:line and the file and sample. When the gene order must first
+# be bought (the first reference run against a service), the gene_order job checks the
+# overlap before any reference or annotate query is written. Only the main process reads
+# the files.
 if workflow.is_main_process and gene_order_modalities():
     _files = CountsFiles()
     _orders = known_gene_orders()
@@ -291,31 +320,13 @@ def get_wire_bodies(wildcards):
     return {name: CONDITIONS[name].wire_body() for name in get_batch(wildcards)}
 
 
-def aligned_references(modality):
-    return f"results/{modality}/references.parquet"
-
-
-def input_gates(but=None):
-    """Files every batch's queries wait for (`but` one): the reference and annotate files'
-    checks against the model's gene order, so that a bad file stops the run before any
-    prediction is bought. ancient(): rewriting one does not rerun the batches that do not
-    use it."""
-    gates = [aligned_references(m) for m in MODALITIES if reference_conditions(m)]
-    gates += [f"results/queries/annotate/{name}" for name in ANNOTATIONS]
-    return [ancient(path) for path in gates if path != but]
-
-
 def get_query_inputs(wildcards):
-    """write_queries' inputs: the gates; for a batch with reference rows, their files, the
-    gene order and the aligned references (results/{modality}/references.parquet)."""
+    """write_queries' inputs: for a batch with reference rows, their files (editing one
+    reruns the batches that use it, and only them) and the model's gene order."""
     refs = [c for c in get_batch_conditions(wildcards) if c.is_reference]
     if not refs:
-        return {"gates": input_gates()}
-    aligned = aligned_references(wildcards.modality)
+        return {}
     return {
-        "gates": input_gates(but=aligned),
-        "aligned": ancient(aligned),
-        # The files themselves: editing one reruns the batches that use it (and only them).
         "references": [local(p) for p in dict.fromkeys(c.reference for c in refs)],
         "gene_order": gene_order_input(wildcards.modality),
     }

@@ -3,7 +3,7 @@
 
 rule write_queries:
     input:
-        # The reference and annotate checks (ancient), and a reference batch's files.
+        # A batch with reference rows: their files and the model's gene order.
         unpack(get_query_inputs),
     output:
         queries=directory("results/queries/{modality}/{batch}"),

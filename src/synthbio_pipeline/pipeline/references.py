@@ -31,6 +31,7 @@ list, the cache's JSON, a text file of one id a line, or an ``expression.parquet
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -162,6 +163,8 @@ class Alignment:
     matched: int
     model_genes: int
     unused: int
+    #: The file's sample it is (set by :func:`align_references`).
+    sample: str | None = None
 
     @property
     def missing(self) -> int:
@@ -402,19 +405,20 @@ def raise_if_problems(table_problems: Sequence[TableProblem], other: Sequence[st
 # --- the aligned references (results/{modality}/references.parquet) ----------------------------
 
 
-def write_references(
+def align_references(
     conditions: Sequence[Condition],
     gene_order: Sequence[str],
-    out: str | os.PathLike,
     *,
     base: str | os.PathLike | None = None,
+    files: CountsFiles | None = None,
     log: logging.Logger = logger,
 ) -> dict[str, Alignment]:
-    """Align every reference row's sample and write them: ``gene_id`` + one int64 column per condition.
+    """Every reference row's sample, checked and aligned to ``gene_order`` (condition -> alignment).
 
-    Raises :class:`ReferenceError` listing every problem (nothing is written then).
+    Raises :class:`ReferenceError` listing every problem. Each alignment is logged (genes
+    matched, missing ones set to 0, the file's genes the model lacks, library size).
     """
-    files = CountsFiles(base)
+    files = files or CountsFiles(base)
     alignments: dict[str, Alignment] = {}
     problems = []
     for condition in conditions:
@@ -428,10 +432,24 @@ def write_references(
         if problem:
             problems.append(f"condition {condition.name!r}: {problem}")
             continue
-        alignments[condition.name] = alignment
+        alignments[condition.name] = alignment = dataclasses.replace(alignment, sample=sample)
         log.info("%s: reference %s, sample %r: %s", condition.name, condition.reference, sample, alignment.describe())
     if problems:
         raise ReferenceError(f"{len(problems)} reference problem(s); nothing was sent:\n- " + "\n- ".join(problems))
+    return alignments
+
+
+def write_references(
+    conditions: Sequence[Condition],
+    gene_order: Sequence[str],
+    out: str | os.PathLike,
+    *,
+    base: str | os.PathLike | None = None,
+    log: logging.Logger = logger,
+) -> dict[str, Alignment]:
+    """``results/{modality}/references.parquet``: ``gene_id`` (the model's gene order) and one
+    int64 column per reference-conditioned condition, its reference sample aligned."""
+    alignments = align_references(conditions, gene_order, base=base, log=log)
     modality = conditions[0].modality if conditions else None
     columns = {"gene_id": pa.array(list(gene_order), pa.string())}
     columns.update({name: pa.array(a.counts, pa.int64()) for name, a in alignments.items()})
@@ -440,12 +458,6 @@ def write_references(
     with atomic_path(out) as temporary:
         pq.write_table(table, temporary, compression="zstd")
     return alignments
-
-
-def read_reference_counts(path: str | os.PathLike, conditions: Sequence[str]) -> dict[str, np.ndarray]:
-    """The aligned counts of some reference-conditioned conditions, from references.parquet."""
-    table = pq.read_table(path, columns=list(conditions))
-    return {name: table.column(name).to_numpy() for name in conditions}
 
 
 # --- gene order -------------------------------------------------------------------------------
