@@ -91,7 +91,7 @@ def _reason(error: Exception) -> str:
 def can_prompt() -> bool:
     """Whether a person can be asked for the token: standard input is a terminal, or
     ``getpass`` is a notebook kernel's (ipykernel replaces it while a cell runs)."""
-    if getattr(getpass.getpass, "__module__", "getpass") != "getpass":
+    if str(getattr(getpass.getpass, "__module__", "")).startswith("ipykernel"):
         return True
     try:
         return bool(sys.stdin is not None and sys.stdin.isatty())
