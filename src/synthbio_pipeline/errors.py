@@ -3,7 +3,7 @@
 SynthbioError
 ├── QueryValidationError        the query is wrong before anything is sent (local checks)
 ├── MissingTokenError           no token in the environment or the keyring
-├── InsecureURLError            an http:// base URL that is not loopback
+├── InsecureURLError            an http:// base URL that is neither loopback nor an allowed http host
 ├── APIConnectionError          the request did not get an answer
 │   └── APITimeoutError
 ├── APIStatusError              the server answered with an error status
@@ -71,7 +71,8 @@ class MissingTokenError(SynthbioError, KeyError):
 
 
 class InsecureURLError(SynthbioError, ValueError):
-    """Tokens are only sent over https, or over plain http to a loopback host."""
+    """Tokens are only sent over https, or over plain http to a loopback host (or to a host listed
+    in ``allowed_http_hosts`` when ``send_token_over_http`` says so)."""
 
 
 class APIConnectionError(SynthbioError):
