@@ -81,6 +81,9 @@ def write_part(
 ) -> dict[str, Any]:
     """Turn one downloaded result into the condition's expression and metadata parts.
 
+    ``result_path`` is a JSON result document, or a reader already open that yields the same
+    samples (``gene_order``, ``model_version``, ``top_level``, ``samples(expected)``: a
+    self-hosted Arrow stream's, :func:`~synthbio_pipeline.formats.arrow_stream.write_arrow_part`).
     ``extra_columns`` (name -> value) are added to every metadata row of the condition (a
     reference row's provenance). ``expected_genes``, when given, is the gene order the query's
     counts were sent in: a result in another order raises :class:`GeneOrderError`.
@@ -96,7 +99,7 @@ def write_part(
     expected = sum(int(item.get("num_samples", 0)) for item in body.get("inputs", [])) or None
     kind = COUNTS if as_counts else LOG_CPM
     dtype = np.dtype(np.int32 if as_counts else np.float32)
-    with open_result(result_path, expected_samples=expected) as reader, contextlib.ExitStack() as stack:
+    with _open_source(result_path, expected) as reader, contextlib.ExitStack() as stack:
         genes = reader.gene_order
         if expected_genes is not None and list(expected_genes) != genes:
             raise GeneOrderError(
@@ -140,6 +143,13 @@ def write_part(
         "model_version": model_version,
         "query_id": query_id,
     }
+
+
+def _open_source(source, expected: int | None):
+    """A JSON result document's path (opened here), or a reader already open (left open)."""
+    if hasattr(source, "samples") and hasattr(source, "gene_order"):
+        return contextlib.nullcontext(source)
+    return open_result(source, expected_samples=expected)
 
 
 #: Samples per file pyarrow encodes for :func:`write_part`: its writer keeps ~1-2 KB of metadata
