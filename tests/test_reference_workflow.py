@@ -213,11 +213,14 @@ def test_baseline_and_reference_rows_predicted_metadata_and_annotate(make_emulat
 
     # Adding a reference row where the results of the baseline model are: the gene order is
     # learned from them, nothing is bought for it.
+    # (a reference inside the workflow's own results/ is refused: it is copied out first)
+    (earlier / "references").mkdir()
+    (earlier / "references/lung.parquet").write_bytes((earlier / "results/bulk/expression.parquet").read_bytes())
     (earlier / "config/conditions.tsv").write_text(
         "condition\tnum_samples\ttissue_ontology_id\tsex\tsample_type\treference\treference_sample\tperturbation_type\n"
         "lung\t3\tUBERON:0002048\tmale\tprimary tissue\t\t\t\n"
         "liver\t2\tUBERON:0002107\tfemale\tprimary tissue\t\t\t\n"
-        "ko\t1\t\t\t\tresults/bulk/expression.parquet\tliver_2\tcrispr\n"
+        "ko\t1\t\t\t\treferences/lung.parquet\tliver_2\tcrispr\n"
     )
     before = submissions(emulator)
     target = f"resources/gene_order/{service_key(emulator.url)}/gem-1-bulk.json"
@@ -258,6 +261,13 @@ def test_bad_references_are_refused_before_any_request(make_emulator, emulator_t
     assert "gene symbols" in text and "config/symbols.tsv" in text
     assert "conditions.tsv:3 (condition 'far')" in text and "covers 40 of the model's 240 genes" in text
     assert "conditions.tsv:4 (condition 'lost')" in text and "config/gone.tsv: no such file" in text
+    # A reference inside the workflow's own results/ would be rewritten by the run reading it.
+    (tmp_path / "config/conditions.tsv").write_text(
+        "condition\tnum_samples\treference\treference_sample\tperturbation_type\n"
+        "again\t1\tresults/bulk/expression.parquet\tlung_1\tcrispr\n"
+    )
+    run = run_workflow(tmp_path, emulator, emulator_token)
+    assert run.returncode != 0 and "copy it out" in run.stdout + run.stderr, output_of(run)
     assert emulator.stats()["requests"] == {} and not (tmp_path / "results").exists()
 
     # Without it, the order is bought first (one sample), and the gene-order job refuses the

@@ -2,6 +2,7 @@
 # functions the rules use. The logic lives in the synthbio_pipeline package.
 import os
 import re
+import sys
 
 import jsonschema
 import pandas as pd
@@ -13,6 +14,10 @@ from synthbio_pipeline.pipeline.conditions import (
     ConditionsError,
     TableProblem,
     read_conditions,
+)
+from synthbio_pipeline.pipeline.predict_metadata import (
+    describe_plan,
+    planned_predictions,
 )
 from synthbio_pipeline.pipeline.report import data_source
 from synthbio_pipeline.pipeline.preflight import check_token
@@ -145,6 +150,32 @@ def prefixed(path):
         return path
 
 
+def own_outputs(paths):
+    """The paths that lie in this workflow's results/ or resources/ (under its prefix)."""
+    roots = [os.path.abspath(prefixed(root)) for root in ("results", "resources")]
+    return [
+        path
+        for path in paths
+        if any(
+            os.path.commonpath([os.path.abspath(path), root]) == root for root in roots
+        )
+    ]
+
+
+# A reference or annotate file that this workflow writes would make the run depend on its
+# own output (and change under the rows that use it): it must be a copy kept elsewhere.
+_own = own_outputs(
+    [c.reference for c in CONDITIONS.values() if c.is_reference]
+    + [entry.path for entry in ANNOTATIONS.values()]
+)
+if _own:
+    raise WorkflowError(
+        f"{', '.join(sorted(set(_own)))}: a reference or annotate file inside this workflow's "
+        "results/ (or resources/) would be rewritten by the run that reads it; copy it out "
+        "first (for example to references/) and name the copy"
+    )
+
+
 def gene_order_file(modality):
     """The gene order the counts of a modality's references are aligned to: the config's
     file, or the cache the rule gene_order fills (resources/gene_order/{service}/{model}.json).
@@ -218,8 +249,12 @@ def gene_order_checks(wildcards):
 # be bought (the first reference run against a service), the gene_order job checks the
 # overlap before any reference or annotate query is written. Only the main process reads
 # the files.
+def samples_of(modality):
+    return sum(c.num_samples for c in CONDITIONS.values() if c.modality == modality)
+
+
+_files = CountsFiles()
 if workflow.is_main_process and gene_order_modalities():
-    _files = CountsFiles()
     _orders = known_gene_orders()
     raise_if_problems(
         reference_problems(
@@ -227,6 +262,30 @@ if workflow.is_main_process and gene_order_modalities():
         ),
         annotation_problems(ANNOTATIONS.values(), _orders, files=_files, first=256),
     )
+    for _modality in gene_order_modalities():
+        if _modality not in _orders:
+            print(
+                f"The gene order of {MODALITY_MODELS[_modality]} is not known yet: one sample "
+                "of it will be bought to learn it (config/README.md, 'Reference conditioning').",
+                file=sys.stderr,
+            )
+# What metadata prediction would buy, said before any job (each query is paid for).
+if workflow.is_main_process and (
+    config["outputs"]["predicted_metadata"] or ANNOTATIONS
+):
+    _plan = planned_predictions(
+        {
+            m: samples_of(m)
+            for m in MODALITIES
+            if config["outputs"]["predicted_metadata"]
+        },
+        {
+            name: (entry.modality, len(_files.open(entry.path).samples))
+            for name, entry in ANNOTATIONS.items()
+        },
+        config["predict_metadata_batch"],
+    )
+    print(describe_plan(_plan), file=sys.stderr)
 
 
 def conditions_of(modality):
@@ -354,10 +413,6 @@ def get_alignment_inputs(wildcards):
 def get_annotate_inputs(wildcards):
     entry = ANNOTATIONS[wildcards.name]
     return {"counts": local(entry.path), "gene_order": gene_order_input(entry.modality)}
-
-
-def samples_of(modality):
-    return sum(c.num_samples for c in CONDITIONS.values() if c.modality == modality)
 
 
 def get_metadata_in_flight(wildcards):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from synthbio_pipeline.pipeline.references import (
     overlap_problem,
     values_problem,
 )
+from synthbio_pipeline.vocabulary.models import PREDICT_METADATA_MODELS
 from synthbio_pipeline.vocabulary.query import to_wire
 
 logger = logging.getLogger(__name__)
@@ -148,4 +149,41 @@ def queries_from_counts_file(
     return samples
 
 
-__all__ = ["DEFAULT_BATCH", "chunk_names", "prediction_body", "queries_from_counts_file", "queries_from_expression"]
+def planned_predictions(
+    generated: Mapping[str, int], annotated: Mapping[str, tuple[str, int]], batch: int = DEFAULT_BATCH
+) -> list[tuple[str, str, int, int]]:
+    """What metadata prediction asks for: ``(model id, what, queries, samples)`` per source.
+
+    ``generated``: modality -> samples the run generates (``outputs.predicted_metadata``);
+    ``annotated``: annotate name -> (modality, samples in its file). Each query is paid for, like
+    the rows' own (the budget guard counts these with them).
+    """
+    plan = []
+    for modality, samples in generated.items():
+        if samples:
+            plan.append(
+                (PREDICT_METADATA_MODELS[modality], f"{modality} samples", len(chunk_names(samples, batch)), samples)
+            )
+    for name, (modality, samples) in annotated.items():
+        plan.append((PREDICT_METADATA_MODELS[modality], f"annotate {name}", len(chunk_names(samples, batch)), samples))
+    return plan
+
+
+def describe_plan(plan: Sequence[tuple[str, str, int, int]]) -> str:
+    lines = [f"  {model} ({what}): {queries:,} queries, {samples:,} samples" for model, what, queries, samples in plan]
+    total = sum(samples for *_, samples in plan)
+    queries = sum(queries for _, _, queries, _ in plan)
+    head = f"Metadata prediction: {total:,} samples in {queries:,} queries"
+    head += " (each paid for, unless a ticket holds its answer):"
+    return "\n".join([head, *lines])
+
+
+__all__ = [
+    "DEFAULT_BATCH",
+    "chunk_names",
+    "describe_plan",
+    "planned_predictions",
+    "prediction_body",
+    "queries_from_counts_file",
+    "queries_from_expression",
+]
