@@ -2,14 +2,16 @@
 metadata that the emulator's own generator (:mod:`.generate`) used.
 
 The generator moves a base profile by one fixed effect per metadata pair (which genes, by how
-much: :func:`.generate.pair_effect`). Predicting reverses that: for each sample, the log
-expression over the modality's base profile is a sum of the effects of its pairs plus noise,
-so each candidate value of a field is scored by how well its effect explains it (a weighted
-Gaussian log-likelihood ratio against "no effect", each gene weighted by how much its count
-can be trusted: Poisson noise, the negative-binomial dispersion and the latent noise). A
-second pass scores each field again with the other fields' best effects taken out. The
-scores of a field's candidates, tempered, go through a softmax: ``classifier_probs``; the
-top one is the predicted ``metadata`` value.
+much: :func:`.generate.pair_effect`). Predicting reverses that: each candidate value of a field
+is scored by how well its effect explains the sample's counts over the modality's base profile,
+as a log-likelihood ratio against "no effect": for bulk, a Gaussian likelihood of the log counts
+with each gene weighted by how much its count can be trusted (Poisson noise, the
+negative-binomial dispersion, the latent noise); for single cells, whose counts are few and
+mostly zeros, a multinomial likelihood of the counts. A second pass scores each field again with
+the other fields' best effects taken out. The scores of a field's candidates, tempered, go
+through a softmax: ``classifier_probs`` (field -> value -> probability, the value as text); the
+top one is the predicted ``metadata`` value. The fields and values are the vocabulary's keys, so
+a prediction compares directly with the metadata of the query that generated the sample.
 
 Candidates of a field: its vocabulary choices (``sex``, ``sample_type``...), a few common
 values (:data:`KNOWN_VALUES`), and every value the running emulator has seen in a query
@@ -19,7 +21,8 @@ rest of the emulator, this is a plausible stand-in, not a model.
 
 Each output also carries ``latents`` (the predicted values' latent means plus the sample's
 deviation, projected on the generator's loadings: :func:`encode`) and a ``decoder_sample``:
-the expected counts of the predicted condition at the sample's library size.
+the expected counts of the predicted condition, moved by those latents, at the sample's
+library size.
 """
 
 from __future__ import annotations
