@@ -94,7 +94,7 @@ def test_vendor_predicts_each_example_and_its_frames_equal_ours_on_the_same_resu
 
 @pytest.mark.parametrize("model_id", COUNTS_MODELS)
 def test_our_predict_query_gives_the_vendors_frames_for_a_fixed_seed(emulator, model_id):
-    """Our vendor_api.predict_query (a query addressed by model id) and the vendor's client, on the
+    """Our vendor_api.predict_query (pysynthbio's call) and the vendor's client, on the
     same seeded query, give equal DataFrames (reference conditioning is seeded; prediction is
     deterministic)."""
     query = pysynthbio.get_example_query(model_id, api_base_url=emulator.url)["example_query"]
@@ -102,11 +102,7 @@ def test_our_predict_query_gives_the_vendors_frames_for_a_fixed_seed(emulator, m
     vendor = pysynthbio.predict_query(
         dict(query), model_id=model_id, api_base_url=emulator.url, poll_interval_seconds=1
     )
-    ours = predict_query(
-        {"model_id": model_id, **{k: v for k, v in query.items() if k != "source"}},
-        api_base_url=emulator.url,
-        poll_interval_seconds=1,
-    )
+    ours = predict_query(query, model_id, api_base_url=emulator.url, poll_interval_seconds=1)
     assert set(ours) == set(vendor)
     for name in vendor:
         pd.testing.assert_frame_equal(ours[name], vendor[name], check_dtype=False)
