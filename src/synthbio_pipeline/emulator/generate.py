@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import lzma
 import os
 import secrets
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -78,14 +80,50 @@ _DISPERSION_SCALE = {"bulk": 1.0, "single-cell": 5.0}
 # --- gene-level tables -------------------------------------------------------------------
 
 
+#: Real human Ensembl gene ids (unversioned, sorted): the first 44,590 of the list the vendor's R
+#: client (rsynthbio, MIT) once shipped as its "sra" gene order (data/README.md says more).
+GENE_IDS_FILE = "ensembl_human_gene_ids.txt.xz"
+#: Genes every gene set holds, however small: the ones a user looks up first.
+WELL_KNOWN_GENES = {
+    "ENSG00000141510": "TP53",
+    "ENSG00000111640": "GAPDH",
+    "ENSG00000084674": "APOB",
+    "ENSG00000075624": "ACTB",
+    "ENSG00000012048": "BRCA1",
+    "ENSG00000146648": "EGFR",
+    "ENSG00000133703": "KRAS",
+    "ENSG00000136997": "MYC",
+    "ENSG00000169083": "AR",
+    "ENSG00000091831": "ESR1",
+    "ENSG00000010610": "CD4",
+    "ENSG00000163631": "ALB",
+}
+
+
+@lru_cache(maxsize=1)
+def ensembl_gene_ids() -> tuple[str, ...]:
+    """Every gene id the emulator knows, sorted (44,590 real human Ensembl ids)."""
+    with (resources.files(__package__) / "data" / GENE_IDS_FILE).open("rb") as raw, lzma.open(raw, "rt") as text:
+        return tuple(text.read().split())
+
+
 @lru_cache(maxsize=8)
 def gene_order(n: int = DEFAULT_GENES) -> tuple[str, ...]:
-    """``n`` unique, increasing Ensembl-style gene ids (``ENSG`` + 11 digits), always the same."""
-    if n < 1:
-        raise ValueError(f"need at least one gene, not {n}")
-    gaps = np.random.default_rng(_GENE_ORDER_SEED).integers(1, 12, size=n)
-    numbers = 3 + np.cumsum(gaps) - gaps[0]  # the first id is ENSG00000000003, as in Ensembl
-    return tuple(f"ENSG{number:011d}" for number in numbers)
+    """``n`` real human Ensembl gene ids, sorted, always the same for the same ``n``.
+
+    All of :func:`ensembl_gene_ids` for the default ``n``; for fewer, the well-known genes
+    (TP53, GAPDH, APOB, ...) and then a fixed random draw of the rest, so that a gene set
+    contains every smaller one.
+    """
+    known = ensembl_gene_ids()
+    if not 1 <= n <= len(known):
+        raise ValueError(f"the emulator has 1 to {len(known):,} genes, not {n:,}")
+    if n == len(known):
+        return known
+    well_known = list(WELL_KNOWN_GENES)[:n]  # all of them among the known ids (tests/test_emulator.py)
+    others = np.array([gene for gene in known if gene not in WELL_KNOWN_GENES])
+    drawn = np.random.default_rng(_GENE_ORDER_SEED).permutation(len(others))[: n - len(well_known)]
+    return tuple(sorted([*well_known, *others[drawn].tolist()]))
 
 
 @dataclass(frozen=True)
