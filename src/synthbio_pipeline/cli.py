@@ -32,7 +32,9 @@ def _read_token_from_user() -> str:
 
 def _token_set(args) -> int:
     # A command cannot change its parent shell's environment: the keyring is the one place
-    # it can keep a token for later sessions, so that is where `set` stores it.
+    # it can keep a token for later sessions, so that is where `set` stores it. Without a
+    # usable keyring, say so before the token is typed.
+    token_store.check_keyring()
     token_store.set_token(_read_token_from_user(), use_keyring=True)
     print(f"Token stored in the system keyring (service {KEYRING_SERVICE!r}, user {KEYRING_USER!r}).")
     return 0

@@ -3,6 +3,7 @@
 SynthbioError
 ├── QueryValidationError        the query is wrong before anything is sent (local checks)
 ├── MissingTokenError           no token in the environment or the keyring
+├── KeyringUnavailableError     no usable system keyring to store a token in (headless machines)
 ├── InsecureURLError            an http:// base URL that is not loopback
 ├── APIConnectionError          the request did not get an answer
 │   └── APITimeoutError
@@ -60,6 +61,10 @@ TOKEN_HINT = (
 class MissingTokenError(SynthbioError):
     def __init__(self, message: str = "No Synthesize Bio API token found.", hint: str = TOKEN_HINT):
         super().__init__(f"{message} {hint}")
+
+
+class KeyringUnavailableError(SynthbioError):
+    """No usable system keyring (a headless server, an HPC login node): use the environment."""
 
 
 class InsecureURLError(SynthbioError, ValueError):
