@@ -1,5 +1,7 @@
 # Checks made once, at parse time, before any job runs; the constants and input
 # functions the rules use. The logic lives in the synthbio_pipeline package.
+import hashlib
+import json
 import os
 import sys
 
@@ -261,9 +263,18 @@ def get_batch_conditions(wildcards):
     return [CONDITIONS[name] for name in get_batch(wildcards)]
 
 
-def get_wire_bodies(wildcards):
-    """The request bodies: a parameter, so that editing a row reruns its batch only."""
-    return {name: CONDITIONS[name].wire_body() for name in get_batch(wildcards)}
+def get_queries_digest(wildcards):
+    """A short digest of a batch's requests, models and order: "3 queries, sha256 1a2b…".
+
+    A parameter, so that editing a row reruns its batch only; short, so that the rerun
+    reason of -n fits on a line (the requests themselves would run to pages).
+    """
+    names = get_batch(wildcards)
+    queries = [[n, CONDITIONS[n].model_id, CONDITIONS[n].wire_body()] for n in names]
+    text = json.dumps(queries, sort_keys=True, separators=(",", ":"))
+    return (
+        f"{len(names)} queries, sha256 {hashlib.sha256(text.encode()).hexdigest()[:16]}"
+    )
 
 
 def get_model_ids(wildcards):
