@@ -94,7 +94,8 @@ def test_example_table_end_to_end(make_emulator, emulator_token, tmp_path):
         folder = workdir / "results" / modality
         # AnnData by default for single-cell only (outputs: h5ad).
         h5ad = [f"{modality}.h5ad"] if modality == "single-cell" else []
-        assert sorted(p.name for p in folder.iterdir()) == ["expression.parquet", "metadata.parquet", *h5ad]
+        expected = ["expression.parquet", "metadata.parquet", "provenance.json", *h5ad]
+        assert sorted(p.name for p in folder.iterdir()) == sorted(expected)
 
         expression = pq.read_table(folder / "expression.parquet")
         assert expression.column_names == ["gene_id", *ids]

@@ -17,6 +17,7 @@ from synthbio_pipeline.pipeline.conditions import (
     TableProblem,
     read_conditions,
 )
+from synthbio_pipeline.pipeline.provenance import provenance_labels
 from synthbio_pipeline.pipeline.report import data_source
 from synthbio_pipeline.pipeline.preflight import (
     ConfigError,
@@ -307,6 +308,12 @@ def get_run_summaries(wildcards):
         modality=wildcards.modality,
         batch=BATCHES[wildcards.modality],
     )
+
+
+def get_provenance_files(wildcards):
+    """What made each modality's merged data (rule merge), for the report."""
+    present = [m for m in MODALITIES if conditions_of(m)]
+    return expand("results/{modality}/provenance.json", modality=present)
 
 
 def figure_outputs():

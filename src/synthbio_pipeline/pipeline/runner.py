@@ -280,6 +280,7 @@ def run_prediction(
         ticket_path.unlink(missing_ok=True)
     summary["seconds"] = round(time.monotonic() - started, 2)
     summary["submissions"] = ticket.submissions
+    summary["base_url"] = ticket.base_url  # where the query went (the report's provenance)
     log.info(
         "%s: wrote %d samples x %d genes (%s) in %.1f s",
         condition,
