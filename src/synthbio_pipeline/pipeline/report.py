@@ -453,13 +453,24 @@ def write_conditions_page(
     if defaults:
         notes.append("defaults: " + ", ".join(f"{key} = {value}" for key, value in defaults.items()))
     if provenance:
-        options = ", ".join(f"{key} = {value}" for key, value in provenance.get("options", {}).items())
+        options = ", ".join(f"{key} = {_plain(value)}" for key, value in provenance.get("options", {}).items())
         notes.append(
             f"Predicted by {', '.join(provenance.get('api_base_url', [])) or 'an unrecorded service'} "
             f"({' + '.join(provenance.get('data', []))}), {provenance.get('made', '')}; options: {options}."
         )
     write_html_table(frame, out, title="Conditions table", notes=notes)
     return frame
+
+
+def _plain(value: Any) -> str:
+    """A config value as the config file would show it: true, [a, b], {seed: 42}."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{key}: {_plain(item)}" for key, item in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_plain(item) for item in value) + "]"
+    return str(value)
 
 
 _HTML_STYLE = """
