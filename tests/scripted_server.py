@@ -14,6 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 #: A scripted answer: (status, headers, body). Body dicts are sent as JSON; the string
 #: "DROP" closes the connection without answering.
 DROP = "DROP"
+#: The token the ``server`` fixture (conftest.py) puts in SYNTHESIZE_API_KEY.
+SCRIPTED_TOKEN = "tok-CLIENT-test-7f3a"
 
 
 @dataclass

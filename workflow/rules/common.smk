@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import re
 import sys
 
 import jsonschema
@@ -26,13 +27,12 @@ from synthbio_pipeline.pipeline.preflight import (
     config_problems,
     service_problem,
 )
-
-MODALITIES = ("bulk", "single-cell")
+from synthbio_pipeline.vocabulary.models import MODALITIES
 
 
 wildcard_constraints:
     condition=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
-    modality="|".join(MODALITIES),
+    modality="|".join(map(re.escape, MODALITIES)),
     batch=r"[0-9]+",
 
 
