@@ -8,8 +8,8 @@
    the resource usage ``os.wait4`` returns for that child (``ru_maxrss``, KB on Linux):
    - the vendor's path (the anchor): json.load -> pysynthbio 4.2.4
      transform_standard_model_output -> expression/metadata ``DataFrame.to_parquet``;
-   - ours: ``tables.write_part`` (streaming parse -> Parquet part) then ``merge_parts`` of that
-     one part, together and each alone; the streaming parser alone; ``results.to_frames``.
+   - ours: ``parquet.write_part`` (streaming parse -> Parquet part) then ``merge_parts`` of that
+     one part, together and each alone; the streaming parser alone; ``result_json.to_frames``.
 3. Checks that our merged expression, loaded samples x genes, equals the vendor's (values,
    gene order) and that the metadata agrees: prints PASS or FAIL, exits 1 on FAIL.
 4. Writes the same counts as genes-as-rows and as samples-as-rows Parquet and times writing,
@@ -230,7 +230,7 @@ def _run(args, scaling: list[int], workdir: Path) -> int:
     rows.append(measurement_row("  ours: write_part alone (stream -> part)", runs["write_part"], anchor))
     rows.append(measurement_row("  ours: merge_parts alone (1 part)", runs["merge"], anchor))
     rows.append(measurement_row("ref: open_result().samples() parse only", runs["parse"], anchor))
-    rows.append(measurement_row("ref: results.to_frames (in-memory frames)", runs["to_frames"], anchor))
+    rows.append(measurement_row("ref: result_json.to_frames (in-memory frames)", runs["to_frames"], anchor))
     print_table(rows)
     print()
     print("vendor phases: " + ", ".join(f"{k} {v:.2f} s" for k, v in anchor["phases"].items()))
@@ -258,7 +258,7 @@ def _run(args, scaling: list[int], workdir: Path) -> int:
         )
     print_table(lrows)
     print(
-        "genes-as-rows reads use tables.load_expression(genes=..., samples=...); samples-as-rows reads use "
+        "genes-as-rows reads use parquet.load_expression(genes=..., samples=...); samples-as-rows reads use "
         "column projection (genes) and a sample_id filter (samples)."
     )
     if not layout["slices_agree"]:

@@ -5,14 +5,14 @@
 1. Writes K parts of S samples x G genes in ``write_part``'s layout (genes as rows, one int32
    column per sample, row groups of ``ROW_GROUP_GENES`` genes, negative binomial counts) and
    their metadata parts, once per K (reused from ``--keep DIR`` when already there).
-2. Runs ``tables.merge_parts`` of the K parts in a fresh interpreter (``bench/_merge_tasks.py``)
+2. Runs ``parquet.merge_parts`` of the K parts in a fresh interpreter (``bench/_merge_tasks.py``)
    and takes its peak memory from ``os.wait4`` (``ru_maxrss``): wall, peak, peak at the largest
    K over the smallest (target: at most 1.3x).
 3. The anchor, in the same run: rewriting the same bytes with pyarrow, ``pq.read_table`` of
    the merged file then ``pq.write_table`` with the same options and row groups (target: our
    merge at most 2x the anchor's time). ``--reencode`` adds the previous merge (decode each
    gene block of every part, write it with ``ParquetWriter``) as a reference row.
-4. Reads slices of the largest merged file with ``tables.load_expression``: 10 genes spread
+4. Reads slices of the largest merged file with ``parquet.load_expression``: 10 genes spread
    over the file for all samples, 10 adjacent genes, 10 samples for all genes, and the footer
    alone (best of ``--repeat``; target: well under a second).
 
