@@ -48,11 +48,12 @@ def test_a_refused_token_says_how_to_set_one(emulator, monkeypatch):
 
 
 def test_a_model_the_token_may_not_use_is_named(emulator):
-    problem = service_problem(emulator.url, ["gem-1-bulk", "gem-1-bulk_reference-conditioning"])
+    # A model of the vendor's that the emulator does not serve.
+    problem = service_problem(emulator.url, ["gem-1-bulk", "gem-1-bulk_condition-on-sample-ids"])
     assert problem.startswith(
-        f"model gem-1-bulk_reference-conditioning is not available to this token at {emulator.url}"
+        f"model gem-1-bulk_condition-on-sample-ids is not available to this token at {emulator.url}"
     )
-    assert "it offers: gem-1-bulk, gem-1-sc" in problem
+    assert "it offers: gem-1-bulk, gem-1-bulk_predict-metadata" in problem
 
 
 def test_a_base_url_with_a_path_too_many_says_what_a_base_url_is(emulator):

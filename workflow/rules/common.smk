@@ -252,6 +252,7 @@ def final_outputs():
         targets += expand(
             "results/report/{modality}/{name}", modality=present, name=names
         )
+        targets += reference_report_targets(present)
     return targets
 
 
@@ -353,6 +354,62 @@ def figure_labels(title):
             "modality": wildcards.modality,
             "figure": title,
             "data": data_source(input.expression),
+        }
+
+    return labels
+
+
+# --- the report of the reference-conditioning and metadata-prediction families ------------
+
+
+def has_reference_rows(modality):
+    """Whether a condition of `modality` is conditioned on a reference sample."""
+    return any(
+        getattr(c, "reference", None)
+        for c in CONDITIONS.values()
+        if c.modality == modality
+    )
+
+
+def predicted_metadata_on():
+    """Whether metadata is predicted for the generated samples (outputs: predicted_metadata)."""
+    return bool(config.get("outputs", {}).get("predicted_metadata", False))
+
+
+def reference_report_targets(modalities):
+    """The round trip (with predicted metadata) and the MA plots (with reference rows)."""
+    targets = []
+    if predicted_metadata_on():
+        targets += expand(
+            "results/report/{modality}/{name}",
+            modality=modalities,
+            name=["round_trip.tsv", "round_trip.html", "round_trip.svg"],
+        )
+    targets += expand(
+        "results/report/{modality}/{name}",
+        modality=[m for m in modalities if has_reference_rows(m)],
+        name=["ma_plots.svg", "top_changed_genes.tsv", "top_changed_genes.html"],
+    )
+    return targets
+
+
+def get_requests(wildcards):
+    """What each condition of a modality asked for: {condition: {metadata key: value}}."""
+    return {
+        name: dict(getattr(c, "metadata", None) or {})
+        for name, c in CONDITIONS.items()
+        if c.modality == wildcards.modality
+    }
+
+
+def reference_labels(title):
+    """Report labels of the round trip and MA plots; `data` as for the other figures."""
+
+    def labels(wildcards, input):
+        return {
+            "modality": wildcards.modality,
+            "figure": title,
+            "data": data_source(input.metadata),
         }
 
     return labels
