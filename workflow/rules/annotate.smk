@@ -46,6 +46,7 @@ rule predict_metadata:
         poll_interval=lambda wildcards, resources: config["poll_interval_seconds"],
         poll_timeout=lambda wildcards, resources: config["poll_timeout_seconds"],
         resubmit_failed=lambda wildcards, resources: config["resubmit_failed"],
+        heartbeat=lambda wildcards, resources: config["progress_interval_seconds"],
     wrapper:
         f"{WRAPPERS}/synthesize/predict"
 
@@ -98,5 +99,6 @@ rule annotate:
         poll_interval=lambda wildcards, resources: config["poll_interval_seconds"],
         poll_timeout=lambda wildcards, resources: config["poll_timeout_seconds"],
         resubmit_failed=lambda wildcards, resources: config["resubmit_failed"],
+        heartbeat=lambda wildcards, resources: config["progress_interval_seconds"],
     wrapper:
         f"{WRAPPERS}/synthesize/predict"

@@ -2,14 +2,16 @@
 metadata that the emulator's own generator (:mod:`.generate`) used.
 
 The generator moves a base profile by one fixed effect per metadata pair (which genes, by how
-much: :func:`.generate.pair_effect`). Predicting reverses that: for each sample, the log
-expression over the modality's base profile is a sum of the effects of its pairs plus noise,
-so each candidate value of a field is scored by how well its effect explains it (a weighted
-Gaussian log-likelihood ratio against "no effect", each gene weighted by how much its count
-can be trusted: Poisson noise, the negative-binomial dispersion and the latent noise). A
-second pass scores each field again with the other fields' best effects taken out. The
-scores of a field's candidates, tempered, go through a softmax: ``classifier_probs``; the
-top one is the predicted ``metadata`` value.
+much: :func:`.generate.pair_effect`). Predicting reverses that: each candidate value of a field
+is scored by how well its effect explains the sample's counts over the modality's base profile,
+as a log-likelihood ratio against "no effect": for bulk, a Gaussian likelihood of the log counts
+with each gene weighted by how much its count can be trusted (Poisson noise, the
+negative-binomial dispersion, the latent noise); for single cells, whose counts are few and
+mostly zeros, a multinomial likelihood of the counts. A second pass scores each field again with
+the other fields' best effects taken out. The scores of a field's candidates, tempered, go
+through a softmax: ``classifier_probs`` (field -> value -> probability, the value as text); the
+top one is the predicted ``metadata`` value. The fields and values are the vocabulary's keys, so
+a prediction compares directly with the metadata of the query that generated the sample.
 
 Candidates of a field: its vocabulary choices (``sex``, ``sample_type``...), a few common
 values (:data:`KNOWN_VALUES`), and every value the running emulator has seen in a query
@@ -19,7 +21,8 @@ rest of the emulator, this is a plausible stand-in, not a model.
 
 Each output also carries ``latents`` (the predicted values' latent means plus the sample's
 deviation, projected on the generator's loadings: :func:`encode`) and a ``decoder_sample``:
-the expected counts of the predicted condition at the sample's library size.
+the expected counts of the predicted condition, moved by those latents, at the sample's
+library size.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import numpy as np
 
 from synthbio_pipeline.vocabulary.counts import counts_values
 from synthbio_pipeline.vocabulary.metadata import METADATA_KEYS
-from synthbio_pipeline.vocabulary.models import get_model
+from synthbio_pipeline.vocabulary.models import SINGLE_CELL, get_model
 
 from . import generate
 from .generate import LATENT_DIM, LATENT_GROUPS, GeneTables
@@ -110,7 +113,7 @@ KNOWN_VALUES: dict[str, tuple[Any, ...]] = {
 _LATENT_VARIANCE = 0.25**2 + 0.12**2 + 0.15**2
 #: Scores are log-likelihood ratios of a model that takes the genes as independent; they are
 #: divided by this before the softmax, so that probabilities are confident, not all exactly 1.
-_TEMPERATURE = 25.0
+_TEMPERATURE = 5.0
 #: Samples scored at a time (bounds the memory of a large query).
 _CHUNK = 32
 #: Decimals of the probabilities in ``classifier_probs``.
@@ -162,7 +165,7 @@ def _value_key(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
 
 
-def _label(value: Any) -> str:
+def label(value: Any) -> str:
     """A value as a ``classifier_probs`` key (JSON object keys are text)."""
     return value if isinstance(value, str) else json.dumps(value)
 
@@ -204,27 +207,15 @@ def _predict_chunk(
     weights = 1.0 / (1.0 / (expected + 0.5) + dispersion[:, None] + np.float32(_LATENT_VARIANCE))
     raw = np.log(counts.T.astype(np.float32) + 0.5)
     raw -= (np.log(library)[None, :] + base[:, None]).astype(np.float32)
-    trusted = base >= np.median(base)  # genes whose counts say most: their median is the offset
-    residual = raw - np.median(raw[trusted], axis=0)
-    penalties: dict[tuple[str, int], float] = {}
-    # Pass 1: each field on its own.
-    weighted = weights * residual
-    best = {
-        key: _scores(tables, weighted, weights, key, values, penalties).argmax(axis=1) for key, values in fields.items()
-    }
-    # Pass 2: each field again, with the other fields' chosen effects taken out.
-    unexplained = raw.copy()
-    for key, values in fields.items():
-        _add_effects(tables, unexplained, key, values, best[key], sign=-1.0)
-    unexplained -= np.median(unexplained[trusted], axis=0)
+    if modality == SINGLE_CELL:
+        scores = _multinomial_scores(tables, counts, library, base, fields)
+    else:
+        scores = _log_scores(tables, raw, weights, base, fields)
     probabilities: dict[str, np.ndarray] = {}
-    for key, values in fields.items():
-        own = unexplained.copy()
-        _add_effects(tables, own, key, values, best[key])
-        own *= weights
-        scores = _scores(tables, own, weights, key, values, penalties) / _TEMPERATURE
-        scores = np.exp(scores - scores.max(axis=1, keepdims=True))
-        probabilities[key] = scores / scores.sum(axis=1, keepdims=True)
+    for key, values in scores.items():
+        tempered = values / _TEMPERATURE
+        tempered = np.exp(tempered - tempered.max(axis=1, keepdims=True))
+        probabilities[key] = tempered / tempered.sum(axis=1, keepdims=True)
     metadata = [
         {key: values[int(probabilities[key][row].argmax())] for key, values in fields.items()}
         for row in range(counts.shape[0])
@@ -242,12 +233,71 @@ def _predict_chunk(
             for i, group in enumerate(LATENT_GROUPS)
         }
         probs = {
-            key: {_label(value): round(float(p), _DECIMALS) for value, p in zip(fields[key], probabilities[key][row])}
+            key: {label(value): round(float(p), _DECIMALS) for value, p in zip(fields[key], probabilities[key][row])}
             for key in fields
         }
         counts_row = generate.round_preserving_sum(decoded[row], int(library[row]))
         predictions.append(Prediction(values, probs, latents, counts_row))
     return predictions
+
+
+def _log_scores(
+    tables: GeneTables, raw: np.ndarray, weights: np.ndarray, base: np.ndarray, fields: Mapping[str, list[Any]]
+) -> dict[str, np.ndarray]:
+    """Bulk: each candidate's weighted Gaussian log-likelihood ratio on the log counts, in two passes."""
+    trusted = base >= np.median(base)  # genes whose counts say most: their median is the offset
+    residual = raw - np.median(raw[trusted], axis=0)
+    penalties: dict[tuple[str, int], float] = {}
+    # Pass 1: each field on its own.
+    weighted = weights * residual
+    best = {
+        key: _scores(tables, weighted, weights, key, values, penalties).argmax(axis=1) for key, values in fields.items()
+    }
+    # Pass 2: each field again, with the other fields' chosen effects taken out.
+    unexplained = raw.copy()
+    for key, values in fields.items():
+        _add_effects(tables, unexplained, key, values, best[key], sign=-1.0)
+    unexplained -= np.median(unexplained[trusted], axis=0)
+    scores = {}
+    for key, values in fields.items():
+        own = unexplained.copy()
+        _add_effects(tables, own, key, values, best[key])
+        own *= weights
+        scores[key] = _scores(tables, own, weights, key, values, penalties)
+    return scores
+
+
+def _multinomial_scores(
+    tables: GeneTables, counts: np.ndarray, library: np.ndarray, base: np.ndarray, fields: Mapping[str, list[Any]]
+) -> dict[str, np.ndarray]:
+    """Single cells: few reads, mostly zeros; each candidate's multinomial log-likelihood ratio
+    (sum of counts × effect, minus the library size × the log of the profile's new total), in two
+    passes: alone over the base profile, then over the profile of the other fields' best values."""
+    observed = np.ascontiguousarray(counts.T, dtype=np.float32)
+    evidence: dict[tuple[str, int], np.ndarray] = {}  # the counts term, the same in both passes
+
+    def scores_of(key: str, values: list[Any], profile: np.ndarray) -> np.ndarray:
+        scores = np.zeros((counts.shape[0], len(values)))
+        for column, value in enumerate(values):
+            genes, lfc = generate.pair_effect(tables.n, key, value)
+            if genes.size:
+                if (key, column) not in evidence:
+                    evidence[key, column] = lfc.astype(np.float32) @ observed[genes]
+                scores[:, column] = evidence[key, column] - library * np.log1p(np.expm1(lfc) @ profile[genes])
+        return scores
+
+    start = np.exp(base)
+    best = {key: scores_of(key, values, start).argmax(axis=1) for key, values in fields.items()}
+    fitted = np.repeat(base[:, None], counts.shape[0], axis=1)
+    for key, values in fields.items():
+        _add_effects(tables, fitted, key, values, best[key])
+    scores = {}
+    for key, values in fields.items():
+        others = fitted.copy()
+        _add_effects(tables, others, key, values, best[key], sign=-1.0)
+        others = np.exp(others - others.max(axis=0))
+        scores[key] = scores_of(key, values, others / others.sum(axis=0))
+    return scores
 
 
 def _base_profile(tables: GeneTables, modality: str) -> np.ndarray:
@@ -340,10 +390,8 @@ def write_result(
         **(extra or {}),
     }
 
-    def outputs() -> Iterator[bytes]:
+    def outputs() -> Iterator[bytes]:  # write_document asks ``cancelled`` before writing each
         for start in range(0, counts.shape[0], _CHUNK):
-            if cancelled():
-                return
             for prediction in predict(tables, counts[start : start + _CHUNK], spec.modality, fields):
                 yield output_bytes(prediction)
 

@@ -40,7 +40,7 @@ from .generate import DEFAULT_GENES, LATENT_DIM, LATENT_GROUPS, Plan, Sample
 #: Natural-log change of a gene perturbation's target, by perturbation type (CRISPR: e^-4.5, about 1%, is left).
 TARGET_EFFECT = {"crispr": -4.5, "shrna": -3.0, "sirna": -3.0, "genetic": -3.0, "overexpression": 3.0}
 #: Weight of the base profile against the reference's counts: this share of its library size.
-_PRIOR_SHARE = 0.2
+_PRIOR_SHARE = 0.01
 #: Latent noise of a space taken from the reference, and of one drawn afresh (the generator's is 1).
 _CONDITIONED_NOISE = 0.3
 _FRESH_NOISE = 1.5
