@@ -208,8 +208,14 @@ if workflow.check_envvars and (RUNS_JOBS or workflow.output_settings.dryrun):
     check_token(config["api_base_url"])
 # Before any job: the API answers, takes the token and has every model the table needs.
 if RUNS_JOBS:
+    # The rows' models, and metadata prediction's (outputs: predicted_metadata, annotate).
+    _predicting = {e["modality"] for e in config["annotate"]}
+    if config["outputs"]["predicted_metadata"]:
+        _predicting |= {c.modality for c in CONDITIONS.values()}
     problem = service_problem(
-        config["api_base_url"], {c.model_id for c in CONDITIONS.values()}
+        config["api_base_url"],
+        {c.model_id for c in CONDITIONS.values()}
+        | {PREDICT_METADATA_MODELS[m] for m in _predicting},
     )
     if problem:
         raise PreflightError(problem)
