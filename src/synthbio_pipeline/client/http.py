@@ -15,7 +15,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -54,13 +54,19 @@ def per_model_env_var(model_id: str) -> str:
     return f"{C.API_BASE_URL_ENV}__{re.sub(r'[^A-Z0-9]+', '_', base.upper())}"
 
 
-def resolve_base_url(api_base_url: str | None = None, model_id: str | None = None) -> str:
-    """Explicit argument, else the per-model variable, else ``SYNTHESIZE_API_BASE_URL``, else production."""
-    url = api_base_url
+def resolve_base_url(
+    api_base_url: str | None = None, model_id: str | None = None, *, allowed_http_hosts: Iterable[str] = ()
+) -> str:
+    """Explicit argument, else the per-model variable, else ``SYNTHESIZE_API_BASE_URL``, else production.
+
+    As in the vendor's client, an explicit argument equal to the production URL counts as not
+    given (the variables still apply). The URL is checked by :func:`check_base_url`.
+    """
+    url = api_base_url if api_base_url and api_base_url.rstrip("/") != C.API_BASE_URL else None
     if not url and model_id:
         url = os.environ.get(per_model_env_var(model_id))
     url = url or os.environ.get(C.API_BASE_URL_ENV) or C.API_BASE_URL
-    return check_base_url(url.rstrip("/"))
+    return check_base_url(url.rstrip("/"), allowed_http_hosts=allowed_http_hosts)
 
 
 def is_loopback(host: str) -> bool:
@@ -72,19 +78,59 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def check_base_url(url: str) -> str:
-    """Refuse a base URL that would send the token in clear text off this machine."""
+def check_base_url(url: str, *, allowed_http_hosts: Iterable[str] = ()) -> str:
+    """Refuse a base URL that would send the token in clear text off this machine.
+
+    ``https`` is accepted, and plain ``http`` to a loopback host (the emulator). Plain ``http``
+    to another host only when that host is listed in ``allowed_http_hosts`` (host names or IP
+    addresses, no scheme or port: a self-hosted model container on a trusted network); even
+    then the token is not sent there unless the caller also says so (:func:`token_may_travel`).
+    """
     parts = urlsplit(url)
     if parts.scheme == "https" and parts.hostname:
         return url
     if parts.scheme == "http" and parts.hostname and is_loopback(parts.hostname):
         return url
+    if parts.scheme == "http" and parts.hostname and _host_key(parts.hostname) in http_host_set(allowed_http_hosts):
+        return url
     if parts.scheme == "http":
         raise InsecureURLError(
             f"refusing base URL {redact_url(url)!r}: plain http is only allowed to a loopback "
-            "host (127.0.0.1, localhost, ::1), because the API token would travel unencrypted; use https"
+            "host (127.0.0.1, localhost, ::1), because the API token would travel unencrypted; use https, "
+            f"or list {parts.hostname!r} in allowed_http_hosts (a self-hosted container on a trusted network)"
         )
     raise InsecureURLError(f"base URL {redact_url(url)!r} is not an http(s) URL")
+
+
+def http_host_set(allowed_http_hosts: Iterable[str] | str | None) -> frozenset[str]:
+    """The hosts of an ``allowed_http_hosts`` list, normalised; an entry that is not a bare host is refused."""
+    if allowed_http_hosts is None:
+        return frozenset()
+    if isinstance(allowed_http_hosts, str):  # a lone string is one host, not a list of letters
+        allowed_http_hosts = [allowed_http_hosts]
+    hosts = set()
+    for entry in allowed_http_hosts:
+        host = _host_key(str(entry))
+        if not host or not re.fullmatch(r"[a-z0-9._-]+|[0-9a-f:.]+", host):
+            raise InsecureURLError(
+                f"allowed_http_hosts: {entry!r} is not a host name or IP address (give the host alone, "
+                "without scheme, port or path, e.g. 'gpu-box.lab.internal' or '10.0.0.5')"
+            )
+        hosts.add(host)
+    return frozenset(hosts)
+
+
+def _host_key(host: str) -> str:
+    return host.strip().strip("[]").rstrip(".").lower()
+
+
+def token_may_travel(url: str, *, send_token_over_http: bool = False) -> bool:
+    """Whether the token may be sent to ``url``: over https, to loopback, or (plain http to an
+    allowed host) only with ``send_token_over_http``."""
+    parts = urlsplit(url)
+    if parts.scheme == "https" or (parts.hostname and is_loopback(parts.hostname)):
+        return True
+    return bool(send_token_over_http)
 
 
 def redact_url(url: str) -> str:
@@ -168,7 +214,13 @@ class SynthesizeClient:
 
     Parameters mirror the vendor's client where they overlap; ``max_retries`` and
     ``retry_deadline_seconds`` bound the retries of each single HTTP call.
+    ``allowed_http_hosts`` and ``send_token_over_http``: see :func:`check_base_url`; the
+    hosted API needs the token, so plain http to a listed host also needs
+    ``send_token_over_http`` here (a self-hosted container may not: :mod:`.self_hosted`).
     """
+
+    #: Every request carries the token (the hosted API); a subclass may make it optional.
+    token_required = True
 
     def __init__(
         self,
@@ -179,8 +231,16 @@ class SynthesizeClient:
         retry_deadline_seconds: float = R.RETRY_DEADLINE_SECONDS,
         timeout: tuple[float, float] = C.DEFAULT_TIMEOUT,
         download_timeout: tuple[float, float] = C.DOWNLOAD_TIMEOUT,
+        allowed_http_hosts: Iterable[str] = (),
+        send_token_over_http: bool = False,
     ):
-        self.base_url = resolve_base_url(base_url, model_id)
+        self.base_url = resolve_base_url(base_url, model_id, allowed_http_hosts=allowed_http_hosts)
+        self.token_may_travel = token_may_travel(self.base_url, send_token_over_http=send_token_over_http)
+        if self.token_required and not self.token_may_travel:
+            raise InsecureURLError(
+                f"{redact_url(self.base_url)!r} is plain http: it is in allowed_http_hosts, but the API "
+                "needs the token and the token is not sent unencrypted unless send_token_over_http=True"
+            )
         self.timeout = timeout
         self.download_timeout = download_timeout
         self._api = self._session(max_retries, retry_deadline_seconds)
@@ -213,7 +273,8 @@ class SynthesizeClient:
         """One API call: token in the header, retries, typed errors; returns the decoded JSON."""
         url = f"{self.base_url}{path}"
         what = f"{method} {path}"
-        headers = {"Authorization": f"Bearer {resolve_token()}"}
+        token = self.bearer_token()
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
         try:
             response = self._api.request(
                 method, url, json=json_body, headers=headers, timeout=self.timeout, allow_redirects=False
@@ -232,6 +293,10 @@ class SynthesizeClient:
                 status_code=response.status_code,
                 body=response.text,
             ) from None
+
+    def bearer_token(self) -> str | None:
+        """The token this client sends: the resolved one (raises :class:`MissingTokenError` without)."""
+        return resolve_token()
 
     def list_models(self) -> dict:
         return self.request("GET", "/api/models")
