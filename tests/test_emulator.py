@@ -18,6 +18,7 @@ import requests
 from conftest import EMULATOR_TOKEN
 
 from synthbio_pipeline.emulator import body_hash, encode_ints, gene_order, generate
+from synthbio_pipeline.vocabulary.families import GEM2_MODEL_IDS
 from synthbio_pipeline.vocabulary.query import example_wire_query
 
 AUTH = {"Authorization": f"Bearer {EMULATOR_TOKEN}"}
@@ -70,13 +71,17 @@ def bulk_query(strategy="sample generation", **options) -> dict:
 # --- control plane -------------------------------------------------------------------------
 
 
-def test_list_models_lists_the_baseline_models(emulator):
+def test_list_models_lists_the_baseline_models_and_gem2(emulator):
     answer = requests.get(f"{emulator.url}/api/models", headers=AUTH, timeout=10)
     assert answer.status_code == 200
     assert answer.headers["Content-Type"] == "application/json"
     models = answer.json()["models"]
-    assert {model["model_id"] for model in models} == {"gem-1-bulk", "gem-1-sc"}
-    assert all(set(model) == {"model_id", "modality", "kind"} and model["kind"] == "baseline" for model in models)
+    gem1 = [model for model in models if model["family"] == "gem-1"]
+    assert {model["model_id"] for model in gem1} == {"gem-1-bulk", "gem-1-sc"}
+    assert all(
+        set(model) == {"model_id", "family", "modality", "kind"} and model["kind"] == "baseline" for model in gem1
+    )
+    assert {model["model_id"] for model in models if model["family"] == "gem-2"} == set(GEM2_MODEL_IDS)
 
 
 @pytest.mark.parametrize("model_id", ["gem-1-bulk", "gem-1-sc"])
@@ -418,6 +423,7 @@ def test_vendor_client_works_unchanged(emulator):
     assert {model["model_id"] for model in pysynthbio.list_models(api_base_url=emulator.url)["models"]} == {
         "gem-1-bulk",
         "gem-1-sc",
+        *GEM2_MODEL_IDS,
     }
     assert pysynthbio.get_example_query("gem-1-bulk", api_base_url=emulator.url)["example_query"]["inputs"]
     result = pysynthbio.predict_query(

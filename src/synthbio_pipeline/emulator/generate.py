@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from synthbio_pipeline.vocabulary.metadata import METADATA_KEYS, PERTURBATIONAL
+from synthbio_pipeline.vocabulary.metadata import METADATA_KEYS, PERTURBATIONAL, MetadataKey
 from synthbio_pipeline.vocabulary.models import BULK, MEAN_ESTIMATION, SINGLE_CELL, get_model
 
 MODEL_VERSION = "emulator-2"
@@ -65,6 +65,11 @@ _EFFECT_SIZE: dict[str, tuple[float, float]] = {
     "perturbation_time": (0.01, 0.5),
     "library_selection": (0.05, 0.4),
     "library_layout": (0.02, 0.2),
+    # GEM-2: the tissue by name; each element of a perturbation list moves its own genes.
+    "tissue": (0.12, 1.3),
+    "bioactive_entity_perturbations": (0.02, 1.5),
+    "gene_perturbations": (0.005, 2.0),
+    "infection_perturbations": (0.04, 1.0),
 }
 _DEFAULT_EFFECT = (0.01, 0.3)
 #: Pairs that mean "nothing was done" and so move no gene.
@@ -114,7 +119,7 @@ def gene_tables(n: int = DEFAULT_GENES) -> GeneTables:
     """The (cached) gene-level tables of a gene set of size ``n``."""
     ids = gene_order(n)
     log_base = np.random.default_rng(_BASE_SEED).normal(0.0, 2.2, size=n)
-    log_base -= _logsumexp(log_base)
+    log_base -= logsumexp(log_base)
     dispersion = np.exp(np.random.default_rng(_DISPERSION_SEED).normal(np.log(0.08), 0.6, size=n))
     rng = np.random.default_rng(_LOADINGS_SEED)
     # One (48 × genes) row-major matrix: a single vector-matrix product per sample is ~15x
@@ -146,7 +151,7 @@ def stable_seed(*parts: Any) -> int:
 
 
 @lru_cache(maxsize=256)
-def _pair_effect(n: int, key: str, value_json: str, fraction: float, sd: float) -> tuple[np.ndarray, np.ndarray]:
+def pair_effect(n: int, key: str, value_json: str, fraction: float, sd: float) -> tuple[np.ndarray, np.ndarray]:
     """Which genes one metadata pair moves, and by how much (natural log)."""
     rng = np.random.default_rng(stable_seed("effect", n, key, value_json))
     size = max(1, round(fraction * n))
@@ -160,10 +165,20 @@ def _pair_latent(key: str, value_json: str) -> np.ndarray:
     return np.random.default_rng(stable_seed("latent", key, value_json)).normal(0.0, 0.6, size=LATENT_DIM)
 
 
-def latent_group(key: str) -> str:
+def latent_group(key: str, keys: Mapping[str, MetadataKey] = METADATA_KEYS) -> str:
     """The latent group a metadata key feeds: biological, technical or perturbation."""
-    group = METADATA_KEYS[key].group if key in METADATA_KEYS else "biological"
+    group = keys[key].group if key in keys else "biological"
     return "perturbation" if group == PERTURBATIONAL else group
+
+
+def dispersion_scale(modality: str) -> float:
+    """How much noisier than bulk a modality's counts are (the negative binomial's dispersion)."""
+    return _DISPERSION_SCALE.get(modality, 1.0)
+
+
+def effect_size(key: str) -> tuple[float, float]:
+    """(fraction of genes, sd of the natural-log fold changes) of one value of ``key``."""
+    return _EFFECT_SIZE.get(key, _DEFAULT_EFFECT)
 
 
 @dataclass(frozen=True)
@@ -174,20 +189,42 @@ class Condition:
     latent_means: dict[str, np.ndarray]
 
 
-def condition(tables: GeneTables, metadata: Mapping[str, Any], modality: str = BULK) -> Condition:
-    """The profile of an input's metadata: base expression moved by every pair's effect."""
+def modality_profile(tables: GeneTables, modality: str = BULK) -> np.ndarray:
+    """The base log profile of a modality (single-cell sees another slice of the transcriptome)."""
     log_profile = tables.log_base.copy()
-    means = {group: np.zeros(LATENT_DIM) for group in LATENT_GROUPS}
     if modality in _MODALITY_EFFECT:
-        genes, lfc = _pair_effect(tables.n, "modality", modality, *_MODALITY_EFFECT[modality])
+        genes, lfc = pair_effect(tables.n, "modality", modality, *_MODALITY_EFFECT[modality])
         log_profile[genes] += lfc
+    return log_profile
+
+
+def metadata_pairs(metadata: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    """``(key, value as JSON)`` of every pair that has an effect, in a fixed order. A list value
+    (GEM-2's perturbation lists) gives one pair per element: each molecule moves its own genes."""
     for key, value in sorted(metadata.items()):
-        if value is None or (key, value) in _NEUTRAL:
+        if value is None or (isinstance(value, str) and (key, value) in _NEUTRAL):
             continue
-        value_json = json.dumps(value, sort_keys=True)
-        genes, lfc = _pair_effect(tables.n, key, value_json, *_EFFECT_SIZE.get(key, _DEFAULT_EFFECT))
+        for element in value if isinstance(value, list) else [value]:
+            yield key, json.dumps(element, sort_keys=True)
+
+
+def condition(
+    tables: GeneTables,
+    metadata: Mapping[str, Any],
+    modality: str = BULK,
+    *,
+    keys: Mapping[str, MetadataKey] = METADATA_KEYS,
+    base: np.ndarray | None = None,
+) -> Condition:
+    """The profile of an input's metadata: the modality's base expression (or ``base``, a log
+    profile such as a reference sample's) moved by every pair's effect. ``keys``: the
+    vocabulary that says which latent group each key feeds."""
+    log_profile = modality_profile(tables, modality) if base is None else np.array(base, dtype=float)
+    means = {group: np.zeros(LATENT_DIM) for group in LATENT_GROUPS}
+    for key, value_json in metadata_pairs(metadata):
+        genes, lfc = pair_effect(tables.n, key, value_json, *effect_size(key))
         log_profile[genes] += lfc
-        means[latent_group(key)] += _pair_latent(key, value_json)
+        means[latent_group(key, keys)] += _pair_latent(key, value_json)
     return Condition(log_profile, means)
 
 
@@ -207,7 +244,7 @@ def sample_mean(tables: GeneTables, cond: Condition, latents: Mapping[str, np.nd
     deviation = np.concatenate([latents[group] - cond.latent_means[group] for group in LATENT_GROUPS])
     if np.any(deviation):
         log_profile = log_profile + deviation @ tables.loadings
-    return np.exp(log_profile - _logsumexp(log_profile)) * total_count
+    return np.exp(log_profile - logsumexp(log_profile)) * total_count
 
 
 def round_preserving_sum(expected: np.ndarray, total: int) -> np.ndarray:
@@ -285,14 +322,14 @@ class Sample:
 def generate_samples(plan: Plan, genes: int = DEFAULT_GENES) -> Iterator[Sample]:
     """Every sample of a query, in input order, one at a time."""
     tables = gene_tables(genes)
-    dispersion_scale = _DISPERSION_SCALE.get(plan.modality, 1.0)
+    scale = dispersion_scale(plan.modality)
     for input_index, (metadata, count) in enumerate(plan.inputs):
         cond = condition(tables, metadata, plan.modality)
         for sample_index in range(count):
             rng = np.random.default_rng([plan.seed, input_index, sample_index])
             latents = draw_latents(cond, rng, plan.deterministic_latents)
             mean = sample_mean(tables, cond, latents, plan.total_count)
-            counts = sample_counts(tables, mean, plan.strategy, plan.total_count, rng, dispersion_scale)
+            counts = sample_counts(tables, mean, plan.strategy, plan.total_count, rng, scale)
             yield Sample(counts, metadata, latents)
 
 
@@ -368,7 +405,7 @@ def _json(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=True).encode("ascii")
 
 
-def _logsumexp(values: np.ndarray) -> float:
+def logsumexp(values: np.ndarray) -> float:
     top = float(values.max())
     return top + float(np.log(np.exp(values - top).sum()))
 

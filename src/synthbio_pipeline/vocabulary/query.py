@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from synthbio_pipeline.errors import Problem, QueryValidationError
+from synthbio_pipeline.vocabulary.families import gem2_model
+from synthbio_pipeline.vocabulary.gem2 import gem2_problems
 from synthbio_pipeline.vocabulary.metadata import VOCABULARIES, MetadataKey, metadata_problems
 from synthbio_pipeline.vocabulary.models import (
     BULK,
@@ -133,6 +135,9 @@ def query_problems(query: Any) -> list[Problem]:
     """
     if not isinstance(query, Mapping):
         return [_not_a_mapping(query)]
+    model_id = query.get("model_id")
+    if isinstance(model_id, str) and gem2_model(model_id) is not None:
+        return gem2_problems(model_id, {key: value for key, value in query.items() if key != "model_id"})
     problems: list[Problem] = []
     spec = _check_model(query, problems)
     return problems + _request_problems(spec, query, _mode_field(query))
@@ -143,8 +148,11 @@ def wire_problems(model_id: str, body: Any) -> list[Problem]:
 
     The same checks as :func:`query_problems` (the emulator answers 422 with these), with
     the mode under its wire name ``sampling_strategy``. A model id this package does not
-    know gets the checks every query gets (options, inputs, ``num_samples``).
+    know gets the checks every query gets (options, inputs, ``num_samples``). A GEM-2 id
+    gets GEM-2's checks (:func:`~synthbio_pipeline.vocabulary.gem2.gem2_problems`).
     """
+    if gem2_model(model_id) is not None:
+        return gem2_problems(model_id, body)
     if not isinstance(body, Mapping):
         return [_not_a_mapping(body)]
     spec = get_model(model_id) if is_known_model(model_id) else None
