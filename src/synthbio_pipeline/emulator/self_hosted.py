@@ -64,8 +64,9 @@ def gem1_stream(plan: generate.Plan, genes: int) -> Iterator[bytes]:
             yield {
                 "counts": sample.counts,
                 "metadata": sample.metadata,
+                # Rounded as the hosted result's JSON rounds them.
                 **{
-                    f"{group}_latent": np.round(sample.latents[group], gem2.LATENT_DECIMALS)
+                    f"{group}_latent": [round(float(x), gem2.LATENT_DECIMALS) for x in sample.latents[group]]
                     for group in generate.LATENT_GROUPS
                 },
             }
@@ -208,28 +209,29 @@ class _Collector:
     def close(self) -> None:
         self.closed = True
 
-    def take(self) -> bytes:
-        data, self.parts = b"".join(self.parts), []
-        return data
+    def take(self) -> list[bytes]:
+        parts, self.parts = self.parts, []
+        return parts
 
 
 def _stream(schema: pa.Schema, rows: Iterator[dict[str, Any]], batch_size: int) -> Iterator[bytes]:
-    """The IPC stream as byte chunks: the schema, one chunk per record batch, the end marker."""
+    """The IPC stream as byte chunks, in order: the schema, each record batch (as the IPC
+    writer writes it: a few pieces), the end-of-stream marker."""
     sink = _Collector()
     writer = ipc.new_stream(sink, schema)
-    yield sink.take()
+    yield from sink.take()
     batch: list[dict[str, Any]] = []
     for row in rows:
         batch.append(row)
         if len(batch) == batch_size:
             writer.write_batch(_record_batch(schema, batch))
             batch = []
-            yield sink.take()
+            yield from sink.take()
     if batch:
         writer.write_batch(_record_batch(schema, batch))
-        yield sink.take()
+        yield from sink.take()
     writer.close()
-    yield sink.take()
+    yield from sink.take()
 
 
 def _record_batch(schema: pa.Schema, rows: list[dict[str, Any]]) -> pa.RecordBatch:

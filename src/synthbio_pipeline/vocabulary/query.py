@@ -137,7 +137,7 @@ def query_problems(query: Any) -> list[Problem]:
         return [_not_a_mapping(query)]
     model_id = query.get("model_id")
     if isinstance(model_id, str) and gem2_model(model_id) is not None:
-        return gem2_problems(model_id, {key: value for key, value in query.items() if key != "model_id"})
+        return _gem2_query_problems(model_id, query)
     problems: list[Problem] = []
     spec = _check_model(query, problems)
     return problems + _request_problems(spec, query, _mode_field(query))
@@ -207,6 +207,20 @@ def metadata_keys_of(spec: ModelSpec) -> dict[str, MetadataKey] | None:
     if spec.vocabulary is None:
         return None
     return {name: key for name, key in VOCABULARIES[spec.vocabulary].items() if key.group in spec.metadata_groups}
+
+
+def _gem2_query_problems(model_id: str, query: Mapping[str, Any]) -> list[Problem]:
+    """A query addressed to a GEM-2 id: GEM-2's checks on the body :func:`to_wire` sends (in
+    GEM-1's shape, rsynthbio's ``mode`` is sent as ``sampling_strategy``; its problems keep
+    the name the query used)."""
+    body = {key: value for key, value in query.items() if key != "model_id"}
+    uses_mode = "mode" in body and isinstance(body.get("inputs"), list)
+    if uses_mode:
+        body = {(WIRE_MODE if key == "mode" else key): value for key, value in body.items()}
+    problems = gem2_problems(model_id, body)
+    if uses_mode:
+        problems = [Problem("mode", p.message) if p.path == WIRE_MODE else p for p in problems]
+    return problems
 
 
 def num_samples_problems(value: Any, path: str) -> list[Problem]:
