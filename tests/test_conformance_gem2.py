@@ -338,3 +338,19 @@ def test_our_drop_in_lists_models_and_examples_like_the_vendors(hosted):
             model_id, api_base_url=hosted.url
         )
     assert requests.get(f"{hosted.url}/api/models", timeout=10).status_code == 401
+
+
+def test_every_id_the_emulator_serves_maps_to_the_operation_pysynthbio_formats_it_as():
+    """One mapping: the id table agrees with the vendor client's own formatter choice."""
+    from pysynthbio import gem2_output_transformers as vendor
+
+    formatters = {
+        "predict-expression": vendor.transform_gem2_expression,
+        "predict-expression-from-reference": vendor.transform_gem2_expression,
+        "predict-metadata": vendor.transform_gem2_metadata,
+        "autoencode": vendor.transform_gem2_autoencode,
+    }
+    for model_id, row in GEM2_MODEL_IDS.items():
+        for operation in [row.operation] if row.operation else list(formatters):
+            assert vendor.gem2_output_transformer(model_id, {"operation": operation}) is formatters[operation], model_id
+    assert vendor.gem2_output_transformer("gem-2-ensemble", {}) is None and "gem-2-ensemble" not in GEM2_MODEL_IDS

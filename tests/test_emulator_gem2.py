@@ -590,3 +590,26 @@ def test_the_self_hosted_command_streams_1000_full_samples_in_bounded_memory(tmp
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_a_short_fault_cuts_the_self_hosted_stream_after_whole_batches(make_emulator):
+    from synthbio_pipeline.client.self_hosted import SelfHostedClient
+    from synthbio_pipeline.emulator import FaultPlan, FaultPlanError
+    from synthbio_pipeline.errors import APIConnectionError, ResultError
+    from synthbio_pipeline.formats.arrow_stream import open_arrow_result
+
+    plan = {"faults": [{"endpoint": "predict", "fault": "short", "requests": [1], "keep_fraction": 0.5}]}
+    container = make_emulator(self_hosted=True, genes=generate.DEFAULT_GENES, faults=plan)
+    body = expression_body(LIVER, num_samples=60, total=1_000_000)
+    per_batch = BATCH_BYTES // (8 * generate.DEFAULT_GENES)
+    with SelfHostedClient(container.url) as client, client.predict_stream("gem-2", body) as stream:
+        result = open_arrow_result(stream)
+        with pytest.raises((APIConnectionError, ResultError), match="broke off|end-of-stream marker|cut short"):
+            for _ in result.batches():
+                pass
+    assert result.rows_read == per_batch * (30 // per_batch)
+    assert container.stats()["faults"] == {"predict:short": 1}
+    assert container.stats()["requests"]["predict"] == 1  # a prediction that broke off is not resent
+    assert read_stream(post(container, "gem-2", body)).num_rows == 60  # the next request is whole
+    with pytest.raises(FaultPlanError, match="download endpoint only"):
+        FaultPlan.load({"faults": [{"endpoint": "predict", "fault": "truncate", "requests": [1]}]})

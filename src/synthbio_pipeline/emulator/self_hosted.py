@@ -48,7 +48,7 @@ def samples_per_batch(genes: int) -> int:
     return max(1, BATCH_BYTES // (8 * genes))
 
 
-def gem1_stream(plan: generate.Plan, genes: int) -> Iterator[bytes]:
+def gem1_stream(plan: generate.Plan, genes: int) -> ArrowStream:
     """The stream of a GEM-1 baseline plan: the hosted result's samples, as Arrow batches."""
     tables = generate.gene_tables(genes)
     metadata_type = _struct_type(metadata for metadata, _ in plan.inputs)
@@ -71,10 +71,10 @@ def gem1_stream(plan: generate.Plan, genes: int) -> Iterator[bytes]:
                 },
             }
 
-    return _stream(schema, rows(), samples_per_batch(genes))
+    return ArrowStream(schema, rows(), samples_per_batch(genes), plan.num_samples)
 
 
-def gem2_stream(plan: gem2.Plan, genes: int) -> Iterator[bytes]:
+def gem2_stream(plan: gem2.Plan, genes: int) -> ArrowStream:
     """The stream of a GEM-2 plan (every operation)."""
     tables = generate.gene_tables(genes)
     metadata = _schema_metadata(tables, plan.request_type, plan.release)
@@ -103,7 +103,7 @@ def gem2_stream(plan: gem2.Plan, genes: int) -> Iterator[bytes]:
             }
             for output in gem2.generate_outputs(plan, genes)
         )
-        return _stream(schema, rows, samples_per_batch(genes))
+        return ArrowStream(schema, rows, samples_per_batch(genes), plan.num_outputs)
     fields = [
         pa.field("counts", _COUNTS),
         pa.field("metadata", _struct_type(item.metadata or {} for item in plan.request.items)),
@@ -123,7 +123,7 @@ def gem2_stream(plan: gem2.Plan, genes: int) -> Iterator[bytes]:
                 row[f"{group}_latent"] = vector
             yield row
 
-    return _stream(schema, rows(), samples_per_batch(genes))
+    return ArrowStream(schema, rows(), samples_per_batch(genes), plan.num_outputs)
 
 
 # --- building batches --------------------------------------------------------------------------
@@ -214,24 +214,38 @@ class _Collector:
         return parts
 
 
-def _stream(schema: pa.Schema, rows: Iterator[dict[str, Any]], batch_size: int) -> Iterator[bytes]:
+class ArrowStream:
     """The IPC stream as byte chunks, in order: the schema, each record batch (as the IPC
-    writer writes it: a few pieces), the end-of-stream marker."""
-    sink = _Collector()
-    writer = ipc.new_stream(sink, schema)
-    yield from sink.take()
-    batch: list[dict[str, Any]] = []
-    for row in rows:
-        batch.append(row)
-        if len(batch) == batch_size:
-            writer.write_batch(_record_batch(schema, batch))
-            batch = []
-            yield from sink.take()
-    if batch:
-        writer.write_batch(_record_batch(schema, batch))
+    writer writes it: a few pieces), the end-of-stream marker. ``rows_sent`` counts the
+    samples of the batches handed out so far (a ``short`` fault stops the stream by it)."""
+
+    def __init__(self, schema: pa.Schema, rows: Iterator[dict[str, Any]], batch_size: int, total_rows: int):
+        self.schema = schema
+        self.rows = rows
+        self.batch_size = batch_size
+        self.total_rows = total_rows
+        self.rows_sent = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        sink = _Collector()
+        writer = ipc.new_stream(sink, self.schema)
         yield from sink.take()
-    writer.close()
-    yield from sink.take()
+        batch: list[dict[str, Any]] = []
+        for row in self.rows:
+            batch.append(row)
+            if len(batch) == self.batch_size:
+                yield from self._send(writer, sink, batch)
+                batch = []
+        if batch:
+            yield from self._send(writer, sink, batch)
+        writer.close()
+        yield from sink.take()
+
+    def _send(self, writer, sink: _Collector, batch: list[dict[str, Any]]) -> Iterator[bytes]:
+        writer.write_batch(_record_batch(self.schema, batch))
+        parts = sink.take()
+        self.rows_sent += len(batch)
+        yield from parts
 
 
 def _record_batch(schema: pa.Schema, rows: list[dict[str, Any]]) -> pa.RecordBatch:
@@ -239,4 +253,4 @@ def _record_batch(schema: pa.Schema, rows: list[dict[str, Any]]) -> pa.RecordBat
     return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
-__all__ = ["BATCH_BYTES", "CONTENT_TYPE", "gem1_stream", "gem2_stream", "samples_per_batch"]
+__all__ = ["ArrowStream", "BATCH_BYTES", "CONTENT_TYPE", "gem1_stream", "gem2_stream", "samples_per_batch"]

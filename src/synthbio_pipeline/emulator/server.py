@@ -588,7 +588,15 @@ class _Handler(BaseHTTPRequestHandler):
             for name, value in response.headers.items():
                 self.send_header(name, value)
             self.end_headers()
+            fault = response.fault
+            # ``short``: whole record batches up to keep_fraction of the samples, then nothing more.
+            cut = fault is not None and fault.fault == "short"
+            keep = int(getattr(response.chunks, "total_rows", 0) * fault.keep_fraction) if cut else 0
             for chunk in response.chunks:
+                if cut and getattr(response.chunks, "rows_sent", 0) > keep:
+                    self.wfile.flush()
+                    self._hang_up()
+                    return
                 if chunk:
                     self.wfile.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
                 if self.server.app.stopping.is_set():
