@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import copy
 import getpass
+import io
 import re
+import sys
 import warnings
 
 import keyring
@@ -180,6 +182,8 @@ def per_model_variable(model_id: str) -> str:
 SELF_HOSTED = [
     "gem-1-bulk",
     "gem-1-sc",
+    "gem-1-sc_reference-conditioning",
+    "gem-1-bulk_predict-metadata",
     "gem-2",
     "gem-2-sc_reference-conditioning",
     "gem-2-bulk_predict-metadata",
@@ -205,8 +209,11 @@ def test_pysynthbio_in_self_hosted_mode_works_and_its_frames_equal_ours(containe
     monkeypatch.delenv("SYNTHESIZE_SELF_HOSTED")
     monkeypatch.delenv(per_model_variable(model_id))
     monkeypatch.setenv("SYNTHESIZE_API_KEY", TOKEN)
+    assert example(hosted, model_id) == body  # the hosted emulator has seen the example's values too
     hosted_frames = pysynthbio.predict_query(copy.deepcopy(body), model_id=model_id, api_base_url=hosted.url)
-    if "predict-metadata" in model_id:
+    if model_id.startswith("gem-1") and "predict-metadata" in model_id:
+        assert_same_frames(hosted_frames, vendor)
+    elif "predict-metadata" in model_id:
         pd.testing.assert_frame_equal(vendor["metadata"], hosted_frames["metadata"], check_dtype=False)
         assert vendor["expression"].shape == (len(body["inputs"]["items"]), GENES)
     else:
@@ -286,6 +293,13 @@ def failing_keyring():
     keyring.set_keyring(previous)
 
 
+class Terminal(io.StringIO):
+    """Standard input that is a terminal (a person can be asked)."""
+
+    def isatty(self) -> bool:
+        return True
+
+
 def run_readme(code: str, *, ours: bool) -> dict:
     if ours:
         assert code.count("import pysynthbio\n") == 1
@@ -300,10 +314,10 @@ def test_the_readme_quickstart_and_gem2_example_run_with_only_the_import_changed
 ):
     monkeypatch.setenv("SYNTHESIZE_API_BASE_URL", hosted.url)
     monkeypatch.delenv("SYNTHESIZE_API_KEY")
-    # set_synthesize_token(use_keyring=True) asks for the token: a person types it. (The
-    # vendor's client also opens a browser; ours never does.)
-    typed = lambda prompt="": TOKEN
-    monkeypatch.setattr(getpass, "getpass", typed)
+    # set_synthesize_token(use_keyring=True) asks for the token: a person at a terminal types
+    # it. (The vendor's client also opens a browser; ours never does.)
+    monkeypatch.setattr(sys, "stdin", Terminal())
+    monkeypatch.setattr(getpass, "getpass", lambda prompt="": TOKEN)
     monkeypatch.setattr(pysynthbio.key_handlers.webbrowser, "open", lambda url: True)
 
     with warnings.catch_warnings(record=True) as caught:

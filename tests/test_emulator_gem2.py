@@ -240,8 +240,8 @@ def bad_bodies():
         ("gem-2-sc", changed(lambda b: b["options"].pop("sampling_strategy")), ["inputs.modality"]),
         (
             "gem-2-bulk_autoencode",
-            {"inputs": [{"counts": [1, 2.5]}], "sampling_strategy": MEAN_ESTIMATION},
-            ["sampling_strategy", "inputs[0].counts[1]"],
+            {"inputs": [{"counts": [1, 2.5, *[1] * (GENES - 2)]}], "sampling_strategy": MEAN_ESTIMATION},
+            ["sampling_strategy", "inputs[0].counts"],
         ),
         (
             "gem-2-sc_predict-metadata",
@@ -333,12 +333,7 @@ def test_a_molecule_moves_a_fixed_gene_set_seeded_by_it(emulator, molecule):
     without = counts_of(run(emulator, "gem-2", expression_body(LIVER, total=total)))[0]
     perturbed = dict(LIVER, bioactive_entity_perturbations=[molecule])
     with_it = counts_of(run(emulator, "gem-2", expression_body(perturbed, total=total)))[0]
-    genes, _ = generate.pair_effect(
-        GENES,
-        "bioactive_entity_perturbations",
-        json.dumps(molecule),
-        *generate.effect_size("bioactive_entity_perturbations"),
-    )
+    genes, _ = generate.pair_effect(GENES, "bioactive_entity_perturbations", molecule)
     assert changed_genes(with_it, without) == set(genes.tolist())
     assert with_it.sum() == total and max(with_it) > 2**24  # exact large integers
 
@@ -381,12 +376,7 @@ def test_from_reference_moves_the_given_counts(emulator):
     unperturbed["inputs"]["items"][0]["output_total"] = {"type": "custom", "value": 10**12}
     moved = run(emulator, "gem-2", perturbed)["outputs"][0]
     still = run(emulator, "gem-2", unperturbed)["outputs"][0]
-    genes, _ = generate.pair_effect(
-        GENES,
-        "bioactive_entity_perturbations",
-        json.dumps({"smiles": "CCO"}),
-        *generate.effect_size("bioactive_entity_perturbations"),
-    )
+    genes, _ = generate.pair_effect(GENES, "bioactive_entity_perturbations", {"smiles": "CCO"})
     assert changed_genes(np.array(moved["counts"]), np.array(still["counts"])) == set(genes.tolist())
     assert moved["metadata"] == {"bioactive_entity_perturbations": [{"smiles": "CCO"}]}
 
@@ -490,6 +480,16 @@ def test_self_hosted_needs_no_token_unless_tokens_are_given(make_emulator):
         ),
         ("gem-2-bulk_autoencode", "autoencode", ["counts", "metadata", "model_release_id", "vae_run_id"]),
         ("gem-2-sc_metadata", "predict_metadata", ["metadata", "latents", "classifier_probs", "decoder_sample"]),
+        (
+            "gem-1-bulk_reference-conditioning",
+            "reference_conditioning",
+            ["counts", "metadata", "biological_latent", "technical_latent", "perturbation_latent"],
+        ),
+        (
+            "gem-1-sc_predict-metadata",
+            "predict_metadata",
+            ["metadata", "latents", "classifier_probs", "decoder_sample"],
+        ),
     ],
 )
 def test_the_self_hosted_stream_has_the_containers_layout_and_the_hosted_numbers(
@@ -497,7 +497,8 @@ def test_the_self_hosted_stream_has_the_containers_layout_and_the_hosted_numbers
 ):
     hosted = make_emulator()
     container = make_emulator(self_hosted=True)
-    body = example(hosted, model_id) if model_id.startswith("gem-2") else _gem1_example(hosted, model_id)
+    body = example(hosted, model_id)
+    assert example(container, model_id) == body  # (and both have seen its values: the same candidates)
     table = read_stream(post(container, model_id, body))
     meta = {key.decode(): value.decode() for key, value in table.schema.metadata.items()}
     assert json.loads(meta["gene_order"]) == list(generate.gene_order(GENES))
@@ -505,6 +506,17 @@ def test_the_self_hosted_stream_has_the_containers_layout_and_the_hosted_numbers
     assert meta["model_version"] in (generate.MODEL_VERSION, gem2.DEFAULT_RELEASE)
     assert table.column_names == columns
     result = run(hosted, model_id, body)
+    if model_id == "gem-1-sc_predict-metadata":
+        outputs = result["outputs"]
+        assert table.column("metadata").to_pylist() == [o["metadata"] for o in outputs]
+        assert table.column("latents").to_pylist() == [o["latents"] for o in outputs]
+        assert table.column("decoder_sample").to_pylist() == [o["decoder_sample"] for o in outputs]
+        probabilities = table.column("classifier_probs").to_pylist()
+        assert [
+            {f: {v: p for v, p in values.items() if p is not None} for f, values in row.items()}
+            for row in probabilities
+        ] == [o["classifier_probs"] for o in outputs]
+        return
     if request_type == "predict_metadata":
         assert table.schema.field("decoder_sample").type.field("counts").type == pa.list_(pa.int64())
         assert table.column("metadata").to_pylist() == [o["predicted_metadata"] for o in result["outputs"]]
@@ -541,10 +553,6 @@ def test_the_self_hosted_stream_has_the_containers_layout_and_the_hosted_numbers
     for row, output in zip(metadata, result["outputs"], strict=True):
         given = output.get("metadata") or {}
         assert {k: v for k, v in row.items() if k in given} == given
-
-
-def _gem1_example(emulator, model_id):
-    return requests.get(f"{emulator.url}/api/models/{model_id}/example-query", headers=AUTH).json()["example_query"]
 
 
 def test_a_big_self_hosted_answer_streams_in_bounded_batches(make_emulator):

@@ -3,7 +3,8 @@
 SynthbioError
 ├── QueryValidationError        the query is wrong before anything is sent (local checks)
 ├── MissingTokenError           no token in the environment or the keyring
-├── InsecureURLError            an http:// base URL that is not loopback
+├── KeyringUnavailableError     no usable system keyring to store a token in (headless machines)
+├── InsecureURLError            an http:// base URL that is neither loopback nor an allowed http host
 ├── APIConnectionError          the request did not get an answer
 │   └── APITimeoutError
 ├── APIStatusError              the server answered with an error status
@@ -70,8 +71,13 @@ class MissingTokenError(SynthbioError, KeyError):
     __str__ = Exception.__str__  # KeyError's would quote the message
 
 
+class KeyringUnavailableError(SynthbioError):
+    """No usable system keyring (a headless server, an HPC login node): use the environment."""
+
+
 class InsecureURLError(SynthbioError, ValueError):
-    """Tokens are only sent over https, or over plain http to a loopback host."""
+    """Tokens are only sent over https, or over plain http to a loopback host (or to a host listed
+    in ``allowed_http_hosts`` when ``send_token_over_http`` says so)."""
 
 
 class APIConnectionError(SynthbioError):

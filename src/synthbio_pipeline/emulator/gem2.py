@@ -143,15 +143,10 @@ def example_query(model_id: str, genes: int) -> dict[str, Any]:
 
 @lru_cache(maxsize=16)
 def reference_counts(model_id: str, genes: int) -> np.ndarray:
-    """A reference sample for the examples: the example metadata's expectation, as counts."""
-    row = GEM2_MODEL_IDS[model_id]
-    modality = row.modality or MODALITIES[0]
-    metadata = EXAMPLE_METADATA[modality]
-    tables = generate.gene_tables(genes)
-    cond = generate.condition(tables, metadata, modality, keys=GEM2_METADATA_KEYS)
+    """A reference sample for the examples: the example metadata's expected counts."""
+    modality = GEM2_MODEL_IDS[model_id].modality or MODALITIES[0]
     total = model_for_modality(modality).default_total_count
-    mean = generate.sample_mean(tables, cond, cond.latent_means, total)
-    return generate.round_preserving_sum(mean, total)
+    return generate.expected_counts(EXAMPLE_METADATA[modality], modality, total, genes)
 
 
 def check(model_id: str, body: Any, genes: int) -> tuple[Gem2Request | None, list[Problem]]:
@@ -259,10 +254,10 @@ def vae_run_id(release: str) -> str:
 def model_profile(tables: generate.GeneTables, plan: Plan) -> np.ndarray:
     """The modality's base log profile as this release (and ensemble member) sees it."""
     profile = generate.modality_profile(tables, plan.modality)
-    genes, lfc = generate.pair_effect(tables.n, "release", plan.release, 0.01, 0.2)
+    genes, lfc = generate.pair_effect(tables.n, "release", plan.release)
     profile[genes] += lfc
     if plan.request.member:
-        genes, lfc = generate.pair_effect(tables.n, "ensemble-member", plan.request.member, 0.01, 0.15)
+        genes, lfc = generate.pair_effect(tables.n, "ensemble-member", plan.request.member)
         profile[genes] += lfc
     return profile
 
@@ -301,7 +296,7 @@ def generate_outputs(plan: Plan, genes: int = generate.DEFAULT_GENES) -> Iterato
     tables = generate.gene_tables(genes)
     base = model_profile(tables, plan)
     request = plan.request
-    scale = generate.dispersion_scale(plan.modality)
+    scale = generate.DISPERSION_SCALE.get(plan.modality, 1.0)
     default_total = model_for_modality(plan.modality).default_total_count
     for item_index, item in enumerate(request.items):
         if plan.operation in (PREDICT_EXPRESSION, FROM_REFERENCE):
@@ -371,7 +366,7 @@ def classify(tables: generate.GeneTables, moved: np.ndarray) -> tuple[dict[str, 
 
 def _fit(n: int, key: str, value: str, moved: np.ndarray) -> float:
     """The correlation of a sample's deviation with one value's fold changes, on its genes."""
-    genes, lfc = generate.pair_effect(n, key, json.dumps(value), *generate.effect_size(key))
+    genes, lfc = generate.pair_effect(n, key, value)
     observed = moved[genes]
     if observed.std() == 0 or lfc.std() == 0:
         return 0.0

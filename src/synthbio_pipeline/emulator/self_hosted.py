@@ -6,15 +6,16 @@ as pysynthbio 4.2.4 reads it (``arrow_transformers``). The stream's schema metad
 :data:`BATCH_BYTES` of counts at most, generated, serialised and sent one at a time, so memory
 stays bounded whatever the number of samples. Two layouts:
 
-- expression (GEM-1 baseline: ``request_type`` ``baseline``; GEM-2: ``predict_expression``,
+- expression (GEM-1 baseline and reference conditioning: ``request_type`` ``baseline`` and
+  ``reference_conditioning``; GEM-2: ``predict_expression``,
   ``predict_expression_from_reference``, ``autoencode``): ``counts`` (list<int64>),
   ``metadata`` (a struct; all fields null where an output has none), ``biological_latent``,
   ``technical_latent``, ``perturbation_latent`` (list<double>; not for autoencode), and for
   autoencode ``model_release_id`` and ``vae_run_id`` (strings);
-- ``predict_metadata`` (GEM-2 predict-metadata): ``metadata`` (the predicted values),
-  ``latents`` (a struct: ``encoded``), ``classifier_probs`` (a struct of structs: field ->
-  value -> probability) and ``decoder_sample`` (a struct whose ``counts`` is the sample
-  decoded from its encoding).
+- ``predict_metadata`` (GEM-1 and GEM-2 metadata prediction): ``metadata`` (the predicted
+  values), ``latents`` (a struct: GEM-1's ``biological``, ``technical``, ``perturbation``;
+  GEM-2's ``encoded``), ``classifier_probs`` (a struct of structs: field -> value ->
+  probability) and ``decoder_sample`` (a struct whose ``counts`` is the decoded sample).
 
 The numbers are the hosted path's for the same body and seed (the same generators).
 """
@@ -30,14 +31,17 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from synthbio_pipeline.vocabulary.families import AUTOENCODE, PREDICT_METADATA
+from synthbio_pipeline.vocabulary.models import get_model
 
-from . import gem2, generate
+from . import annotate, gem2, generate
 
 CONTENT_TYPE = "application/vnd.apache.arrow.stream"
 #: Counts per record batch at most (int64s: 8 MiB), whole samples; at least one sample.
 BATCH_BYTES = 8 << 20
 #: GEM-1's ``request_type`` (the vendor's tests use ``baseline``).
 GEM1_REQUEST_TYPE = "baseline"
+#: The one ``request_type`` the vendor's client reads differently.
+PREDICT_METADATA_REQUEST_TYPE = "predict_metadata"
 LATENT_COLUMNS = tuple(f"{group}_latent" for group in generate.LATENT_GROUPS)
 
 _COUNTS = pa.list_(pa.int64())
@@ -49,18 +53,21 @@ def samples_per_batch(genes: int) -> int:
 
 
 def gem1_stream(plan: generate.Plan, genes: int) -> ArrowStream:
-    """The stream of a GEM-1 baseline plan: the hosted result's samples, as Arrow batches."""
+    """The stream of a GEM-1 expression plan (baseline, reference conditioning): the hosted
+    result's samples, as Arrow batches."""
     tables = generate.gene_tables(genes)
+    kind = get_model(plan.model_id).kind
+    request_type = GEM1_REQUEST_TYPE if kind == "baseline" else kind.replace("-", "_")
     metadata_type = _struct_type(metadata for metadata, _ in plan.inputs)
     fields = [
         pa.field("counts", _COUNTS),
         pa.field("metadata", metadata_type),
         *(pa.field(name, _LATENT) for name in LATENT_COLUMNS),
     ]
-    schema = pa.schema(fields, metadata=_schema_metadata(tables, GEM1_REQUEST_TYPE, generate.MODEL_VERSION))
+    schema = pa.schema(fields, metadata=_schema_metadata(tables, request_type, generate.MODEL_VERSION))
 
     def rows() -> Iterator[dict[str, Any]]:
-        for sample in generate.generate_samples(plan, genes):
+        for sample in plan.samples(genes):
             yield {
                 "counts": sample.counts,
                 "metadata": sample.metadata,
@@ -74,17 +81,59 @@ def gem1_stream(plan: generate.Plan, genes: int) -> ArrowStream:
     return ArrowStream(schema, rows(), samples_per_batch(genes), plan.num_samples)
 
 
+def gem1_metadata_stream(
+    model_id: str, body: Mapping[str, Any], genes: int, seen: Mapping[str, list[Any]]
+) -> ArrowStream:
+    """The stream of a GEM-1 metadata prediction: the hosted result's predictions (the candidates
+    are the same: ``seen`` is what the emulator has been sent)."""
+    tables = generate.gene_tables(genes)
+    fields = annotate.candidates(seen)
+    counts = annotate.counts_matrix(body["inputs"], genes)
+    modality = get_model(model_id).modality
+    labels = {name: list(dict.fromkeys(annotate.label(value) for value in values)) for name, values in fields.items()}
+    schema = pa.schema(
+        [
+            pa.field("metadata", _struct_type({name: value} for name, values in fields.items() for value in values)),
+            pa.field("latents", pa.struct([pa.field(group, _LATENT) for group in generate.LATENT_GROUPS])),
+            pa.field("classifier_probs", _probabilities_type(labels)),
+            pa.field("decoder_sample", pa.struct([pa.field("counts", _COUNTS)])),
+        ],
+        metadata=_schema_metadata(tables, PREDICT_METADATA_REQUEST_TYPE, generate.MODEL_VERSION),
+    )
+
+    def rows() -> Iterator[dict[str, Any]]:
+        batch = samples_per_batch(genes)
+        for start in range(0, counts.shape[0], batch):
+            for prediction in annotate.predict(tables, counts[start : start + batch], modality, fields):
+                yield {
+                    "metadata": prediction.metadata,
+                    # Rounded as the hosted result's JSON rounds them.
+                    "latents": {
+                        group: [round(float(x), gem2.LATENT_DECIMALS) for x in vector]
+                        for group, vector in prediction.latents.items()
+                    },
+                    "classifier_probs": prediction.probabilities,
+                    "decoder_sample": {"counts": prediction.decoder_counts},
+                }
+
+    return ArrowStream(schema, rows(), samples_per_batch(genes), counts.shape[0])
+
+
+def _probabilities_type(labels: Mapping[str, list[str]]) -> pa.DataType:
+    return pa.struct(
+        [
+            pa.field(name, pa.struct([pa.field(label, pa.float64()) for label in values]))
+            for name, values in labels.items()
+        ]
+    )
+
+
 def gem2_stream(plan: gem2.Plan, genes: int) -> ArrowStream:
     """The stream of a GEM-2 plan (every operation)."""
     tables = generate.gene_tables(genes)
     metadata = _schema_metadata(tables, plan.request_type, plan.release)
     if plan.operation == PREDICT_METADATA:
-        probabilities = pa.struct(
-            [
-                pa.field(name, pa.struct([pa.field(v, pa.float64()) for v in values]))
-                for name, values in gem2.CLASSIFIED.items()
-            ]
-        )
+        probabilities = _probabilities_type({name: list(values) for name, values in gem2.CLASSIFIED.items()})
         schema = pa.schema(
             [
                 pa.field("metadata", pa.struct([pa.field(name, pa.string()) for name in gem2.CLASSIFIED])),
@@ -253,4 +302,12 @@ def _record_batch(schema: pa.Schema, rows: list[dict[str, Any]]) -> pa.RecordBat
     return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
-__all__ = ["ArrowStream", "BATCH_BYTES", "CONTENT_TYPE", "gem1_stream", "gem2_stream", "samples_per_batch"]
+__all__ = [
+    "BATCH_BYTES",
+    "CONTENT_TYPE",
+    "ArrowStream",
+    "gem1_metadata_stream",
+    "gem1_stream",
+    "gem2_stream",
+    "samples_per_batch",
+]

@@ -18,6 +18,12 @@ The fault plan's format is in :mod:`.faults`.
 Generation runs in background threads (:class:`Job`) that write each result to a file;
 downloads go through HMAC-signed, expiring URLs and never carry the bearer token.
 
+Every model of the vocabulary's table is served: the baseline models by :mod:`.generate`,
+reference conditioning by :mod:`.reference`, metadata prediction by :mod:`.annotate` (whose
+candidates include every metadata value the emulator has been sent, :attr:`EmulatorApp.seen`).
+Queries are refused (422) with the client's own checks (:func:`~synthbio_pipeline.vocabulary.query.wire_problems`),
+given the emulator's gene count, so a ``counts`` vector of another length is refused too.
+
 GEM-2 (:mod:`.gem2`) is one hook per endpoint; in self-hosted mode (``self_hosted=True``:
 a model container) ``predict`` answers at once with an Arrow IPC stream (:mod:`.self_hosted`),
 sent in chunks as it is generated, and the token is required only when tokens are given.
@@ -50,7 +56,7 @@ from urllib.parse import parse_qs, urlsplit
 from synthbio_pipeline.vocabulary.models import MODELS, get_model, is_known_model
 from synthbio_pipeline.vocabulary.query import example_wire_query, wire_problems
 
-from . import gem2, generate, self_hosted
+from . import annotate, gem2, generate, reference, self_hosted
 from .faults import HTTP_DATE_AHEAD, STATUS_FAULTS, TRANSPORT_FAULTS, FaultPlan, FaultRule
 
 DOWNLOAD_CHUNK_BYTES = 1 << 20
@@ -170,7 +176,7 @@ class Job:
     thread: threading.Thread | None = None
     #: Set by a ``failed`` fault: the query has failed for good, whatever its generation does.
     forced_failure: str | None = None
-    #: Writes the result to a path (``cancelled`` is asked between samples); default: GEM-1's.
+    #: Writes the result to a path (``cancelled`` is asked between samples); default: by the model's kind.
     write: Callable[..., Any] | None = None
 
     def status(self, latency: float) -> str:
@@ -239,6 +245,10 @@ class EmulatorApp:
         self._slots = threading.Semaphore(MAX_CONCURRENT_JOBS)
         self._stopping = threading.Event()
         self.faults = FaultPlan.load(config.faults)
+        #: Metadata values sent in queries: candidates of metadata prediction.
+        self.seen = annotate.SeenValues()
+        self._examples: dict[str, bytes] = {}
+        self._examples_lock = threading.Lock()
 
     @property
     def stopping(self) -> threading.Event:
@@ -341,57 +351,85 @@ class EmulatorApp:
         models = [
             {"model_id": spec.model_id, "family": spec.family, "modality": spec.modality, "kind": spec.kind}
             for spec in MODELS
-            if spec.kind == "baseline"
         ]
         return Response.json(200, {"models": models + gem2.listed_models()})
 
     def endpoint_example_query(self, request: Request, model_id: str) -> Response:
         if gem2.is_served(model_id):
             return Response.json(200, {"example_query": gem2.example_query(model_id, self.config.genes)})
-        if not _is_baseline(model_id):
+        if not is_known_model(model_id):
             return Response.error(404, f"unknown model: {model_id}")
-        return Response.json(200, {"example_query": example_wire_query(model_id)})
+        return Response(200, self._example_query(model_id))
+
+    def _example_query(self, model_id: str) -> bytes:
+        """The example query's JSON (made once per model: a counts example holds whole samples)."""
+        with self._examples_lock:
+            if model_id not in self._examples:
+                spec, genes = get_model(model_id), self.config.genes
+
+                def counts_of(metadata: Mapping[str, Any]) -> list[int]:
+                    self.seen.add(metadata)  # the samples are of this metadata: metadata prediction knows it
+                    return generate.expected_counts(metadata, spec.modality, spec.default_total_count, genes).tolist()
+
+                example = example_wire_query(model_id, counts_of if spec.takes_counts else None)
+                self._examples[model_id] = json.dumps({"example_query": example}).encode("utf-8")
+            return self._examples[model_id]
 
     def endpoint_predict(self, request: Request, model_id: str) -> Response:
-        if not (_is_baseline(model_id) or gem2.is_served(model_id)):
+        if not (is_known_model(model_id) or gem2.is_served(model_id)):
             return Response.error(404, f"unknown model: {model_id}")
         try:
             body = json.loads(request.body.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as error:
             return Response.error(400, f"the request body is not JSON: {error}")
-        write = None
         if gem2.is_served(model_id):
-            checked, problems = gem2.check(model_id, body, self.config.genes)
-            if problems:
-                return Response.json(422, gem2.invalid_body(problems))
-            plan = gem2.plan(checked)
-            if self.config.self_hosted:
-                return self._stream(body, self_hosted.gem2_stream(plan, self.config.genes))
+            return self._predict_gem2(model_id, body)
+        # The client's own checks, under the wire's names; the emulator knows its gene count.
+        problems = wire_problems(model_id, body, genes=self.config.genes)
+        if problems:
+            errors = [{"path": problem.path, "message": problem.message} for problem in problems]
+            return Response.json(422, {"error": "Invalid query", "errors": errors})
+        if self.config.self_hosted:
+            return self._stream(body, self._gem1_stream(model_id, body))
+        return self._accepted(self._submit(model_id, body))
 
-            def write(path: Path, cancelled: Callable[[], bool], extra: dict[str, Any]) -> None:
-                gem2.write_result(path, plan, genes=self.config.genes, extra=extra, cancelled=cancelled)
+    def _predict_gem2(self, model_id: str, body: Any) -> Response:
+        checked, problems = gem2.check(model_id, body, self.config.genes)
+        if problems:
+            return Response.json(422, gem2.invalid_body(problems))
+        plan = gem2.plan(checked)
+        if self.config.self_hosted:
+            return self._stream(body, self_hosted.gem2_stream(plan, self.config.genes))
 
-        else:
-            problems = wire_problems(model_id, body)  # the client's own checks, under the wire's names
-            if problems:
-                errors = [{"path": problem.path, "message": problem.message} for problem in problems]
-                return Response.json(422, {"error": "Invalid query", "errors": errors})
-            if self.config.self_hosted:
-                plan = generate.plan_query(model_id, body)
-                return self._stream(body, self_hosted.gem1_stream(plan, self.config.genes))
-        job = self._submit(model_id, body, write)
-        if job is None:
-            self.stats.bump("refused_over_capacity")
-            answer = Response.error(429, f"too many queries in flight (at most {self.config.max_in_flight})")
-            answer.headers["Retry-After"] = "1"
-            return answer
-        return Response.json(200, {"modelQueryId": job.query_id})
+        def write(path: Path, cancelled: Callable[[], bool], extra: dict[str, Any]) -> None:
+            gem2.write_result(path, plan, genes=self.config.genes, extra=extra, cancelled=cancelled)
+
+        return self._accepted(self._submit(model_id, body, write))
+
+    def _gem1_stream(self, model_id: str, body: Mapping[str, Any]) -> Iterable[bytes]:
+        """A GEM-1 query's self-hosted answer: the samples (or predictions) its hosted result holds."""
+        kind = get_model(model_id).kind
+        for item in body["inputs"]:
+            self.seen.add(item.get("metadata"))
+        if kind == "predict-metadata":
+            return self_hosted.gem1_metadata_stream(model_id, body, self.config.genes, self.seen.snapshot())
+        plan = (reference.plan_query if kind == "reference-conditioning" else generate.plan_query)(model_id, body)
+        return self_hosted.gem1_stream(plan, self.config.genes)
 
     def _stream(self, body: Mapping[str, Any], chunks: Iterable[bytes]) -> Response:
         """A self-hosted answer: the Arrow stream, sent as it is generated."""
         self.stats.count_submission(body_hash(body))
         self.stats.bump("streamed")
         return Response(200, content_type=self_hosted.CONTENT_TYPE, chunks=chunks)
+
+    def _accepted(self, job: Job | None) -> Response:
+        """The answer to a submission: its query id, or 429 when too many are in flight."""
+        if job is None:
+            self.stats.bump("refused_over_capacity")
+            answer = Response.error(429, f"too many queries in flight (at most {self.config.max_in_flight})")
+            answer.headers["Retry-After"] = "1"
+            return answer
+        return Response.json(200, {"modelQueryId": job.query_id})
 
     def endpoint_status(self, request: Request, query_id: str) -> Response:
         job = self._job(query_id)
@@ -461,7 +499,7 @@ class EmulatorApp:
     def _submit(self, model_id: str, body: dict[str, Any], write: Callable[..., Any] | None = None) -> Job | None:
         """Accept a query, or ``None`` when ``max_in_flight`` queries are already in flight.
 
-        ``write(path, cancelled, extra)`` writes its result (default: GEM-1's generator)."""
+        ``write(path, cancelled, extra)`` writes its result (default: by the model's kind)."""
         query_id = uuid.uuid4().hex
         job = Job(query_id, model_id, body, time.monotonic(), self.workdir / f"{query_id}.json", write=write)
         with self._jobs_lock:
@@ -473,6 +511,9 @@ class EmulatorApp:
             self._jobs[query_id] = job
         self.stats.record_in_flight(in_flight + 1)
         self.stats.count_submission(body_hash(body))
+        if write is None:  # GEM-1: metadata prediction knows the values it has been sent
+            for item in body["inputs"]:
+                self.seen.add(item.get("metadata"))
         job.thread = threading.Thread(target=self._run, args=(job,), name=f"emulator-{query_id[:8]}", daemon=True)
         job.thread.start()
         return job
@@ -487,23 +528,28 @@ class EmulatorApp:
                 return
             job.phase = "running"
             try:
-                if job.write is not None:
-                    job.write(job.path, self._stopping.is_set, {"query_id": job.query_id})
-                else:
-                    plan = generate.plan_query(job.model_id, job.body)
-                    generate.write_result(
-                        job.path,
-                        plan,
-                        genes=self.config.genes,
-                        extra={"query_id": job.query_id},
-                        cancelled=self._stopping.is_set,
-                    )
+                self._generate(job)
             except Exception as error:  # reported through the status endpoint, as the service does
                 job.message = f"generation failed: {error}\n{traceback.format_exc()}"
                 job.phase = "failed"
                 return
             if not self._stopping.is_set():
                 job.phase = "done"
+
+    def _generate(self, job: Job) -> None:
+        """Write a job's result: expression (baseline, reference conditioning) or predicted metadata."""
+        if job.write is not None:
+            job.write(job.path, self._stopping.is_set, {"query_id": job.query_id})
+            return
+        kind = get_model(job.model_id).kind
+        options = {"genes": self.config.genes, "extra": {"query_id": job.query_id}, "cancelled": self._stopping.is_set}
+        if kind == "predict-metadata":
+            annotate.write_result(job.path, job.model_id, job.body, seen=self.seen.snapshot(), **options)
+            return
+        plan = (reference.plan_query if kind == "reference-conditioning" else generate.plan_query)(
+            job.model_id, job.body
+        )
+        generate.write_result(job.path, plan, **options)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Cancel generation and wait (briefly) for the generator threads."""
@@ -513,10 +559,6 @@ class EmulatorApp:
         deadline = time.monotonic() + timeout
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
-
-
-def _is_baseline(model_id: str) -> bool:
-    return is_known_model(model_id) and get_model(model_id).kind == "baseline"
 
 
 def _match(method: str, path: str) -> tuple[Route | None, dict[str, str]]:
@@ -747,8 +789,9 @@ def start_emulator(
     ``predict`` is answered at once with an Arrow IPC stream, and no token is needed unless
     ``tokens`` are given.
     """
-    if genes < 1:
-        raise ValueError(f"genes must be at least 1, not {genes}")
+    known = len(generate.ensembl_gene_ids())
+    if not 1 <= genes <= known:
+        raise ValueError(f"genes must be 1 to {known:,} (the human Ensembl gene ids the emulator has), not {genes:,}")
     config = EmulatorConfig(
         tokens=frozenset(tokens),
         latency=float(latency),

@@ -63,7 +63,12 @@ _INT64_MAX = np.iinfo(np.int64).max
 
 
 class _TailReader:
-    """A binary file that remembers the last bytes read (to find the end-of-stream marker)."""
+    """A binary file that reads in full and remembers the last bytes read.
+
+    pyarrow takes a short read for the end of the file, while a socket may return fewer
+    bytes than asked: each read is repeated until it has them all or the body ends. The
+    last 8 bytes tell whether the stream ended with its end-of-stream marker.
+    """
 
     def __init__(self, raw: BinaryIO):
         self._raw = raw
@@ -71,7 +76,20 @@ class _TailReader:
         self.closed = False
 
     def read(self, size: int = -1) -> bytes:
-        data = self._raw.read(size)
+        if size is None or size < 0:
+            data = self._raw.read()
+        else:
+            data = self._raw.read(size)
+            if data and len(data) < size:
+                parts = [data]
+                got = len(data)
+                while got < size:
+                    more = self._raw.read(size - got)
+                    if not more:
+                        break
+                    parts.append(more)
+                    got += len(more)
+                data = b"".join(parts)
         if data:
             self.tail = (self.tail + bytes(data[-8:]))[-8:]
         return data
@@ -221,7 +239,7 @@ class ArrowResult:
             for i in range(batch.num_rows):
                 row = metadata[i] or {}
                 yield Sample(
-                    block[i],
+                    block[i].copy(),  # a sample waiting in a queue must not keep its whole batch alive
                     {key: value for key, value in row.items() if value is not None},
                     latents[i] if latents is not None else None,
                 )
@@ -282,9 +300,11 @@ def counts_matrix(column: pa.Array | pa.ChunkedArray, width: int | None, *, firs
         raise ResultError(f"sample {first + _first_null(column)} has null counts in the Arrow stream")
     if pa.types.is_fixed_size_list(kind):
         lengths = np.full(rows, kind.list_size, dtype=np.int64)
+        start = column.offset * kind.list_size
     else:
-        offsets = column.offsets.to_numpy(zero_copy_only=False)
+        offsets = _numbers(column.offsets)
         lengths = np.diff(offsets)
+        start = int(offsets[0]) if rows else 0
     if width is None:
         width = int(lengths[0]) if rows else 0
     wrong = np.flatnonzero(lengths != width)
@@ -294,11 +314,14 @@ def counts_matrix(column: pa.Array | pa.ChunkedArray, width: int | None, *, firs
             f"sample {first + k} has {int(lengths[k])} counts in the Arrow stream, {width} expected "
             "(every sample carries a full gene vector)"
         )
-    flat = column.flatten()
+    # The values of these rows (flatten() would do it too, but it loads pyarrow.compute, ~10 MB).
+    flat = column.values.slice(start, rows * width)
     if flat.null_count:
         raise ResultError(f"the Arrow counts of samples {first}..{first + rows - 1} hold null values")
     value_type = flat.type
-    values = flat.to_numpy(zero_copy_only=False)
+    if not (pa.types.is_integer(value_type) or pa.types.is_floating(value_type)):
+        raise ResultError(f"the Arrow counts are {value_type}, not numbers")
+    values = _numbers(flat)
     if pa.types.is_integer(value_type):
         if pa.types.is_uint64(value_type) and len(values) and values.max() > _INT64_MAX:
             raise ResultError("the Arrow counts hold a value outside the int64 range")
@@ -310,9 +333,15 @@ def counts_matrix(column: pa.Array | pa.ChunkedArray, width: int | None, *, firs
         if len(values) and not (np.abs(values) < 2.0**63).all():
             raise ResultError("the Arrow counts hold a value outside the int64 range")
         values = values.astype(np.int64)  # truncation toward zero, like the JSON path and pandas' astype(int)
-    else:
-        raise ResultError(f"the Arrow counts are {value_type}, not numbers")
     return values.reshape(rows, width)
+
+
+def _numbers(array: pa.Array) -> np.ndarray:
+    """A numeric array without nulls as a numpy view of its buffer (``to_numpy`` imports pandas)."""
+    kind = array.type
+    letter = "f" if pa.types.is_floating(kind) else "i" if pa.types.is_signed_integer(kind) else "u"
+    dtype = np.dtype(f"{letter}{kind.bit_width // 8}")
+    return np.frombuffer(array.buffers()[1], dtype=dtype, count=len(array), offset=array.offset * dtype.itemsize)
 
 
 # --- whole-stream conveniences -----------------------------------------------------------

@@ -25,12 +25,12 @@ GEM-1's shape). Which releases exist, and what each supports, is the server's to
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from synthbio_pipeline.errors import Problem
+from synthbio_pipeline.vocabulary.counts import counts_problems, counts_values
 from synthbio_pipeline.vocabulary.families import (
     GEM2,
     GEM2_MODALITIES,
@@ -325,7 +325,7 @@ class _Reader:
                 else:
                     self.problems += metadata_problems(metadata, f"{where}.metadata", keys)
             output_total = self.output_total(item, where) if "output_total" in item else total
-            counts = item.get("counts")
+            counts = counts_values(item.get("counts"))
             if "counts" in item:
                 self.counts(counts, f"{where}.counts")
             if len(self.problems) == before:
@@ -363,21 +363,7 @@ class _Reader:
         return total
 
     def counts(self, counts: Any, path: str) -> None:
-        if not isinstance(counts, list) or not counts:
-            self.add(path, f"must be a non-empty list of counts, one per gene, not {_short(counts)}")
-            return
-        for index, value in enumerate(counts):
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, numbers.Real)
-                or not value >= 0
-                or value != int(value)
-                or value >= 2**63
-            ):
-                self.add(f"{path}[{index}]", f"a count is a whole number of at least 0, not {value!r}")
-                return
-        if self.n_genes is not None and len(counts) != self.n_genes:
-            self.add(path, f"has {len(counts):,} values; the model's gene order has {self.n_genes:,} genes")
+        self.problems += counts_problems(counts, path, self.n_genes)
 
 
 def _short(value: Any) -> str:
