@@ -34,8 +34,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from synthbio_pipeline.files import atomic_path
-from synthbio_pipeline.vocabulary.families import GEM2, GEM2_MODEL_IDS, GEM2_OPERATION_SPECS
-from synthbio_pipeline.vocabulary.gem2 import GEM1_SHAPE_FIELDS, GEM2_FIELDS, OPTION_FIELDS, gem2_modes
+from synthbio_pipeline.vocabulary.families import GEM2, GEM2_MODEL_IDS, GEM2_OPERATION_SPECS, PREDICT_EXPRESSION
+from synthbio_pipeline.vocabulary.gem2 import (
+    GEM1_SHAPE_FIELDS,
+    GEM2_FIELDS,
+    GEM2_TABLE_KEYS,
+    GENE_PERTURBATION,
+    OPTION_FIELDS,
+    PERTURBATION_COLUMNS,
+    gem2_modes,
+)
 from synthbio_pipeline.vocabulary.metadata import GEM2_METADATA_KEYS, METADATA_GROUPS, METADATA_KEYS, MetadataKey
 from synthbio_pipeline.vocabulary.models import (
     DEFAULT_MODALITY,
@@ -227,14 +235,53 @@ def conditions_columns() -> list[str]:
             ("description", f"the API's name for mode: {modes}"),
         ],
     )
+    for column, meaning in (
+        ("model", "any model id of the model table, GEM-2's included, such as "),
+        ("model_id", "the synonym of model: "),
+    ):
+        lines += _yaml_property(
+            column,
+            [
+                ("type", "string"),
+                ("pattern", _cell(MODEL_ID_PATTERN.pattern)),
+                ("description", f"{meaning}{example} or gem-2-bulk (overrides modality)"),
+            ],
+        )
     lines += _yaml_property(
-        "model_id",
+        "operation",
         [
             ("type", "string"),
-            ("pattern", _cell(MODEL_ID_PATTERN.pattern)),
-            ("description", f"a model id such as {example} (overrides modality)"),
+            ("pattern", _cell(_words_pattern((PREDICT_EXPRESSION,)))),
+            ("description", f"GEM-2 rows of model {GEM2} only: the operation ({PREDICT_EXPRESSION}, the default)"),
         ],
     )
+    for column, (key, name) in PERTURBATION_COLUMNS.items():
+        element = (
+            GENE_PERTURBATION
+            if column == "gene_perturbations"
+            else next(k for k in GEM2_METADATA_KEYS[key].items.one_of if k.name == name)
+        )
+        fields = [("type", "string")]
+        if column == "gene_perturbations":
+            one = f"(?:{element.pattern.pattern})"
+            fields.append(("pattern", _cell(f"{one}(?:\\s*;\\s*{one})*")))
+        fields.append(
+            (
+                "description",
+                f"GEM-2 rows only: one or more of {element.expected}, separated by ;, each sent as "
+                f'{{"{name}": ...}} in the metadata\'s {key}',
+            )
+        )
+        lines += _yaml_property(column, fields)
+    for key in GEM2_TABLE_KEYS.values():
+        if key.name in METADATA_KEYS:
+            continue
+        fields = [("type", "string")]
+        pattern = _key_cell_pattern(key)
+        if pattern is not None:
+            fields.append(("pattern", pattern))
+        fields.append(("description", f"GEM-2 metadata key ({key.group}): {key.describe()}"))
+        lines += _yaml_property(key.name, fields)
     for option in ALL_OPTIONS.values():
         lines += _yaml_property(
             option.name,

@@ -30,7 +30,18 @@ from typing import Any
 
 from synthbio_pipeline.errors import SynthbioError
 from synthbio_pipeline.files import atomic_path
-from synthbio_pipeline.vocabulary.metadata import METADATA_KEYS
+from synthbio_pipeline.vocabulary.families import GEM2, GEM2_MODEL_IDS, PREDICT_EXPRESSION, gem2_model, output_group
+from synthbio_pipeline.vocabulary.gem2 import (
+    GEM2_TABLE_KEYS,
+    GENE_PERTURBATION,
+    PERTURBATION_COLUMNS,
+    gem2_body,
+    gem2_item,
+    gem2_modes,
+    gem2_problems,
+    perturbation_lists,
+)
+from synthbio_pipeline.vocabulary.metadata import METADATA_KEYS, MetadataKey, metadata_value_problem
 from synthbio_pipeline.vocabulary.models import (
     BASELINE,
     DEFAULT_MODALITY,
@@ -49,8 +60,8 @@ from synthbio_pipeline.vocabulary.options import (
     QUERY_OPTIONS,
     TRUE_WORDS,
 )
-from synthbio_pipeline.vocabulary.query import MODEL_FIELDS, WIRE_MODE, query_problems, to_wire
-from synthbio_pipeline.vocabulary.words import did_you_mean
+from synthbio_pipeline.vocabulary.query import CLIENT_SOURCE, MODEL_FIELDS, WIRE_MODE, query_problems, to_wire
+from synthbio_pipeline.vocabulary.words import did_you_mean, quoted
 
 CONDITION_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 CONDITION_RULE = "1-100 ASCII letters, digits, '_', '.' or '-', starting with a letter or digit"
@@ -61,6 +72,20 @@ REQUIRED_COLUMNS = ("condition", "num_samples")
 OPTION_COLUMNS = (*MODEL_FIELDS, *ALL_OPTIONS)
 #: A reference-conditioned row's counts file (relative to the working directory) and its sample.
 REFERENCE_COLUMNS = ("reference", "reference_sample")
+#: The column naming a row's model (any id of the model table, GEM-2's included); ``model_id``
+#: is its synonym. Empty: the GEM-1 model of the row's modality.
+MODEL_COLUMN = "model"
+#: The GEM-2 operation of a ``gem-2`` row (a compatibility id names its own).
+OPERATION_COLUMN = "operation"
+#: Columns only GEM-2 rows take: its metadata keys that GEM-1 lacks, the perturbation columns
+#: and the operation.
+GEM2_ONLY_COLUMNS = (
+    *(key for key in GEM2_TABLE_KEYS if key not in METADATA_KEYS),
+    *PERTURBATION_COLUMNS,
+    OPERATION_COLUMN,
+)
+#: GEM-2 compatibility ids the table runs (those of ``predict-expression``), for messages.
+TABLE_GEM2_IDS = tuple(row.model_id for row in GEM2_MODEL_IDS.values() if row.operation == PREDICT_EXPRESSION)
 
 
 @dataclass(frozen=True)
@@ -118,17 +143,36 @@ class Condition:
     #: the file's only sample).
     reference: str | None = None
     reference_sample: str | None = None
+    #: The GEM-2 operation of a GEM-2 row; ``None`` for GEM-1.
+    operation: str | None = None
 
     @property
     def is_reference(self) -> bool:
         return self.reference is not None
+
+    @property
+    def is_gem2(self) -> bool:
+        return self.operation is not None
+
+    @property
+    def family(self) -> str:
+        return GEM2 if self.is_gem2 else "gem-1"
+
+    @property
+    def group(self) -> str:
+        """The output group its samples merge into (``bulk``, ``gem-2-bulk``, ...): one gene
+        order and one model family per merged matrix."""
+        return output_group(self.model_id, self.modality)
 
     def query(self, counts: list[int] | None = None) -> dict[str, Any]:
         """The user-facing query of this condition (rsynthbio's vocabulary).
 
         A reference row's input carries ``counts``, the reference aligned to the model's gene
         order (:mod:`synthbio_pipeline.pipeline.references`); without them the query has none.
+        A GEM-2 row's query is its wire body with its ``model_id``.
         """
+        if self.is_gem2:
+            return {"model_id": self.model_id, **self.wire_body()}
         query: dict[str, Any] = {"model_id": self.model_id, "modality": self.modality}
         if self.mode is not None:
             query["mode"] = self.mode
@@ -140,7 +184,16 @@ class Condition:
 
     def wire_body(self, counts: list[int] | None = None) -> dict[str, Any]:
         """The exact JSON body of ``POST /api/models/{model_id}/predict`` (a reference row's
-        without its ``counts`` unless they are given)."""
+        without its ``counts`` unless they are given); a GEM-2 row's in GEM-2's shape."""
+        if self.is_gem2:
+            return gem2_body(
+                self.operation,
+                self.modality,
+                [gem2_item(self.metadata, self.num_samples, self.options.get("total_count"))],
+                seed=self.options.get("seed"),
+                sampling_strategy=self.mode,
+                source=CLIENT_SOURCE,
+            )
         return to_wire(self.query(counts), validate=False)[1]
 
 
@@ -248,16 +301,29 @@ def _check_header(header: list[str], problems: _Problems) -> None:
             problems.add(1, None, f"column {position} has no name")
         elif name in seen:
             problems.add(1, name, "the column appears twice")
-        elif name not in (*REQUIRED_COLUMNS, *OPTION_COLUMNS, *REFERENCE_COLUMNS) and name not in METADATA_KEYS:
-            hint = did_you_mean(name, [*METADATA_KEYS, *OPTION_COLUMNS, *REFERENCE_COLUMNS, *REQUIRED_COLUMNS])
-            allowed = "; allowed: condition, num_samples, the API metadata keys and " + ", ".join(
-                (*OPTION_COLUMNS, *REFERENCE_COLUMNS)
+        elif name not in KNOWN_COLUMNS:
+            hint = did_you_mean(name, KNOWN_COLUMNS)
+            allowed = "; allowed: condition, num_samples, the API metadata keys (GEM-1's and GEM-2's) and " + ", ".join(
+                (MODEL_COLUMN, *OPTION_COLUMNS, *REFERENCE_COLUMNS, *PERTURBATION_COLUMNS, OPERATION_COLUMN)
             )
             problems.add(1, name, f"unknown column{hint or allowed}")
         seen.add(name)
+    if MODEL_COLUMN in header and "model_id" in header:
+        problems.add(1, "model_id", f"give {MODEL_COLUMN!r} or its synonym 'model_id', not both")
     if "mode" in header and WIRE_MODE in header:
         problems.add(1, WIRE_MODE, f"give 'mode' or its synonym {WIRE_MODE!r}, not both")
 
+
+KNOWN_COLUMNS = (
+    *REQUIRED_COLUMNS,
+    MODEL_COLUMN,
+    *OPTION_COLUMNS,
+    *REFERENCE_COLUMNS,
+    *METADATA_KEYS,
+    *(key for key in GEM2_TABLE_KEYS if key not in METADATA_KEYS),
+    *PERTURBATION_COLUMNS,
+    OPERATION_COLUMN,
+)
 
 # --- one row ---------------------------------------------------------------------------
 
@@ -287,16 +353,34 @@ def _condition_of(
     reference, reference_sample = cells.get("reference"), cells.get("reference_sample")
     if reference_sample is not None and reference is None:
         bad("reference_sample", "names a sample of a reference file: give the file in the 'reference' column too")
+    model_column = MODEL_COLUMN if MODEL_COLUMN in cells else "model_id"
+    model_id = cells.get(model_column)
+    if model_id is not None and model_id.startswith(GEM2):
+        if gem2_model(model_id) is None:
+            hint = did_you_mean(model_id, list(GEM2_MODEL_IDS))
+            bad(
+                model_column,
+                f"unknown GEM-2 model id {model_id!r}{hint or f'; the table runs {quoted(TABLE_GEM2_IDS)}'}",
+            )
+            return None
+        return _gem2_condition(cells, name, line, defaults, model_id, model_column, bad, problems, before)
+    for column in GEM2_ONLY_COLUMNS:
+        if column in cells:
+            which = model_id or "its modality's GEM-1 model"
+            bad(
+                column,
+                f"a GEM-2 column: the row's model ({which}) does not take it; "
+                f"set the row's {MODEL_COLUMN!r} to a GEM-2 id (gem-2-bulk, gem-2-sc, ...) or leave the cell empty",
+            )
     modality, modality_column = _pick(cells, defaults, "modality")
     mode, mode_column = _pick(cells, defaults, "mode", synonym=WIRE_MODE)
-    model_id = cells.get("model_id")
     if modality is None:
         modality = get_model(model_id).modality if model_id and is_known_model(model_id) else DEFAULT_MODALITY
     if model_id and is_known_model(model_id):
         kind = get_model(model_id).kind
         takes = get_model(model_id).options
         if reference is not None and kind != REFERENCE_CONDITIONING:
-            bad("model_id", f"a row with a reference needs a reference-conditioning model, not {model_id} ({kind})")
+            bad(model_column, f"a row with a reference needs a reference-conditioning model, not {model_id} ({kind})")
         elif reference is None and kind == REFERENCE_CONDITIONING:
             bad("reference", f"model {model_id} generates from a reference sample: give its counts file here")
     else:
@@ -314,7 +398,7 @@ def _condition_of(
         query["model_id"] = model_id
     if mode is not None:
         query["mode"] = mode
-    columns = {"modality": modality_column, "mode": mode_column, "model_id": "model_id"}
+    columns = {"modality": modality_column, "mode": mode_column, "model_id": model_column}
     options = {}
     for key, option in ALL_OPTIONS.items():
         value, column = _pick(cells, defaults, key)
@@ -380,6 +464,121 @@ def _condition_of(
     )
 
 
+def _gem2_condition(
+    cells: dict[str, str], name, line, defaults: Mapping[str, Any], model_id, model_column, bad, problems, before
+) -> Condition | None:
+    """A GEM-2 row: its metadata columns and perturbation columns, checked by GEM-2's rules
+    on the body it sends (:func:`~synthbio_pipeline.vocabulary.gem2.gem2_problems`), each
+    problem told at the column it came from."""
+    row = gem2_model(model_id)
+    if "reference" in cells or "reference_sample" in cells:
+        column = "reference" if "reference" in cells else "reference_sample"
+        bad(column, f"{model_id} is a GEM-2 model: reference rows run GEM-1's reference-conditioning models only")
+    operation = row.operation or cells.get(OPERATION_COLUMN) or PREDICT_EXPRESSION
+    if row.operation is not None and cells.get(OPERATION_COLUMN, row.operation) != row.operation:
+        bad(
+            OPERATION_COLUMN,
+            f"{model_id} runs {row.operation!r}, the row says {cells[OPERATION_COLUMN]!r}; "
+            f"use model {GEM2} to name the operation, or leave the cell empty",
+        )
+    elif operation != PREDICT_EXPRESSION and operation in {r.operation for r in GEM2_MODEL_IDS.values()}:
+        column = OPERATION_COLUMN if row.operation is None else model_column
+        bad(
+            column,
+            f"{operation!r} reads a sample's counts: the conditions table runs GEM-2's "
+            f"{PREDICT_EXPRESSION!r} only ({GEM2} with operation {PREDICT_EXPRESSION}, or "
+            f"{quoted(TABLE_GEM2_IDS[:4])}, ...)",
+        )
+        return None
+    modality, modality_column = _pick(cells, defaults, "modality")
+    if row.modality is not None:
+        if "modality" in cells and cells["modality"] != row.modality:
+            bad("modality", f"{model_id} is for {row.modality!r}, the row says {cells['modality']!r}")
+        modality, modality_column = row.modality, model_column
+    elif modality is None:
+        modality = DEFAULT_MODALITY
+    mode, mode_column = _pick(cells, defaults, "mode", synonym=WIRE_MODE)
+    if mode is None and modality in MODALITY_MODELS:
+        mode = gem2_modes(modality)[0]
+    columns = {"modality": modality_column, "mode": mode_column, "operation": OPERATION_COLUMN}
+    options = {}
+    for key, option in ALL_OPTIONS.items():
+        value, column = _pick(cells, defaults, key)
+        if value is None:
+            continue
+        if key not in ("seed", "total_count"):
+            if column == key:  # a config default of a GEM-1 option is for the GEM-1 rows
+                bad(key, f"{model_id} (GEM-2) does not take {key!r}; its options are seed, total_count and mode")
+            continue
+        options[key] = _parse_option(option.type, value)
+        columns[key] = column
+    metadata: dict[str, Any] = {}
+    for key, value in cells.items():
+        if key in GEM2_TABLE_KEYS:
+            metadata[key] = _parse_metadata(key, value, GEM2_TABLE_KEYS)
+        elif key in METADATA_KEYS:
+            allowed = ", ".join((*GEM2_TABLE_KEYS, *PERTURBATION_COLUMNS))
+            hint = " (GEM-2 names the tissue: column 'tissue')" if key == "tissue_ontology_id" else ""
+            bad(key, f"a GEM-1 metadata key: {model_id} (GEM-2) does not take it{hint}; its columns are {allowed}")
+    lists, sources = perturbation_lists(cells)
+    for index, element in enumerate(lists.get("gene_perturbations", [])):
+        message = metadata_value_problem(GENE_PERTURBATION, element[GENE_PERTURBATION.name])
+        if message:
+            bad("gene_perturbations", f"gene {index + 1}: {message}")
+    metadata.update(lists)
+    num_samples = _parse_int(cells.get("num_samples", ""))
+    body = gem2_body(
+        operation,
+        modality,
+        [gem2_item(metadata, num_samples, options.get("total_count"))],
+        seed=options.get("seed"),
+        sampling_strategy=mode,
+    )
+    item = "inputs.items[0]."
+    for found in gem2_problems(model_id, body):
+        path, message = found.path, found.message
+        if path.startswith(item + "metadata."):
+            rest = path[len(item + "metadata.") :]
+            column = sources.get(rest.split(".")[0], rest.split("[")[0].split(".")[0])
+            if column == "gene_perturbations" and any(p.column == column for p in problems[before:]):
+                continue
+            bad(column, message)
+            continue
+        if path == item + "num_samples":
+            bad("num_samples", "required: a whole number of at least 1" if num_samples == "" else message)
+            continue
+        key = {
+            "options.seed": "seed",
+            "options.sampling_strategy": "mode",
+            "inputs.modality": "modality",
+            "operation": "operation",
+        }.get(path, "total_count" if path.startswith(item + "output_total") else path)
+        column = columns.get(key, key)
+        if column.startswith("config defaults."):
+            bad(key, f"{message} (the value is {column}; set this row's {key!r} to override it)")
+        else:
+            bad(column, message)
+    if isinstance(num_samples, int) and num_samples > MAX_SAMPLES_PER_CONDITION:
+        bad(
+            "num_samples",
+            f"{num_samples:,} is more than {MAX_SAMPLES_PER_CONDITION:,} samples in one condition; "
+            "split it into several conditions if you mean it",
+        )
+    if len(problems) > before:
+        return None
+    return Condition(
+        name=name,
+        row=line,
+        modality=modality,
+        model_id=model_id,
+        mode=mode,
+        num_samples=num_samples,
+        metadata=metadata,
+        options=options,
+        operation=operation,
+    )
+
+
 def _pick(cells: Mapping[str, str], defaults: Mapping[str, Any], key: str, synonym: str | None = None):
     """A row's value of ``key`` (or its synonym), else the config default; and where it came from."""
     for column in (key, synonym):
@@ -417,8 +616,8 @@ def _parse_bool(value: Any) -> Any:
     return value
 
 
-def _parse_metadata(key: str, value: str) -> Any:
-    if METADATA_KEYS[key].numeric:
+def _parse_metadata(key: str, value: str, keys: Mapping[str, MetadataKey] = METADATA_KEYS) -> Any:
+    if keys[key].numeric:
         try:
             number = float(value)
         except ValueError:

@@ -217,6 +217,30 @@ def gem2_operation(model_id: str, query: Mapping[str, Any] | None = None) -> str
     return None
 
 
+def output_group(model_id: str, modality: str) -> str:
+    """The key of the merged outputs a model's samples go to (``results/{group}/``).
+
+    A merged matrix holds one gene order and one model family: GEM-1 samples of a modality
+    go to the modality's group (``bulk``, ``single-cell``), GEM-2 samples to
+    ``gem-2-{modality}`` (``gem-2-bulk``, ``gem-2-single-cell``), never into GEM-1's.
+    """
+    return f"{GEM2}-{modality}" if is_gem2(model_id) else modality
+
+
+#: Every output group, GEM-1's (the modalities) first.
+OUTPUT_GROUPS = (BULK, SINGLE_CELL, f"{GEM2}-{BULK}", f"{GEM2}-{SINGLE_CELL}")
+
+
+def group_modality(group: str) -> str:
+    """The modality of an output group (``gem-2-single-cell`` -> ``single-cell``)."""
+    return group.removeprefix(f"{GEM2}-")
+
+
+def group_family(group: str) -> str:
+    """The model family of an output group: ``gem-2`` or ``gem-1``."""
+    return GEM2 if group.startswith(f"{GEM2}-") else "gem-1"
+
+
 def result_kind(model_id: str, query: Mapping[str, Any] | None = None) -> str | None:
     """The shape of result ``model_id`` answers ``query`` with (one of :data:`RESULT_KINDS`), or
     ``None`` when the id is not one this package (or the vendor's client) knows how to read."""
@@ -246,6 +270,7 @@ __all__ = [
     "GEM2_OPERATION_SPECS",
     "GEM2_SUFFIX_OPERATIONS",
     "METADATA_PREDICTION",
+    "OUTPUT_GROUPS",
     "PREDICT_EXPRESSION",
     "PREDICT_METADATA",
     "RESULT_KINDS",
@@ -253,6 +278,9 @@ __all__ = [
     "Gem2Operation",
     "gem2_model",
     "gem2_operation",
+    "group_family",
+    "group_modality",
     "is_gem2",
+    "output_group",
     "result_kind",
 ]

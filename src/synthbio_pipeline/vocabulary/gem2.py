@@ -25,6 +25,7 @@ GEM-1's shape). Which releases exist, and what each supports, is the server's to
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,7 +42,12 @@ from synthbio_pipeline.vocabulary.families import (
     Gem2Operation,
     gem2_model,
 )
-from synthbio_pipeline.vocabulary.metadata import GEM2_METADATA_KEYS, MetadataKey, metadata_problems
+from synthbio_pipeline.vocabulary.metadata import (
+    GEM2_METADATA_KEYS,
+    PERTURBATIONAL,
+    MetadataKey,
+    metadata_problems,
+)
 from synthbio_pipeline.vocabulary.models import (
     BULK,
     MEAN_ESTIMATION,
@@ -50,7 +56,7 @@ from synthbio_pipeline.vocabulary.models import (
     SINGLE_CELL,
     model_for_modality,
 )
-from synthbio_pipeline.vocabulary.options import QUERY_OPTIONS, is_int
+from synthbio_pipeline.vocabulary.options import LIST_SEPARATOR, QUERY_OPTIONS, is_int
 from synthbio_pipeline.vocabulary.words import did_you_mean, listed, quoted
 
 #: The body's top-level fields in GEM-2's shape, and in GEM-1's (compatibility ids only).
@@ -377,6 +383,112 @@ def _short_word_hint(modality: Any) -> str:
     return f"; did you mean {full!r}?" if full else ""
 
 
+# --- building a body: the one place a GEM-2 body is put together --------------------------
+
+
+def gem2_item(metadata: Mapping[str, Any], num_samples: int, output_total: int | None = None) -> dict[str, Any]:
+    """One item of ``inputs.items``: metadata, samples and (when given) the library size."""
+    item: dict[str, Any] = {"metadata": dict(metadata), "num_samples": num_samples}
+    if output_total is not None:
+        item["output_total"] = {"type": OUTPUT_TOTAL_TYPES[0], "value": output_total}
+    return item
+
+
+def gem2_body(
+    operation: str,
+    modality: str,
+    items: Sequence[Mapping[str, Any]],
+    *,
+    seed: int | None = None,
+    sampling_strategy: str | None = None,
+    release: str | None = None,
+    source: str | None = None,
+) -> dict[str, Any]:
+    """The wire body of a GEM-2 request, in GEM-2's shape (what ``gem-2`` and every
+    compatibility id take): ``{"operation", "inputs": {"modality", "items"}, "options"}``."""
+    options: dict[str, Any] = {}
+    if seed is not None:
+        options["seed"] = seed
+    if sampling_strategy is not None:
+        options["sampling_strategy"] = sampling_strategy
+    body: dict[str, Any] = {
+        "operation": operation,
+        "inputs": {"modality": modality, "items": [dict(item) for item in items]},
+        "options": options,
+    }
+    if release is not None:
+        body["release"] = release
+    if source is not None:
+        body["source"] = source
+    return body
+
+
+def request_view(body: Mapping[str, Any]) -> tuple[list[Mapping[str, Any]], dict[str, Any]]:
+    """A wire body of either family, read the same way: its items, and its options flat.
+
+    GEM-1's shape (``{"inputs": [...], "seed", "sampling_strategy", "total_count", ...}``)
+    gives its inputs and the body itself; GEM-2's (``{"inputs": {"items": [...]}, "options":
+    {...}}``) gives ``inputs.items`` and ``options``, plus ``total_count`` when every item asks
+    for the same ``output_total.value``.
+    """
+    inputs = body.get("inputs")
+    if isinstance(inputs, list):
+        return [item for item in inputs if isinstance(item, Mapping)], dict(body)
+    items = inputs.get("items", []) if isinstance(inputs, Mapping) else []
+    items = [item for item in items if isinstance(item, Mapping)]
+    options = dict(body.get("options") or {})
+    totals = {
+        (item.get("output_total") or {}).get("value") if isinstance(item.get("output_total"), Mapping) else None
+        for item in items
+    }
+    if len(totals) == 1 and None not in totals:
+        options["total_count"] = totals.pop()
+    return items, options
+
+
+# --- the conditions table's GEM-2 columns ---------------------------------------------------
+
+#: What one gene perturbation is sent as. The vendor documents no format for the objects of
+#: ``gene_perturbations`` (pysynthbio's README sends an empty list); this package sends one
+#: object per gene, ``{"gene_id": "<Ensembl gene id>"}``, and the server judges it.
+GENE_PERTURBATION_FIELD = "gene_id"
+GENE_PERTURBATION = MetadataKey(
+    GENE_PERTURBATION_FIELD,
+    PERTURBATIONAL,
+    re.compile(r"ENS[A-Z]*G\d{11}(\.\d+)?"),
+    expected="an Ensembl gene id such as 'ENSG00000141510'",
+)
+#: Columns of a conditions table whose ``;``-separated values become a GEM-2 perturbation
+#: list (no JSON in a cell): column -> (metadata key, the one field of each object).
+PERTURBATION_COLUMNS: dict[str, tuple[str, str]] = {
+    "smiles": ("bioactive_entity_perturbations", "smiles"),
+    "entity_ontology_id": ("bioactive_entity_perturbations", "entity_ontology_id"),
+    "entity": ("bioactive_entity_perturbations", "entity"),
+    "gene_perturbations": ("gene_perturbations", GENE_PERTURBATION_FIELD),
+}
+#: GEM-2 metadata keys a conditions table takes as columns of their own (one value each).
+GEM2_TABLE_KEYS: dict[str, MetadataKey] = {name: key for name, key in GEM2_METADATA_KEYS.items() if key.items is None}
+
+
+def perturbation_lists(cells: Mapping[str, str]) -> tuple[dict[str, list[dict[str, str]]], dict[str, str]]:
+    """A table row's perturbation columns as GEM-2 metadata lists, and the column each
+    element came from (by its path under the metadata: ``bioactive_entity_perturbations[1]``).
+
+    ``smiles`` = ``CCO;CC(=O)O`` -> ``[{"smiles": "CCO"}, {"smiles": "CC(=O)O"}]``; the columns
+    are read in :data:`PERTURBATION_COLUMNS` order.
+    """
+    lists: dict[str, list[dict[str, str]]] = {}
+    sources: dict[str, str] = {}
+    for column, (key, name) in PERTURBATION_COLUMNS.items():
+        if column not in cells:
+            continue
+        elements = lists.setdefault(key, [])
+        for value in str(cells[column]).split(LIST_SEPARATOR):
+            sources[f"{key}[{len(elements)}]"] = column
+            elements.append({name: value.strip()})
+    return lists, sources
+
+
 # --- example queries -----------------------------------------------------------------------
 
 #: The README's example metadata (pysynthbio 4.2.4), per modality.
@@ -442,10 +554,18 @@ __all__ = [
     "OPTION_FIELDS",
     "OUTPUT_TOTAL_TYPES",
     "Gem2Item",
+    "GEM2_TABLE_KEYS",
+    "GENE_PERTURBATION",
+    "GENE_PERTURBATION_FIELD",
+    "PERTURBATION_COLUMNS",
     "Gem2Request",
     "example_gem2_query",
+    "gem2_body",
+    "gem2_item",
     "gem2_metadata_keys",
     "gem2_modes",
     "gem2_problems",
+    "perturbation_lists",
     "read_gem2_request",
+    "request_view",
 ]
