@@ -41,6 +41,7 @@ from synthbio_pipeline.pipeline.references import (
     read_gene_order,
     reference_problems,
 )
+from synthbio_pipeline.vocabulary.families import OUTPUT_GROUPS, group_modality
 from synthbio_pipeline.vocabulary.models import (
     MODALITIES,
     MODALITY_MODELS,
@@ -53,6 +54,8 @@ MODALITY_OF_MODEL = {model: modality for modality, model in MODALITY_MODELS.item
 wildcard_constraints:
     condition=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     modality="|".join(map(re.escape, MODALITIES)),
+    # An output group: a modality of one model family (bulk, gem-2-bulk, ...).
+    group="|".join(map(re.escape, OUTPUT_GROUPS)),
     batch=r"[0-9]+",
     name=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     service=r"[A-Za-z0-9._-]+",
@@ -211,7 +214,7 @@ if RUNS_JOBS:
     # The rows' models, and metadata prediction's (outputs: predicted_metadata, annotate).
     _predicting = {e["modality"] for e in config["annotate"]}
     if config["outputs"]["predicted_metadata"]:
-        _predicting |= {c.modality for c in CONDITIONS.values()}
+        _predicting |= {c.modality for c in CONDITIONS.values() if not c.is_gem2}
     problem = service_problem(
         config["api_base_url"],
         {c.model_id for c in CONDITIONS.values()}
@@ -342,7 +345,8 @@ def gene_order_checks(wildcards):
 # overlap before any reference or annotate query is written. Only the main process reads
 # the files.
 def samples_of(modality):
-    return sum(c.num_samples for c in CONDITIONS.values() if c.modality == modality)
+    """The samples of a modality's GEM-1 rows (those metadata prediction reads)."""
+    return sum(c.num_samples for c in CONDITIONS.values() if c.group == modality)
 
 
 _files = CountsFiles()
@@ -380,21 +384,28 @@ if workflow.is_main_process and (
     print(describe_plan(_plan), file=sys.stderr)
 
 
-def conditions_of(modality):
-    return [name for name, c in CONDITIONS.items() if c.modality == modality]
+def conditions_of(group):
+    """The conditions whose samples merge into an output group (`bulk`: GEM-1 bulk rows;
+    `gem-2-bulk`: GEM-2 bulk rows): a merged matrix holds one gene order and one family.
+    """
+    return [name for name, c in CONDITIONS.items() if c.group == group]
+
+
+def present_groups():
+    return [g for g in OUTPUT_GROUPS if conditions_of(g)]
 
 
 def make_batches(size):
-    """{modality: {batch id: condition names}}: table order, `size` conditions per batch.
+    """{group: {batch id: condition names}}: table order, `size` conditions per batch.
 
     A batch is one prediction job: its queries run at once and its results are parsed one
     at a time, so a job costs one core however long the API takes.
     """
     batches = {}
-    for modality in MODALITIES:
-        names = conditions_of(modality)
+    for group in OUTPUT_GROUPS:
+        names = conditions_of(group)
         chunks = [names[i : i + size] for i in range(0, len(names), size)]
-        batches[modality] = {f"{i:04d}": chunk for i, chunk in enumerate(chunks, 1)}
+        batches[group] = {f"{i:04d}": chunk for i, chunk in enumerate(chunks, 1)}
     return batches
 
 
@@ -410,32 +421,34 @@ def report_figures():
 
 
 def final_outputs():
-    """The merged pair of every modality in the table (never bulk and single-cell mixed),
-    and the files `outputs` asks for."""
-    present = [m for m in MODALITIES if conditions_of(m)]
+    """The merged pair of every output group in the table (never bulk and single-cell
+    mixed, never GEM-1 and GEM-2 mixed), and the files `outputs` asks for."""
+    present = present_groups()
+    # The GEM-1 groups (named by their modality): references and metadata prediction are GEM-1's.
+    gem1 = [g for g in present if g in MODALITIES]
     outputs = config["outputs"]
     targets = expand(
-        "results/{modality}/{table}.parquet",
-        modality=present,
+        "results/{group}/{table}.parquet",
+        group=present,
         table=["expression", "metadata"],
     )
     targets += expand(
-        "results/{modality}/{modality}.h5ad",
-        modality=[m for m in present if m in outputs["h5ad"]],
+        "results/{group}/{group}.h5ad",
+        group=[g for g in present if group_modality(g) in outputs["h5ad"]],
     )
     # With as_counts false, expression.parquet is log1p-CPM already.
     if outputs["log_cpm"] and config["as_counts"]:
-        targets += expand("results/{modality}/log1p_cpm.parquet", modality=present)
+        targets += expand("results/{group}/log1p_cpm.parquet", group=present)
     if outputs["counts_tsv"]:
-        targets += expand("results/{modality}/counts.tsv.gz", modality=present)
+        targets += expand("results/{group}/counts.tsv.gz", group=present)
     # The aligned references (the report compares each reference-conditioned condition with them).
     targets += [
-        f"results/{m}/references.parquet" for m in present if reference_conditions(m)
+        f"results/{m}/references.parquet" for m in gem1 if reference_conditions(m)
     ]
     if outputs["predicted_metadata"]:
         targets += expand(
             "results/{modality}/{table}.parquet",
-            modality=present,
+            modality=gem1,
             table=["predicted_metadata", "classifier_probs"],
         )
     targets += expand(
@@ -446,16 +459,14 @@ def final_outputs():
     if outputs["report"]:
         targets.append("results/report/conditions.html")
         names = [f"{f}.svg" for f in report_figures()] + ["summary.html", "summary.tsv"]
-        targets += expand(
-            "results/report/{modality}/{name}", modality=present, name=names
-        )
-        targets += reference_report_targets(present)
+        targets += expand("results/report/{group}/{name}", group=present, name=names)
+        targets += reference_report_targets(gem1)
     return targets
 
 
 def get_batch(wildcards):
     """The names of a batch's conditions, in table order."""
-    return BATCHES[wildcards.modality][wildcards.batch]
+    return BATCHES[wildcards.group][wildcards.batch]
 
 
 def get_batch_conditions(wildcards):
@@ -496,7 +507,7 @@ def get_query_inputs(wildcards):
         return {}
     return {
         "references": [local(p) for p in dict.fromkeys(c.reference for c in refs)],
-        "gene_order": gene_order_input(wildcards.modality),
+        "gene_order": gene_order_input(group_modality(wildcards.group)),
     }
 
 
@@ -504,10 +515,10 @@ def get_predict_inputs(wildcards):
     """predict's inputs: the batch's queries and the columns its samples get; with reference
     rows, the gene order their counts were sent in (a result in another order is refused).
     """
-    prefix = f"results/queries/{wildcards.modality}/{wildcards.batch}"
+    prefix = f"results/queries/{wildcards.group}/{wildcards.batch}"
     inputs = {"queries": prefix, "columns": f"{prefix}.columns.json"}
     if any(c.is_reference for c in get_batch_conditions(wildcards)):
-        inputs["gene_order"] = gene_order_input(wildcards.modality)
+        inputs["gene_order"] = gene_order_input(group_modality(wildcards.group))
     return inputs
 
 
@@ -540,13 +551,13 @@ def get_in_flight(wildcards):
 
 
 def get_parts(table):
-    """Input function: the `table` part of every batch of one modality, in table order."""
+    """Input function: the `table` part of every batch of one output group, in table order."""
 
     def parts(wildcards):
         return expand(
-            "results/predictions/{modality}/{batch}/{table}.parquet",
-            modality=wildcards.modality,
-            batch=BATCHES[wildcards.modality],
+            "results/predictions/{group}/{batch}/{table}.parquet",
+            group=wildcards.group,
+            batch=BATCHES[wildcards.group],
             table=table,
         )
 
@@ -554,27 +565,26 @@ def get_parts(table):
 
 
 def get_run_summaries(wildcards):
-    """The prediction summaries (timings, submissions) of every batch of one modality."""
+    """The prediction summaries (timings, submissions) of every batch of one output group."""
     return expand(
-        "results/predictions/{modality}/{batch}/summary.json",
-        modality=wildcards.modality,
-        batch=BATCHES[wildcards.modality],
+        "results/predictions/{group}/{batch}/summary.json",
+        group=wildcards.group,
+        batch=BATCHES[wildcards.group],
     )
 
 
 def get_provenance_files(wildcards):
-    """What made each modality's merged data (rule merge), for the report."""
-    present = [m for m in MODALITIES if conditions_of(m)]
-    return expand("results/{modality}/provenance.json", modality=present)
+    """What made each output group's merged data (rule merge), for the report."""
+    return expand("results/{group}/provenance.json", group=present_groups())
 
 
 def figure_outputs():
     """The figures of rule report_figures, marked for the report."""
     return {
         name: report(
-            f"results/report/{{modality}}/{name}.svg",
+            f"results/report/{{group}}/{name}.svg",
             caption=f"../report/{name}.rst",
-            category="{modality}",
+            category="{group}",
             subcategory=FIGURE_SUBCATEGORIES[name],
             labels=figure_labels(FIGURE_TITLES[name]),
         )
@@ -602,7 +612,12 @@ def figure_labels(title):
 
     def labels(wildcards, input):
         return {
-            "modality": wildcards.modality,
+            "modality": group_modality(wildcards.group),
+            "model family": (
+                "gem-2"
+                if wildcards.group != group_modality(wildcards.group)
+                else "gem-1"
+            ),
             "figure": title,
             "data": data_source(input.expression),
         }
@@ -649,7 +664,7 @@ def get_requests(wildcards):
     return {
         name: dict(getattr(c, "metadata", None) or {})
         for name, c in CONDITIONS.items()
-        if c.modality == wildcards.modality
+        if c.group == wildcards.modality
     }
 
 

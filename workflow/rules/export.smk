@@ -1,14 +1,14 @@
-# Files other tools read, made from the merged pair of a modality (config: outputs).
+# Files other tools read, made from the merged pair of an output group (config: outputs).
 
 
 rule export_h5ad:
     input:
-        expression="results/{modality}/expression.parquet",
-        metadata="results/{modality}/metadata.parquet",
+        expression="results/{group}/expression.parquet",
+        metadata="results/{group}/metadata.parquet",
     output:
-        "results/{modality}/{modality}.h5ad",
+        "results/{group}/{group}.h5ad",
     log:
-        "logs/export/{modality}.h5ad.log",
+        "logs/export/{group}.h5ad.log",
     conda:
         "../envs/synthbio.yaml"
     threads: 1
@@ -18,11 +18,11 @@ rule export_h5ad:
 
 rule export_log_cpm:
     input:
-        expression="results/{modality}/expression.parquet",
+        expression="results/{group}/expression.parquet",
     output:
-        "results/{modality}/log1p_cpm.parquet",
+        "results/{group}/log1p_cpm.parquet",
     log:
-        "logs/export/{modality}.log_cpm.log",
+        "logs/export/{group}.log_cpm.log",
     conda:
         "../envs/synthbio.yaml"
     threads: 1
@@ -32,11 +32,11 @@ rule export_log_cpm:
 
 rule export_counts_tsv:
     input:
-        expression="results/{modality}/expression.parquet",
+        expression="results/{group}/expression.parquet",
     output:
-        "results/{modality}/counts.tsv.gz",
+        "results/{group}/counts.tsv.gz",
     log:
-        "logs/export/{modality}.counts_tsv.log",
+        "logs/export/{group}.counts_tsv.log",
     conda:
         "../envs/synthbio.yaml"
     threads: 1

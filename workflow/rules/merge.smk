@@ -1,4 +1,5 @@
-# Stage 3: all conditions of one modality in one expression and one metadata file, and a
+# Stage 3: all conditions of one output group (a modality of one model family: bulk,
+# single-cell, gem-2-bulk, gem-2-single-cell) in one expression and one metadata file, and a
 # record of what made them (service, table, options), which the report reads.
 
 
@@ -9,11 +10,11 @@ rule merge:
         # The base URL each query went to.
         summaries=get_run_summaries,
     output:
-        expression="results/{modality}/expression.parquet",
-        metadata="results/{modality}/metadata.parquet",
-        provenance="results/{modality}/provenance.json",
+        expression="results/{group}/expression.parquet",
+        metadata="results/{group}/metadata.parquet",
+        provenance="results/{group}/provenance.json",
     log:
-        "logs/merge/{modality}.log",
+        "logs/merge/{group}.log",
     conda:
         "../envs/synthbio.yaml"
     params:

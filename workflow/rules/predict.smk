@@ -11,11 +11,11 @@ rule predict:
         # The queries, the columns their samples get, and (reference rows) the gene order.
         unpack(get_predict_inputs),
     output:
-        expression="results/predictions/{modality}/{batch}/expression.parquet",
-        metadata="results/predictions/{modality}/{batch}/metadata.parquet",
-        summary="results/predictions/{modality}/{batch}/summary.json",
+        expression="results/predictions/{group}/{batch}/expression.parquet",
+        metadata="results/predictions/{group}/{batch}/metadata.parquet",
+        summary="results/predictions/{group}/{batch}/summary.json",
     log:
-        "logs/predict/{modality}/{batch}.log",
+        "logs/predict/{group}/{batch}.log",
     localrule: True
     threads: 1
     resources:
@@ -27,7 +27,7 @@ rule predict:
         model_id=lambda wildcards, resources: get_model_ids(wildcards),
         base_url=config["api_base_url"],
         as_counts=config["as_counts"],
-        # Answered queries are remembered across runs, per modality (see README, "Reruns");
+        # Answered queries are remembered across runs, per output group (see README, "Reruns");
         # derived from the output, so that a module's prefix applies to it too.
         ticket_dir=lambda wildcards, output: os.path.join(
             os.path.dirname(os.path.dirname(output.expression)), ".tickets"

@@ -6,11 +6,11 @@ rule write_queries:
         # A batch with reference rows: their files and the model's gene order.
         unpack(get_query_inputs),
     output:
-        queries=directory("results/queries/{modality}/{batch}"),
+        queries=directory("results/queries/{group}/{batch}"),
         # Per condition, the columns its samples' metadata rows get (reference provenance).
-        columns="results/queries/{modality}/{batch}.columns.json",
+        columns="results/queries/{group}/{batch}.columns.json",
     log:
-        "logs/queries/{modality}/{batch}.log",
+        "logs/queries/{group}/{batch}.log",
     localrule: True
     conda:
         "../envs/synthbio.yaml"

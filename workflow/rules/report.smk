@@ -5,23 +5,23 @@
 
 rule report_figures:
     input:
-        expression="results/{modality}/expression.parquet",
-        metadata="results/{modality}/metadata.parquet",
+        expression="results/{group}/expression.parquet",
+        metadata="results/{group}/metadata.parquet",
         # Timings and submissions of each condition's prediction.
         summaries=get_run_summaries,
     output:
         # No library sizes figure with as_counts: false (report_figures() in common.smk).
         **figure_outputs(),
         summary=report(
-            "results/report/{modality}/summary.html",
+            "results/report/{group}/summary.html",
             caption="../report/summary.rst",
-            category="{modality}",
+            category="{group}",
             subcategory="Per-condition summary",
             labels=figure_labels("per-condition summary"),
         ),
-        summary_tsv="results/report/{modality}/summary.tsv",
+        summary_tsv="results/report/{group}/summary.tsv",
     log:
-        "logs/report/{modality}.log",
+        "logs/report/{group}.log",
     conda:
         "../envs/synthbio.yaml"
     threads: 1

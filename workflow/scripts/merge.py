@@ -1,4 +1,5 @@
-"""Merge the per-condition parts of one modality, and record what made them (rule merge)."""
+"""Merge the per-condition parts of one output group (a modality of one model family), and
+record what made them (rule merge)."""
 
 import logging
 import sys
@@ -9,6 +10,7 @@ logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
 from synthbio_pipeline.formats.parquet import merge_parts
 from synthbio_pipeline.pipeline.provenance import write_provenance
 from synthbio_pipeline.pipeline.report import data_source
+from synthbio_pipeline.vocabulary.families import group_modality
 
 summary = merge_parts(
     list(snakemake.input.expression),
@@ -16,10 +18,10 @@ summary = merge_parts(
     snakemake.output.expression,
     snakemake.output.metadata,
 )
-logging.info("%s: %s", snakemake.wildcards.modality, summary)
+logging.info("%s: %s", snakemake.wildcards.group, summary)
 record = write_provenance(
     snakemake.output.provenance,
-    modality=snakemake.wildcards.modality,
+    modality=group_modality(snakemake.wildcards.group),
     data=data_source(snakemake.output.expression),
     summaries=list(snakemake.input.summaries),
     conditions_table=snakemake.params.table,

@@ -1,4 +1,4 @@
-"""Draw the report figures and per-condition table of one modality (rule report_figures)."""
+"""Draw the report figures and per-condition table of one output group (rule report_figures)."""
 
 import sys
 
@@ -24,7 +24,7 @@ data = write_report(
 )
 write_condition_summary(data, output.summary_tsv, runs)
 print(
-    f"{snakemake.wildcards.modality}: {len(data.samples)} samples, "
+    f"{snakemake.wildcards.group}: {len(data.samples)} samples, "
     f"{len(data.conditions)} conditions, {data.n_genes} genes ({data.backend})",
     file=sys.stderr,
 )

@@ -35,7 +35,9 @@ import pyarrow.parquet as pq
 from synthbio_pipeline.errors import GeneOrderError, MergeError, ResultError
 from synthbio_pipeline.files import atomic_path
 from synthbio_pipeline.formats.parquet_footer import chunk_layout, stitch_expression
-from synthbio_pipeline.formats.result_json import log_cpm, open_result
+from synthbio_pipeline.formats.result_json import PROVENANCE_KEYS, log_cpm, open_result
+from synthbio_pipeline.vocabulary.families import GEM2, gem2_model, is_gem2
+from synthbio_pipeline.vocabulary.gem2 import request_view
 from synthbio_pipeline.vocabulary.metadata import METADATA_KEYS
 from synthbio_pipeline.vocabulary.models import get_model, is_known_model
 from synthbio_pipeline.vocabulary.options import BOOLEAN, INTEGER, LIST, LIST_SEPARATOR, MODEL_OPTIONS, QUERY_OPTIONS
@@ -96,7 +98,9 @@ def write_part(
     values) and ~60 bytes of footer per column chunk, whatever the number of samples. Both
     outputs appear atomically, or not at all.
     """
-    expected = sum(int(item.get("num_samples", 0)) for item in body.get("inputs", [])) or None
+    # Either family's body: GEM-1's inputs list, or GEM-2's inputs.items.
+    items, _ = request_view(body)
+    expected = sum(int(item.get("num_samples", 0)) for item in items) or None
     kind = COUNTS if as_counts else LOG_CPM
     dtype = np.dtype(np.int32 if as_counts else np.float32)
     with _open_source(result_path, expected) as reader, contextlib.ExitStack() as stack:
@@ -114,12 +118,21 @@ def write_part(
             values = _sample_values(sample.counts, as_counts, len(metadata_rows))
             for spool, (start, stop) in zip(spools, bounds):
                 spool.write(values[start:stop])
-            metadata_rows.append(sample.metadata)
+            # GEM-2 autoencode's provenance (model_release_id, vae_run_id) goes into the sample's row.
+            provenance = {key: sample.extra[key] for key in PROVENANCE_KEYS if sample.extra.get(key) is not None}
+            metadata_rows.append({**sample.metadata, **provenance} if provenance else sample.metadata)
         backend = backend_of(reader.model_version, reader.top_level)
         ids = sample_ids(condition, len(metadata_rows))
         label = {"values": kind, "backend": backend, "model_id": model_id, "orientation": "genes x samples"}
+        label["family"] = model_family(model_id)
         if is_known_model(model_id):
             label["modality"] = get_model(model_id).modality
+        elif is_gem2(model_id):
+            modality = (gem2_model(model_id).modality if gem2_model(model_id) else None) or (
+                body.get("inputs", {}).get("modality") if isinstance(body.get("inputs"), dict) else None
+            )
+            if modality:
+                label["modality"] = modality
         schema = expression_schema(ids, pa.from_numpy_dtype(dtype), label)
         _write_expression(expression_out, schema, genes, spools, bounds, dtype)
         model_version = reader.model_version
@@ -143,6 +156,13 @@ def write_part(
         "model_version": model_version,
         "query_id": query_id,
     }
+
+
+def model_family(model_id: str) -> str:
+    """``gem-2`` for GEM-2's ids, else the model table's family (``gem-1`` for unknown ids)."""
+    if is_gem2(model_id):
+        return GEM2
+    return get_model(model_id).family if is_known_model(model_id) else "gem-1"
 
 
 def _open_source(source, expected: int | None):
@@ -331,7 +351,7 @@ def _metadata_table(
     The query options' columns are every model's (``QUERY_OPTIONS``), then those only the
     model takes (a reference-conditioning model's ``conditioning``); ``extra_columns`` follow (text, whole numbers,
     booleans, or None: an all-null column)."""
-    inputs = body.get("inputs", [])
+    inputs, flat = request_view(body)  # GEM-2 bodies keep their options under "options"
     requested = inputs[0].get("metadata", {}) if len(inputs) == 1 else {}
     keys = [key for key in METADATA_KEYS if any(key in row for row in rows) or key in requested]
     keys += sorted({key for row in rows for key in row} - set(keys))
@@ -348,14 +368,14 @@ def _metadata_table(
         "model_id": text(model_id),
         "model_version": text(None if model_version is None else str(model_version)),
         "query_id": text(query_id),
-        "sampling_strategy": text(body.get("sampling_strategy")),
+        "sampling_strategy": text(flat.get("sampling_strategy")),
         "num_samples": (_constant_array(n, pa.int64(), n), _INT64),
     }
     own = get_model(model_id).options if is_known_model(model_id) else ()
     options = {**QUERY_OPTIONS, **{n: o for n, o in MODEL_OPTIONS.items() if n in own or n in body}}
     for name, option in options.items():
         arrow_type, kind = _OPTION_TYPES[option.type]
-        value = body.get(name)
+        value = flat.get(name)
         if option.type == LIST:
             columns[name] = text(None if value is None else LIST_SEPARATOR.join(map(str, value)))
         else:
@@ -373,13 +393,22 @@ def _metadata_table(
         # Metadata is text, as the API spells it: a column has one type in every part.
         values = [row.get(key, requested.get(key)) for row in rows]
         columns[key] = (
-            _string_array([None if value is None else str(value) for value in values], pa.large_string()),
+            _string_array([_metadata_text(value) for value in values], pa.large_string()),
             _STRING,
         )
     table = pa.table({name: array for name, (array, _) in columns.items()})
     return table.replace_schema_metadata(
         {b"pandas": _pandas_metadata({name: kind for name, (_, kind) in columns.items()})}
     )
+
+
+def _metadata_text(value: Any) -> str | None:
+    """A metadata value as text: lists and objects (GEM-2's perturbation lists) as JSON."""
+    if value is None:
+        return None
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return str(value)
 
 
 def _pandas_metadata(kinds: dict[str, tuple[str, str]]) -> bytes:
@@ -469,6 +498,12 @@ def merge_parts(
     # A part names its model; a merged batch (merged again per modality) names its models.
     models = sorted({m for label in labels for m in [label.get("model_id"), *label.get("model_ids", [])] if m})
     modalities = {label.get("modality") for label in labels}
+    families = {label.get("family", "gem-1") for label in labels}
+    if len(families) != 1:
+        raise MergeError(
+            f"parts come from different model families ({', '.join(sorted(families))}): a merged matrix holds "
+            "one gene order and one family; merge each family's parts apart"
+        )
     label = {
         "values": kinds.pop(),
         "backend": backends[0] if len(backends) == 1 else backends,
@@ -478,6 +513,7 @@ def merge_parts(
     # Which models and which modality made the samples (a reference file's modality is checked with it).
     if models:
         label["model_ids"] = models
+    label["family"] = families.pop()
     if len(modalities) == 1 and None not in modalities:
         label["modality"] = modalities.pop()
     schema = expression_schema(ids, value_type, label)
