@@ -9,7 +9,7 @@ import json
 import pandas as pd
 import pyarrow.parquet as pq
 import yaml
-from snakemake_runs import ROOT, SNAKEFILE, assert_same_outputs, copy_config, output_of, snakemake
+from snakemake_runs import ROOT, SNAKEFILE, copy_config, output_of, snakemake
 
 GENES = 300
 
