@@ -9,7 +9,7 @@ import json
 import pandas as pd
 import pyarrow.parquet as pq
 import yaml
-from snakemake_runs import ROOT, SNAKEFILE, copy_config, output_of, snakemake
+from snakemake_runs import ROOT, SNAKEFILE, assert_same_outputs, copy_config, output_of, snakemake
 
 GENES = 300
 
@@ -90,3 +90,23 @@ def test_bad_gem2_cells_are_refused_before_anything_is_sent(make_emulator, emula
     assert "conditions.tsv:3 (condition 'bad'), column 'smiles': 'C C' is malformed" in text, output_of(run)
     assert "conditions.tsv:3 (condition 'bad'), column 'sex': a GEM-1 metadata key" in text
     assert not (tmp_path / "results").exists()
+
+
+def test_self_hosted_run_gives_the_outputs_of_the_asynchronous_path(make_emulator, emulator_token, tmp_path):
+    """The same table and seeds: hosted (tickets, polling, JSON) against a self-hosted container
+    (one synchronous Arrow stream per query, switched on by SYNTHESIZE_SELF_HOSTED as the
+    vendor's client reads it, no token at all)."""
+    hosted, container = tmp_path / "hosted", tmp_path / "container"
+    hosted.mkdir(), container.mkdir()
+    api = make_emulator(genes=GENES, latency=0.2)
+    run = run_workflow(hosted, workdir_with(hosted, MIXED), api, emulator_token)
+    assert run.returncode == 0, output_of(run)
+
+    local = make_emulator(genes=GENES, latency=0.2, self_hosted=True, tokens=())
+    run = run_workflow(container, workdir_with(container, MIXED), local, None, env={"SYNTHESIZE_SELF_HOSTED": "1"})
+    assert run.returncode == 0, output_of(run)
+    assert_same_outputs(hosted, container)
+    logs = "".join(path.read_text() for path in (container / "logs" / "predict").rglob("*.log"))
+    assert "self-hosted container" in logs and "submitted to" not in logs
+    metadata = pd.read_parquet(container / "results" / "gem-2-bulk" / "metadata.parquet")
+    assert set(metadata["query_id"]) == {"self-hosted"}

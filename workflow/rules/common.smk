@@ -12,7 +12,8 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from synthbio_pipeline.client.http import check_base_url
+from synthbio_pipeline.client.http import check_base_url, token_may_travel
+from synthbio_pipeline.client.self_hosted import self_hosted_enabled
 from synthbio_pipeline.pipeline.conditions import (
     ConditionsError,
     TableProblem,
@@ -205,9 +206,30 @@ CONDITIONS = {
 }
 # A token must not travel in clear text; without a token, stop before any job. The token
 # is not looked for when linting or reporting (no request is sent) nor inside cluster jobs.
-check_base_url(config["api_base_url"])
+# Self-hosted: a model container answers each query synchronously (config self_hosted, or
+# SYNTHESIZE_SELF_HOSTED as the vendor's client reads it); its token is optional. Plain http
+# goes to loopback or to the hosts listed in allowed_http_hosts, with the token only if
+# send_token_over_http says so.
+SELF_HOSTED = bool(config["self_hosted"]) or self_hosted_enabled()
+check_base_url(config["api_base_url"], allowed_http_hosts=config["allowed_http_hosts"])
+if not SELF_HOSTED and not token_may_travel(
+    config["api_base_url"], send_token_over_http=config["send_token_over_http"]
+):
+    raise WorkflowError(
+        f"api_base_url {config['api_base_url']} is plain http: the API needs the token, which is not "
+        "sent unencrypted unless send_token_over_http: true (config/README.md, 'Self-hosted')"
+    )
+if SELF_HOSTED and (config["outputs"]["predicted_metadata"] or config["annotate"]):
+    raise WorkflowError(
+        "self_hosted: true writes expression only: switch off outputs: predicted_metadata and "
+        "annotate, or run them against the hosted API"
+    )
 RUNS_JOBS = runs_jobs()
-if workflow.check_envvars and (RUNS_JOBS or workflow.output_settings.dryrun):
+if (
+    workflow.check_envvars
+    and not SELF_HOSTED
+    and (RUNS_JOBS or workflow.output_settings.dryrun)
+):
     check_token(config["api_base_url"])
 # Before any job: the API answers, takes the token and has every model the table needs.
 if RUNS_JOBS:
@@ -219,6 +241,9 @@ if RUNS_JOBS:
         config["api_base_url"],
         {c.model_id for c in CONDITIONS.values()}
         | {PREDICT_METADATA_MODELS[m] for m in _predicting},
+        self_hosted=SELF_HOSTED,
+        allowed_http_hosts=config["allowed_http_hosts"],
+        send_token_over_http=config["send_token_over_http"],
     )
     if problem:
         raise PreflightError(problem)

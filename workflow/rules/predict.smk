@@ -39,5 +39,10 @@ rule predict:
         resubmit_failed=lambda wildcards, resources: config["resubmit_failed"],
         # Seconds between two "running for N s" lines of a waiting query in the log.
         heartbeat=lambda wildcards, resources: config["progress_interval_seconds"],
+        # A self-hosted model container (config self_hosted, or SYNTHESIZE_SELF_HOSTED),
+        # and the URL rules: not rerun triggers (where samples come from is not what they are).
+        self_hosted=lambda wildcards, resources: SELF_HOSTED,
+        allowed_http_hosts=lambda wildcards, resources: config["allowed_http_hosts"],
+        send_token_over_http=lambda wildcards, resources: config["send_token_over_http"],
     wrapper:
         f"{WRAPPERS}/synthesize/predict"

@@ -183,6 +183,9 @@ def _schema_metadata(tables: generate.GeneTables, request_type: str, model_versi
         b"gene_order": tables.gene_order_json,
         b"request_type": request_type.encode("utf-8"),
         b"model_version": model_version.encode("utf-8"),
+        # As the JSON results' "emulator" key: what reads it says the data is the emulator's
+        # (GEM-2's model_version is a release name, which does not say it).
+        b"emulator": b"synthetic data, not a model",
     }
 
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
@@ -417,10 +417,13 @@ def write_arrow_part(
     expression_out: str | os.PathLike,
     metadata_out: str | os.PathLike,
     as_counts: bool = True,
+    extra_columns: dict[str, Any] | None = None,
+    expected_genes: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """A self-hosted stream as a condition's expression and metadata parts: the same files as
     :func:`~synthbio_pipeline.formats.parquet.write_part` writes from the JSON result of the
-    same samples (same gene blocks and tiles; memory of one batch and one tile)."""
+    same samples (same gene blocks and tiles; memory of one batch and one tile).
+    ``extra_columns`` and ``expected_genes``: as :func:`~synthbio_pipeline.formats.parquet.write_part`'s."""
     result = source if isinstance(source, ArrowResult) else ArrowResult(source)
     with result:
         if not result.has_gene_order:
@@ -434,6 +437,8 @@ def write_arrow_part(
             expression_out=expression_out,
             metadata_out=metadata_out,
             as_counts=as_counts,
+            extra_columns=extra_columns,
+            expected_genes=expected_genes,
         )
 
 

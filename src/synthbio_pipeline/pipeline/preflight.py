@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from synthbio_pipeline.client.constants import TOKEN_ENV
 from synthbio_pipeline.client.http import SynthesizeClient, check_base_url, is_loopback
+from synthbio_pipeline.client.self_hosted import SelfHostedClient
 from synthbio_pipeline.client.token_store import resolve_token
 from synthbio_pipeline.errors import (
     APIConnectionError,
@@ -81,18 +82,31 @@ def _is_local(base_url: str) -> bool:
 # --- the service -----------------------------------------------------------------------
 
 
-def service_problem(base_url: str, model_ids: Iterable[str], *, timeout=PREFLIGHT_TIMEOUT) -> str | None:
+def service_problem(
+    base_url: str,
+    model_ids: Iterable[str],
+    *,
+    timeout=PREFLIGHT_TIMEOUT,
+    self_hosted: bool = False,
+    allowed_http_hosts: Iterable[str] = (),
+    send_token_over_http: bool = False,
+) -> str | None:
     """``None`` when the API at ``base_url`` answers, accepts the token and offers every
     model in ``model_ids``; else one line saying what is wrong and what to do.
 
     One ``GET /api/models``, without retries: a preflight that retried for minutes would
-    defeat its purpose. Nothing is submitted, so nothing is paid for.
+    defeat its purpose. Nothing is submitted, so nothing is paid for. With ``self_hosted``
+    the service is a model container: the token is optional (sent only from
+    ``SYNTHESIZE_API_KEY``, and over plain http only with ``send_token_over_http``), and plain
+    http is allowed to the hosts of ``allowed_http_hosts``.
     """
-    check_base_url(base_url)
+    check_base_url(base_url, allowed_http_hosts=allowed_http_hosts)
     url = base_url.rstrip("/")
     needed = sorted(set(model_ids))
+    kind = SelfHostedClient if self_hosted else SynthesizeClient
+    options = {"allowed_http_hosts": allowed_http_hosts, "send_token_over_http": send_token_over_http}
     try:
-        with SynthesizeClient(url, max_retries=0, timeout=timeout) as client:
+        with kind(url, max_retries=0, timeout=timeout, **options) as client:
             answer = client.list_models()
     except MissingTokenError:
         return f"no API token — set {TOKEN_ENV} or run `synthbio-pipeline token set`"

@@ -35,6 +35,7 @@ from typing import Any
 from synthbio_pipeline.client import constants as C
 from synthbio_pipeline.client import retry as R
 from synthbio_pipeline.client.http import SynthesizeClient
+from synthbio_pipeline.client.self_hosted import SelfHostedClient, self_hosted_enabled
 from synthbio_pipeline.errors import (
     APIConnectionError,
     APIStatusError,
@@ -49,6 +50,7 @@ from synthbio_pipeline.errors import (
     ValidationError,
 )
 from synthbio_pipeline.files import atomic_path
+from synthbio_pipeline.formats.arrow_stream import write_arrow_part
 from synthbio_pipeline.formats.metadata_prediction import merge_prediction_parts, write_prediction_part
 from synthbio_pipeline.formats.parquet import merge_parts, write_part
 from synthbio_pipeline.vocabulary.models import get_model, is_known_model
@@ -209,8 +211,17 @@ def run_prediction(
     keep_ticket: bool = False,
     heartbeat: float = DEFAULT_HEARTBEAT_SECONDS,
     progress: Progress | None = None,
+    self_hosted: bool | None = None,
+    allowed_http_hosts: Sequence[str] = (),
+    send_token_over_http: bool = False,
 ) -> dict[str, Any]:
     """Submit (or resume) the query in ``query_path``, wait, download, parse, write parts.
+
+    With ``self_hosted`` (or, when it is ``None``, ``SYNTHESIZE_SELF_HOSTED`` set as the
+    vendor's client reads it) the service is a model container: one synchronous request whose
+    Arrow stream is parsed off the socket into the same parts (:func:`run_self_hosted`); no
+    ticket, no polling. ``allowed_http_hosts`` and ``send_token_over_http``: the client's URL
+    rules (:func:`~synthbio_pipeline.client.http.check_base_url`).
 
     An expression model's answer becomes ``expression_out`` and ``metadata_out``
     (:func:`~synthbio_pipeline.formats.parquet.write_part`; ``extra_columns`` are added to
@@ -230,6 +241,26 @@ def run_prediction(
     """
     body = json.loads(Path(query_path).read_text())
     digest = body_sha256(body)
+    url_rules = {"allowed_http_hosts": tuple(allowed_http_hosts), "send_token_over_http": send_token_over_http}
+    if self_hosted_enabled(self_hosted):
+        if result_kind(model_id) == METADATA_PREDICTION:
+            raise ValueError(f"{model_id} predicts metadata: the self-hosted path writes expression parts only")
+        if expression_out is None or metadata_out is None:
+            raise ValueError(f"{model_id} generates expression: give expression_out and metadata_out")
+        return run_self_hosted(
+            body,
+            model_id=model_id,
+            condition=condition,
+            expression_out=expression_out,
+            metadata_out=metadata_out,
+            extra_columns=extra_columns,
+            expected_genes=expected_genes,
+            base_url=base_url,
+            as_counts=as_counts,
+            log=log,
+            cpu_lock=cpu_lock,
+            **url_rules,
+        )
     if result_kind(model_id) == METADATA_PREDICTION:
         if predicted_out is None or probs_out is None or sample_ids is None:
             raise ValueError(f"{model_id} predicts metadata: give predicted_out, probs_out and sample_ids")
@@ -270,7 +301,7 @@ def run_prediction(
     started = time.monotonic()
 
     own_progress = Progress(log, heartbeat) if progress is None else nullcontext(progress)
-    with own_progress as progress, SynthesizeClient(base_url, model_id=model_id) as client:
+    with own_progress as progress, SynthesizeClient(base_url, model_id=model_id, **url_rules) as client:
         ticket = load_ticket(ticket_path)
         changes = [] if ticket is None else ticket.changes(digest, model_id, client.base_url)
         if changes:
@@ -343,6 +374,80 @@ def run_prediction(
     else:
         shape = f"predicted metadata of {summary['samples']} samples ({summary['fields']} fields)"
     log.info("%s: wrote %s (%s) in %.1f s", condition, shape, summary["backend"], summary["seconds"])
+    return summary
+
+
+#: The query id a self-hosted answer's parts carry: a container gives none.
+SELF_HOSTED_QUERY_ID = "self-hosted"
+
+
+def run_self_hosted(
+    body: dict,
+    *,
+    model_id: str,
+    condition: str,
+    expression_out: str | os.PathLike,
+    metadata_out: str | os.PathLike,
+    extra_columns: dict[str, Any] | None = None,
+    expected_genes: Sequence[str] | None = None,
+    base_url: str | None = None,
+    as_counts: bool = True,
+    log: logging.Logger = logger,
+    cpu_lock: ContextManager | None = None,
+    allowed_http_hosts: Sequence[str] = (),
+    send_token_over_http: bool = False,
+) -> dict[str, Any]:
+    """One condition against a self-hosted model container: ``POST .../predict`` answered
+    synchronously with an Arrow IPC stream, parsed batch by batch straight off the socket
+    into the condition's parts (:func:`~synthbio_pipeline.formats.arrow_stream.write_arrow_part`;
+    memory of one record batch and one tile, as the JSON path).
+
+    No ticket is kept: the container is the partner's own and answers at once, so a job
+    killed mid-request sends the request again when rerun (said in the README). The request is
+    not retried once sent (the client never repeats a POST whose answer broke off). The
+    stream is parsed while it arrives, so ``cpu_lock`` is held for the whole request: a job
+    runs one self-hosted request at a time and needs one core.
+    """
+    started = time.monotonic()
+    Path(expression_out).parent.mkdir(parents=True, exist_ok=True)
+    with (
+        SelfHostedClient(
+            base_url,
+            model_id=model_id,
+            allowed_http_hosts=allowed_http_hosts,
+            send_token_over_http=send_token_over_http,
+        ) as client,
+        cpu_lock or nullcontext(),
+    ):
+        log.info("%s: sending to the self-hosted container at %s (%s)", condition, client.base_url, model_id)
+        with client.predict_stream(model_id, body) as stream:
+            summary = write_arrow_part(
+                stream,
+                condition=condition,
+                model_id=model_id,
+                query_id=SELF_HOSTED_QUERY_ID,
+                body=body,
+                expression_out=expression_out,
+                metadata_out=metadata_out,
+                as_counts=as_counts,
+                extra_columns=extra_columns,
+                expected_genes=expected_genes,
+            )
+            log.info("%s: read %.1f MB of Arrow stream", condition, stream.bytes_read / 1e6)
+        url = client.base_url
+    summary["seconds"] = round(time.monotonic() - started, 2)
+    summary["submissions"] = 1
+    summary["base_url"] = url
+    summary["self_hosted"] = True
+    summary.setdefault("condition", condition)
+    log.info(
+        "%s: wrote %s samples x %s genes (%s, self-hosted) in %.1f s",
+        condition,
+        summary["samples"],
+        summary["genes"],
+        summary["backend"],
+        summary["seconds"],
+    )
     return summary
 
 

@@ -6,6 +6,8 @@ job's ``synthbio_api`` resource, and are parsed one at a time. Expression models
 and reference conditioning) give one expression and one metadata file; metadata-prediction
 models give predicted_metadata and classifier_probs. The API token is read from
 SYNTHESIZE_API_KEY (or the system keyring) inside the job: it is never a parameter.
+With ``self_hosted`` (params) each query is one synchronous request to a model container,
+answered with an Arrow stream parsed straight into the same parts.
 
 The log gets every status change, a line per waiting query every ``heartbeat`` seconds
 (params; default 60) and a line each time a query is ready. A failure is one line on the
@@ -118,6 +120,11 @@ def main():
         as_counts=as_counts,
         resubmit_failed=int(snakemake.params.get("resubmit_failed", 0)),
         heartbeat=float(snakemake.params.get("heartbeat", 60.0)),
+        # A self-hosted model container (None: SYNTHESIZE_SELF_HOSTED decides, as in the
+        # vendor's client), and the hosts plain http may go to.
+        self_hosted=snakemake.params.get("self_hosted"),
+        allowed_http_hosts=tuple(snakemake.params.get("allowed_http_hosts") or ()),
+        send_token_over_http=bool(snakemake.params.get("send_token_over_http", False)),
         log=logging.getLogger("synthesize.predict"),
     )
 
