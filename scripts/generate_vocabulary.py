@@ -342,6 +342,10 @@ def _table(header: tuple[str, ...], rows: Iterable[tuple[str, ...]]) -> list[str
     return lines
 
 
+#: The GEM-2 ids a conditions table row names most often (the others: README, GEM-2).
+GEM2_TABLE_IDS = ("gem-2-bulk", "gem-2-sc", "gem-2-bulk_baseline", "gem-2-sc_baseline")
+
+
 def readme_option_columns() -> list[str]:
     """config/README.md: the table's columns that override the config's defaults."""
     mode_words = []
@@ -363,9 +367,19 @@ def readme_option_columns() -> list[str]:
         ("`mode`", _or(mode_words) + ".", f"`defaults.mode`, else the model's own ({own_modes})"),
         (f"`{WIRE_MODE}`", "The API's name for `mode`; give one or the other, not both.", "see `mode`"),
         (
-            "`model_id`",
-            f"A model id such as `{MODELS[0].model_id}`, overriding `modality`'s model (advanced).",
-            "the modality's model",
+            "`model`",
+            f"Any model id of the model table, such as `{MODELS[0].model_id}`, or a GEM-2 id of "
+            f"{_code(PREDICT_EXPRESSION)}: {', '.join(_code(i) for i in GEM2_TABLE_IDS)} "
+            f"(also with `-ensemble`), or {_code(GEM2)} with the `operation` column. It overrides "
+            "`modality`'s model; a GEM-2 row takes GEM-2's metadata columns (below) and merges into "
+            "`results/gem-2-{modality}/`, never into a GEM-1 matrix. `model_id` is its synonym.",
+            "the modality's GEM-1 model",
+        ),
+        (
+            "`operation`",
+            f"Rows of model {_code(GEM2)} only: the GEM-2 operation, {_code(PREDICT_EXPRESSION)} (the "
+            "operations that read a sample's counts are not run from the table yet).",
+            f"{_code(PREDICT_EXPRESSION)}",
         ),
     ]
     for option in ALL_OPTIONS.values():
