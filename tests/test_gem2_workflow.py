@@ -110,3 +110,26 @@ def test_self_hosted_run_gives_the_outputs_of_the_asynchronous_path(make_emulato
     assert "self-hosted container" in logs and "submitted to" not in logs
     metadata = pd.read_parquet(container / "results" / "gem-2-bulk" / "metadata.parquet")
     assert set(metadata["query_id"]) == {"self-hosted"}
+
+
+def test_plain_http_goes_only_to_listed_hosts_and_the_token_only_when_told(tmp_path):
+    """Dry runs (nothing is sent): plain http to a non-loopback host is refused unless listed; a
+    listed host gets the hosted API only with send_token_over_http; a self-hosted container
+    there needs no token at all."""
+    url = "http://10.255.255.1:8000"
+    table = "condition\tnum_samples\tmodel\ttissue\nliver\t1\tgem-2-bulk\tliver\n"
+
+    def dry_run(folder, **config):
+        folder.mkdir()
+        configfile = workdir_with(folder, table, api_base_url=url, **config)
+        args = ("-s", str(SNAKEFILE), "-d", str(folder), "--configfile", str(configfile))
+        return snakemake("-n", *args, cwd=folder, token="a-token")
+
+    refused = dry_run(tmp_path / "unlisted")
+    assert refused.returncode != 0 and "allowed_http_hosts" in refused.stdout + refused.stderr, output_of(refused)
+    no_token = dry_run(tmp_path / "listed", allowed_http_hosts=["10.255.255.1"])
+    assert no_token.returncode != 0 and "send_token_over_http" in no_token.stdout + no_token.stderr, output_of(no_token)
+    container = dry_run(tmp_path / "container", allowed_http_hosts=["10.255.255.1"], self_hosted=True)
+    assert container.returncode == 0, output_of(container)
+    told = dry_run(tmp_path / "told", allowed_http_hosts=["10.255.255.1"], send_token_over_http=True)
+    assert told.returncode == 0, output_of(told)

@@ -230,7 +230,7 @@ if (
     and not SELF_HOSTED
     and (RUNS_JOBS or workflow.output_settings.dryrun)
 ):
-    check_token(config["api_base_url"])
+    check_token(config["api_base_url"], allowed_http_hosts=config["allowed_http_hosts"])
 # Before any job: the API answers, takes the token and has every model the table needs.
 if RUNS_JOBS:
     # The rows' models, and metadata prediction's (outputs: predicted_metadata, annotate).

@@ -50,16 +50,17 @@ class ConfigError(SynthbioError, ValueError):
 # --- the token -------------------------------------------------------------------------
 
 
-def check_token(base_url: str) -> None:
+def check_token(base_url: str, *, allowed_http_hosts: Iterable[str] = ()) -> None:
     """Make sure jobs will find a token; stop the run now, with directions, when there is none.
 
     The token is only looked up, not handed on: the prediction jobs, which run on this host
     (a localrule), read it themselves from the environment or the keyring. Copying a keyring
     token into this process's environment would also send it with every job a cluster
     executor submits (SLURM's ``--export=ALL`` keeps job environments in its state
-    directory), and those jobs never call the API.
+    directory), and those jobs never call the API. ``allowed_http_hosts``: as
+    :func:`~synthbio_pipeline.client.http.check_base_url`'s.
     """
-    check_base_url(base_url)
+    check_base_url(base_url, allowed_http_hosts=allowed_http_hosts)
     try:
         resolve_token()
     except MissingTokenError:
