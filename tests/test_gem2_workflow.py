@@ -22,11 +22,11 @@ MIXED = (
 )
 
 
-def workdir_with(tmp_path, table: str, **config):
+def workdir_with(tmp_path, table: str, outputs=None, **config):
     configfile = copy_config(ROOT / "config", tmp_path)
     (tmp_path / "config" / "conditions.tsv").write_text(table)
     settings = yaml.safe_load(configfile.read_text())
-    settings["outputs"] = {**settings["outputs"], "report": False, "h5ad": []}
+    settings["outputs"] = {**settings["outputs"], "report": False, "h5ad": [], **(outputs or {})}
     settings.update(config)
     configfile.write_text(yaml.safe_dump(settings))
     return configfile
@@ -40,7 +40,7 @@ def run_workflow(workdir, configfile, emulator, token, *extra, env=None):
 
 def test_mixed_gem1_and_gem2_rows_give_separate_merged_pairs(make_emulator, emulator_token, tmp_path):
     emulator = make_emulator(genes=GENES, latency=0.2)
-    configfile = workdir_with(tmp_path, MIXED)
+    configfile = workdir_with(tmp_path, MIXED, outputs={"latents": True})
     run = run_workflow(tmp_path, configfile, emulator, emulator_token)
     assert run.returncode == 0, output_of(run)
     results = tmp_path / "results"
@@ -58,6 +58,11 @@ def test_mixed_gem1_and_gem2_rows_give_separate_merged_pairs(make_emulator, emul
         label = json.loads(pq.read_schema(results / group / "expression.parquet").metadata[b"synthbio"])
         assert label["family"] == ("gem-2" if group.startswith("gem-2") else "gem-1")
         assert label["modality"] == group.removeprefix("gem-2-")
+        # outputs: latents: one row per sample, in the expression's order, per merged pair.
+        latents = pd.read_parquet(results / group / "latents.parquet")
+        assert list(latents["sample_id"]) == list(expression.columns[1:])
+        names = {"biological", "technical", "perturbation"} if group == "bulk" else {"generated"}
+        assert names <= set(latents.columns) and latents[sorted(names)[0]].map(len).gt(0).all()
         assert set(metadata["model_id"]) == {
             "gem-1-bulk" if group == "bulk" else ("gem-2-sc" if "single" in group else "gem-2-bulk")
         }

@@ -466,6 +466,8 @@ def final_outputs():
         targets += expand("results/{group}/log1p_cpm.parquet", group=present)
     if outputs["counts_tsv"]:
         targets += expand("results/{group}/counts.tsv.gz", group=present)
+    if outputs["latents"]:
+        targets += expand("results/{group}/latents.parquet", group=present)
     # The aligned references (the report compares each reference-conditioned condition with them).
     targets += [
         f"results/{m}/references.parquet" for m in gem1 if reference_conditions(m)
@@ -587,6 +589,16 @@ def get_parts(table):
         )
 
     return parts
+
+
+def latents_output(path):
+    """{"latents": path} with outputs: latents, else nothing (an output of the rule or none)."""
+    return {"latents": path} if config["outputs"]["latents"] else {}
+
+
+def get_latents_parts(wildcards):
+    """The latents part of every batch of one output group (outputs: latents), else none."""
+    return get_parts("latents")(wildcards) if config["outputs"]["latents"] else []
 
 
 def get_run_summaries(wildcards):

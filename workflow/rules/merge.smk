@@ -9,7 +9,10 @@ rule merge:
         metadata=get_parts("metadata"),
         # The base URL each query went to.
         summaries=get_run_summaries,
+        # outputs: latents: each batch's latents part (none otherwise).
+        latents=get_latents_parts,
     output:
+        **latents_output("results/{group}/latents.parquet"),
         expression="results/{group}/expression.parquet",
         metadata="results/{group}/metadata.parquet",
         provenance="results/{group}/provenance.json",

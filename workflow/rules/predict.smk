@@ -11,9 +11,11 @@ rule predict:
         # The queries, the columns their samples get, and (reference rows) the gene order.
         unpack(get_predict_inputs),
     output:
+        **latents_output("results/predictions/{group}/{batch}/latents.parquet"),
         expression="results/predictions/{group}/{batch}/expression.parquet",
         metadata="results/predictions/{group}/{batch}/metadata.parquet",
         summary="results/predictions/{group}/{batch}/summary.json",
+        # outputs: latents: the samples' latent vectors (none otherwise).
     log:
         "logs/predict/{group}/{batch}.log",
     localrule: True

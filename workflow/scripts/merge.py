@@ -7,7 +7,7 @@ import sys
 sys.stderr = open(snakemake.log[0], "w")
 logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
 
-from synthbio_pipeline.formats.parquet import merge_parts
+from synthbio_pipeline.formats.parquet import merge_latents, merge_parts
 from synthbio_pipeline.pipeline.provenance import write_provenance
 from synthbio_pipeline.pipeline.report import data_source
 from synthbio_pipeline.vocabulary.families import group_modality
@@ -19,6 +19,9 @@ summary = merge_parts(
     snakemake.output.metadata,
 )
 logging.info("%s: %s", snakemake.wildcards.group, summary)
+if snakemake.output.get("latents"):
+    samples = merge_latents(list(snakemake.input.latents), snakemake.output.latents)
+    logging.info("%s: latents of %d samples", snakemake.wildcards.group, samples)
 record = write_provenance(
     snakemake.output.provenance,
     modality=group_modality(snakemake.wildcards.group),

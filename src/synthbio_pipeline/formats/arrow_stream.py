@@ -419,11 +419,13 @@ def write_arrow_part(
     as_counts: bool = True,
     extra_columns: dict[str, Any] | None = None,
     expected_genes: Sequence[str] | None = None,
+    latents_out: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """A self-hosted stream as a condition's expression and metadata parts: the same files as
     :func:`~synthbio_pipeline.formats.parquet.write_part` writes from the JSON result of the
     same samples (same gene blocks and tiles; memory of one batch and one tile).
-    ``extra_columns`` and ``expected_genes``: as :func:`~synthbio_pipeline.formats.parquet.write_part`'s."""
+    ``extra_columns``, ``expected_genes`` and ``latents_out``: as
+    :func:`~synthbio_pipeline.formats.parquet.write_part`'s."""
     result = source if isinstance(source, ArrowResult) else ArrowResult(source)
     with result:
         if not result.has_gene_order:
@@ -439,6 +441,7 @@ def write_arrow_part(
             as_counts=as_counts,
             extra_columns=extra_columns,
             expected_genes=expected_genes,
+            latents_out=latents_out,
         )
 
 

@@ -80,8 +80,11 @@ def write_part(
     as_counts: bool = True,
     extra_columns: dict[str, Any] | None = None,
     expected_genes: Sequence[str] | None = None,
+    latents_out: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Turn one downloaded result into the condition's expression and metadata parts.
+
+    With ``latents_out``, the samples' latents go there too (:func:`write_latents`).
 
     ``result_path`` is a JSON result document, or a reader already open that yields the same
     samples (``gene_order``, ``model_version``, ``top_level``, ``samples(expected)``: a
@@ -114,7 +117,10 @@ def write_part(
         bounds = [(start, min(start + ROW_GROUP_GENES, len(genes))) for start in range(0, len(genes), ROW_GROUP_GENES)]
         spools = [stack.enter_context(tempfile.TemporaryFile()) for _ in bounds]
         metadata_rows = []
+        latent_rows: list[dict | None] = []
         for sample in _prefetched(reader.samples(expected)):
+            if latents_out is not None:
+                latent_rows.append(sample.latents)
             values = _sample_values(sample.counts, as_counts, len(metadata_rows))
             for spool, (start, stop) in zip(spools, bounds):
                 spool.write(values[start:stop])
@@ -148,6 +154,8 @@ def write_part(
         extra_columns=extra_columns or {},
     )
     write_metadata(metadata, metadata_out, label)
+    if latents_out is not None:
+        write_latents(ids, latent_rows, latents_out, label)
     return {
         "condition": condition,
         "samples": len(ids),
@@ -400,6 +408,42 @@ def _metadata_table(
     return table.replace_schema_metadata(
         {b"pandas": _pandas_metadata({name: kind for name, (_, kind) in columns.items()})}
     )
+
+
+def latents_table(ids: Sequence[str], rows: Sequence[dict | None]) -> pa.Table:
+    """One row per sample: ``sample_id``, then one list<float64> column per latent name, in
+    the order they first appear (GEM-1: ``biological``, ``technical``, ``perturbation``; GEM-2:
+    ``generated``...); null where a sample has none (GEM-2 keeps its rows aligned)."""
+    names: list[str] = []
+    for row in rows:
+        for name in row or {}:
+            if name not in names:
+                names.append(name)
+    columns = {SAMPLE_ID: _string_array(list(ids), pa.large_string())}
+    for name in names:
+        values = [None if not row or row.get(name) is None else [float(x) for x in row[name]] for row in rows]
+        columns[name] = pa.array(values, type=pa.list_(pa.float64()))
+    return pa.table(columns)
+
+
+def write_latents(ids: Sequence[str], rows: Sequence[dict | None], path: str | os.PathLike, label: dict) -> None:
+    """A condition's latents part (:func:`latents_table`), atomically, with the part's label."""
+    table = latents_table(ids, rows)
+    table = table.replace_schema_metadata({SCHEMA_KEY: json.dumps(label).encode()})
+    with atomic_path(path) as temporary:
+        pq.write_table(table, temporary)
+
+
+def merge_latents(parts: Sequence[str | os.PathLike], out: str | os.PathLike) -> int:
+    """The latents parts of one output group in one file, in the given order (columns the
+    union of the parts', null where a part has none); returns the number of samples."""
+    tables = [pq.read_table(path) for path in parts]
+    merged = pa.concat_tables([table.replace_schema_metadata(None) for table in tables], promote_options="default")
+    labels = [json.loads(table.schema.metadata[SCHEMA_KEY]) for table in tables if table.schema.metadata]
+    label = {"parts": len(tables), "family": labels[0].get("family") if labels else None}
+    with atomic_path(out) as temporary:
+        pq.write_table(merged.replace_schema_metadata({SCHEMA_KEY: json.dumps(label).encode()}), temporary)
+    return merged.num_rows
 
 
 def _metadata_text(value: Any) -> str | None:

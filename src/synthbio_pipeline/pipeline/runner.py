@@ -52,7 +52,7 @@ from synthbio_pipeline.errors import (
 from synthbio_pipeline.files import atomic_path
 from synthbio_pipeline.formats.arrow_stream import write_arrow_part
 from synthbio_pipeline.formats.metadata_prediction import merge_prediction_parts, write_prediction_part
-from synthbio_pipeline.formats.parquet import merge_parts, write_part
+from synthbio_pipeline.formats.parquet import merge_latents, merge_parts, write_part
 from synthbio_pipeline.vocabulary.models import get_model, is_known_model
 
 logger = logging.getLogger(__name__)
@@ -60,6 +60,8 @@ logger = logging.getLogger(__name__)
 TICKET_NAME = ".synthbio-query.json"
 #: Next to a batch's outputs: one folder per condition (ticket, finished part) until the batch is done.
 WORK_DIR_SUFFIX = ".work"
+#: A condition's latents part in a batch's work folder (``latents_out``).
+LATENTS_NAME = "latents.parquet"
 #: Written next to a condition's finished part in a batch's work folder: the body it answers.
 DONE_NAME = ".done.json"
 #: Seconds between two "still running" lines of a query in the job log (config:
@@ -214,8 +216,11 @@ def run_prediction(
     self_hosted: bool | None = None,
     allowed_http_hosts: Sequence[str] = (),
     send_token_over_http: bool = False,
+    latents_out: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Submit (or resume) the query in ``query_path``, wait, download, parse, write parts.
+
+    ``latents_out``: an expression model's samples' latents go there too (optional).
 
     With ``self_hosted`` (or, when it is ``None``, ``SYNTHESIZE_SELF_HOSTED`` set as the
     vendor's client reads it) the service is a model container: one synchronous request whose
@@ -259,6 +264,7 @@ def run_prediction(
             as_counts=as_counts,
             log=log,
             cpu_lock=cpu_lock,
+            latents_out=latents_out,
             **url_rules,
         )
     if result_kind(model_id) == METADATA_PREDICTION:
@@ -293,6 +299,7 @@ def run_prediction(
                 as_counts=as_counts,
                 extra_columns=extra_columns,
                 expected_genes=expected_genes,
+                latents_out=latents_out,
             )
 
     outputs = Path(first).parent
@@ -396,6 +403,7 @@ def run_self_hosted(
     cpu_lock: ContextManager | None = None,
     allowed_http_hosts: Sequence[str] = (),
     send_token_over_http: bool = False,
+    latents_out: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """One condition against a self-hosted model container: ``POST .../predict`` answered
     synchronously with an Arrow IPC stream, parsed batch by batch straight off the socket
@@ -432,6 +440,7 @@ def run_self_hosted(
                 as_counts=as_counts,
                 extra_columns=extra_columns,
                 expected_genes=expected_genes,
+                latents_out=latents_out,
             )
             log.info("%s: read %.1f MB of Arrow stream", condition, stream.bytes_read / 1e6)
         url = client.base_url
@@ -510,6 +519,7 @@ def run_batch(
     metadata_out: str | os.PathLike | None = None,
     predicted_out: str | os.PathLike | None = None,
     probs_out: str | os.PathLike | None = None,
+    latents_out: str | os.PathLike | None = None,
     expected_genes: Sequence[str] | None = None,
     in_flight: int = 1,
     ticket_dir: str | os.PathLike | None = None,
@@ -534,7 +544,9 @@ def run_batch(
     Delete the folder to buy every query afresh. ``options`` are :func:`run_prediction`'s.
 
     A batch of metadata-prediction queries (each with its ``sample_ids``) writes
-    ``predicted_out`` and ``probs_out`` instead of the expression pair.
+    ``predicted_out`` and ``probs_out`` instead of the expression pair. An expression batch
+    with ``latents_out`` also writes its samples' latents there (``latents.parquet`` per
+    condition in the work folder, merged in the same order).
 
     Progress goes to ``log``: a line per waiting query every ``heartbeat`` seconds, and a
     line each time a query is done ("batch 0003: 7 of 10 ready"; ``name`` defaults to
@@ -574,12 +586,14 @@ def run_batch(
     def one(query: BatchQuery) -> dict[str, Any]:
         folder = work / query.condition
         first, second = folder / first_name, folder / second_name
+        latents = folder / LATENTS_NAME if latents_out is not None and kind != METADATA_PREDICTION else None
         digest = body_sha256(json.loads(Path(query.query_path).read_text()))
         # The columns added to the part are part of what it answers.
         digest = body_sha256({"body": digest, "extra_columns": query.extra_columns, "samples": query.sample_ids})
         done = folder / DONE_NAME
         note = _done_note(done)
-        if first.exists() and second.exists() and note is not None and note["body_sha256"] == digest:
+        written = first.exists() and second.exists() and (latents is None or latents.exists())
+        if written and note is not None and note["body_sha256"] == digest:
             log.info("%s: already done in an earlier run of this batch", query.condition)
             count_ready()
             return note["summary"]
@@ -592,6 +606,7 @@ def run_batch(
                 "metadata_out": second,
                 "extra_columns": query.extra_columns,
                 "expected_genes": expected_genes,
+                "latents_out": latents,
             }
         summary = run_prediction(
             query.query_path,
@@ -627,6 +642,8 @@ def run_batch(
     merge = merge_prediction_parts if kind == METADATA_PREDICTION else merge_parts
     with cpu_lock:
         merge([work / name / first_name for name in names], [work / name / second_name for name in names], *outs)
+        if latents_out is not None and kind != METADATA_PREDICTION:
+            merge_latents([work / name / LATENTS_NAME for name in names], latents_out)
     shutil.rmtree(work, ignore_errors=True)
     seconds = round(time.monotonic() - started, 2)
     log.info(

@@ -96,6 +96,8 @@ def main():
         outputs = {
             "expression_out": snakemake.output.expression,
             "metadata_out": snakemake.output.metadata,
+            # Optional: the samples' latents (the workflow's outputs: latents).
+            "latents_out": snakemake.output.get("latents"),
         }
     gene_order = snakemake.input.get("gene_order")
 
