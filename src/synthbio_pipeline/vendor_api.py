@@ -43,7 +43,8 @@ def predict_query(
             return {"download_url": ready["downloadUrl"], "query_id": query_id}
         result_kind = get_model(model_id).result_kind if is_known_model(model_id) else "expression"
         with tempfile.TemporaryDirectory(prefix="synthbio-") as workdir:
-            path = client.fetch_result(query_id, ready, Path(workdir) / "result.json")
+            asked = sum(int(item.get("num_samples", 1)) for item in body.get("inputs", []))
+            path = client.fetch_result(query_id, ready, Path(workdir) / "result.json", expected_samples=asked or None)
             return to_frames(path, as_counts=as_counts, result_kind=result_kind)
 
 

@@ -1,16 +1,21 @@
 # Checks made once, at parse time, before any job runs; the constants and input
 # functions the rules use. The logic lives in the synthbio_pipeline package.
+import sys
+from pathlib import Path
+
 import jsonschema
 import pandas as pd
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from synthbio_pipeline.client.http import check_base_url
+from synthbio_pipeline.pipeline.budget import budget_problem, describe, plan_purchases
 from synthbio_pipeline.pipeline.conditions import (
     ConditionsError,
     TableProblem,
     read_conditions,
 )
+from synthbio_pipeline.vocabulary.values import non_finite
 from synthbio_pipeline.pipeline.report import data_source
 from synthbio_pipeline.pipeline.preflight import check_token
 
@@ -75,13 +80,14 @@ def schema_problems(path):
     return problems
 
 
-def load_conditions(path, defaults):
+def load_conditions(path, defaults, max_rows):
     """Every condition of the table, checked; raise one error listing every problem.
 
     The library reads the file first: it reports malformed tables (ragged rows, wrong
-    delimiter, encodings) precisely. The schema then checks the table it accepted.
+    delimiter, encodings, more than `max_rows` rows) precisely. The schema then checks the
+    table it accepted.
     """
-    conditions = read_conditions(path, defaults=defaults)
+    conditions = read_conditions(path, defaults=defaults, max_rows=max_rows)
     # Cluster jobs parse this file again; the main process has checked the same table
     # (the schema pass costs about 1 s per job at 10,000 rows).
     if workflow.is_main_process:
@@ -91,16 +97,44 @@ def load_conditions(path, defaults):
     return conditions
 
 
+# NaN passes every comparison a schema makes (poll_timeout_seconds=nan would poll forever).
+_not_finite = [f"{key}: {value!r}" for key, value in non_finite(config)]
+if _not_finite:
+    raise WorkflowError(
+        f"config {', '.join(_not_finite)}: not a finite number; give a number "
+        "(see config/README.md)"
+    )
 validate(config, "../schemas/config.schema.yaml")
 CONDITIONS = {
     condition.name: condition
-    for condition in load_conditions(config["conditions"], config["defaults"])
+    for condition in load_conditions(
+        config["conditions"], config["defaults"], config["max_table_rows"]
+    )
 }
 # A token must not travel in clear text; without a token, stop before any job. The token
 # is not looked for when linting (lint needs no secrets) nor again inside cluster jobs.
 check_base_url(config["api_base_url"])
 if workflow.check_envvars and workflow.is_main_process:
     check_token(config["api_base_url"])
+
+
+def ticket_dir(modality):
+    """Where the predict jobs of a modality keep their tickets (under a module's prefix too)."""
+    path = f"results/predictions/{modality}/.tickets"
+    try:
+        return Path(workflow.modifier.path_modifier.replace_prefix(path))
+    except AttributeError:
+        return Path(path)
+
+
+# What the run would buy, said before any job (`snakemake -n` shows it), and the budget guard:
+# a run that would buy more than max_samples stops here, before any request.
+if workflow.is_main_process:
+    PURCHASES = plan_purchases(CONDITIONS.values(), ticket_dir, config["api_base_url"])
+    print(describe(PURCHASES), file=sys.stderr)
+    _over = budget_problem(PURCHASES, config["max_samples"])
+    if _over:
+        raise WorkflowError(_over)
 # Counts as text from log1p-CPM values would be mislabelled: refuse before any job.
 if config["outputs"]["counts_tsv"] and not config["as_counts"]:
     raise WorkflowError(

@@ -34,5 +34,7 @@ rule predict:
         poll_interval=lambda wildcards, resources: config["poll_interval_seconds"],
         poll_timeout=lambda wildcards, resources: config["poll_timeout_seconds"],
         resubmit_failed=lambda wildcards, resources: config["resubmit_failed"],
+        # Bounds of each result download (size per sample asked, deadline): config `download`.
+        download_limits=lambda wildcards, resources: config["download"],
     wrapper:
         f"{WRAPPERS}/synthesize/predict"

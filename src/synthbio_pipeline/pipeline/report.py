@@ -38,7 +38,8 @@ import pyarrow.parquet as pq
 
 from synthbio_pipeline.errors import SynthbioError
 from synthbio_pipeline.files import atomic_path
-from synthbio_pipeline.formats.parquet import COUNTS, GENE_ID, LOG_CPM, SAMPLE_ID, SCHEMA_KEY
+from synthbio_pipeline.formats.exports import escape_formula
+from synthbio_pipeline.formats.parquet import COUNTS, GENE_ID, LOG_CPM, SAMPLE_ID, SCHEMA_KEY, check_pair
 from synthbio_pipeline.formats.result_json import log_cpm
 
 __all__ = [
@@ -130,6 +131,7 @@ def compute_report(
     if values not in (COUNTS, LOG_CPM):
         raise ReportError(f"{expression_path} holds values of unknown kind {values!r}")
 
+    check_pair(expression_path, metadata_path, schema.metadata)
     metadata = pd.read_parquet(metadata_path)
     if list(metadata[SAMPLE_ID]) != samples:
         raise ReportError(f"{metadata_path} does not list the samples of {expression_path} in the same order")
@@ -349,8 +351,11 @@ def write_condition_summary(
         )
         return table
     separator = "\t" if suffix == ".tsv" else ","
+    # Model versions and query ids are the server's text: no cell may be a spreadsheet formula.
+    text = table.select_dtypes(include=["object", "string"]).columns
+    escaped = table.assign(**{column: table[column].map(escape_formula) for column in text})
     with atomic_path(path) as temporary:
-        table.to_csv(temporary, sep=separator, index=False, float_format="%.10g", na_rep="NA")
+        escaped.to_csv(temporary, sep=separator, index=False, float_format="%.10g", na_rep="NA")
     return table
 
 

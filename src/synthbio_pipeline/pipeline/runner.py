@@ -9,8 +9,11 @@ submitted afresh. The ticket is removed once the outputs are written.
 
 What is still not covered, because the API has no idempotency key: a submission the
 server accepted whose answer was lost on the way back. The client does not resend it (a
-POST is never retried after it was sent), so the job fails and its rerun submits again;
-the window is the few milliseconds between the server accepting and us writing the ticket.
+POST is never retried after it was sent): the job fails with an
+:class:`~synthbio_pipeline.errors.AmbiguousSubmissionError` saying so, and a note is written
+beside the ticket (``{ticket}.ambiguous``). Its rerun submits again, and says that it does
+and why, since the first submission may have been paid for. The window is the time between
+the server accepting and its answer reaching us.
 """
 
 from __future__ import annotations
@@ -32,8 +35,16 @@ from pathlib import Path
 from typing import Any
 
 from synthbio_pipeline.client import constants as C
+from synthbio_pipeline.client.download import DownloadLimits
 from synthbio_pipeline.client.http import SynthesizeClient
-from synthbio_pipeline.errors import APIConnectionError, NotFoundError, QueryFailedError, RateLimitError, ResultError
+from synthbio_pipeline.errors import (
+    AmbiguousSubmissionError,
+    APIConnectionError,
+    NotFoundError,
+    QueryFailedError,
+    RateLimitError,
+    ResultError,
+)
 from synthbio_pipeline.files import atomic_path
 from synthbio_pipeline.formats.parquet import merge_parts, write_part
 
@@ -83,6 +94,47 @@ def save_ticket(path: Path, ticket: Ticket) -> None:
         temporary.write_text(json.dumps(asdict(ticket), indent=2) + "\n")
 
 
+#: Appended to a ticket's path: the note of a submission whose answer was lost.
+AMBIGUOUS_SUFFIX = ".ambiguous"
+
+
+def ambiguous_note_path(ticket_path: Path) -> Path:
+    return ticket_path.with_name(ticket_path.name + AMBIGUOUS_SUFFIX)
+
+
+def record_ambiguous(ticket_path: Path, body_sha256: str, model_id: str, base_url: str, error: str) -> Path:
+    """Note, beside the ticket, a submission that may have been accepted (and paid for) unanswered."""
+    path = ambiguous_note_path(ticket_path)
+    note = {
+        "body_sha256": body_sha256,
+        "model_id": model_id,
+        "base_url": base_url,
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "error": error,
+        "meaning": "this submission was sent and its answer lost: the service may have accepted (and charged "
+        "for) it; the next run submits it again",
+    }
+    with atomic_path(path, durable=True) as temporary:
+        temporary.write_text(json.dumps(note, indent=2) + "\n")
+    return path
+
+
+def load_ambiguous(ticket_path: Path) -> dict | None:
+    try:
+        note = json.loads(ambiguous_note_path(ticket_path).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return note if isinstance(note, dict) else None
+
+
+def samples_asked(body: dict) -> int | None:
+    """The samples a wire body asks for (an input without ``num_samples`` yields one), if it says."""
+    try:
+        return sum(int(item.get("num_samples", 1)) for item in body.get("inputs", [])) or None
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
 def run_prediction(
     query_path: str | os.PathLike,
     *,
@@ -99,6 +151,7 @@ def run_prediction(
     cpu_lock: ContextManager | None = None,
     ticket_path: str | os.PathLike | None = None,
     keep_ticket: bool = False,
+    download_limits: DownloadLimits | None = None,
 ) -> dict[str, Any]:
     """Submit (or resume) the query in ``query_path``, wait, download, parse, write parts.
 
@@ -109,6 +162,7 @@ def run_prediction(
     query is resubmitted at most ``resubmit_failed`` times (default 0: a failure usually
     means metadata the model refuses, and every submission costs credits). The token is
     read from the environment (or keyring) inside the job: it is never a parameter.
+    ``download_limits`` bounds the result download (size per sample asked, deadline).
     """
     body = json.loads(Path(query_path).read_text())
     digest = body_sha256(body)
@@ -117,7 +171,7 @@ def run_prediction(
     ticket_path = Path(ticket_path) if ticket_path is not None else outputs / TICKET_NAME
     started = time.monotonic()
 
-    with SynthesizeClient(base_url, model_id=model_id) as client:
+    with SynthesizeClient(base_url, model_id=model_id, download_limits=download_limits) as client:
         ticket = load_ticket(ticket_path)
         if ticket is not None and not ticket.matches(digest, model_id, client.base_url):
             log.info("%s: the query changed since model query %s; submitting afresh", condition, ticket.query_id)
@@ -129,9 +183,24 @@ def run_prediction(
         submitted_before = 0
         while True:
             if ticket is None:
-                query_id = _submit_when_admitted(client, model_id, body, condition, started + poll_timeout, log)
+                earlier = load_ambiguous(ticket_path)
+                if earlier is not None and earlier.get("body_sha256") == digest:
+                    log.warning(
+                        "%s: submitting again: an earlier submission of this query (%s) was sent but its answer "
+                        "was lost, so the service may have accepted (and charged for) it; the API has no way to "
+                        "tell, so this query may be paid for twice (note: %s)",
+                        condition,
+                        earlier.get("when", "time unknown"),
+                        ambiguous_note_path(ticket_path),
+                    )
+                try:
+                    query_id = _submit_when_admitted(client, model_id, body, condition, started + poll_timeout, log)
+                except AmbiguousSubmissionError as error:
+                    note = record_ambiguous(ticket_path, digest, model_id, client.base_url, str(error))
+                    raise AmbiguousSubmissionError(f"{condition}: {error} (recorded in {note})") from None
                 ticket = Ticket(query_id, digest, model_id, client.base_url, submitted_before + 1)
                 save_ticket(ticket_path, ticket)
+                ambiguous_note_path(ticket_path).unlink(missing_ok=True)
                 log.info("%s: submitted to %s as model query %s", condition, model_id, query_id)
             else:
                 log.info(
@@ -210,7 +279,9 @@ def _download_and_write(
     with tempfile.TemporaryDirectory(prefix=".download-", dir=Path(expression_out).parent) as scratch:
         for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
             try:
-                result = client.fetch_result(query_id, ready, Path(scratch) / "result.json")
+                result = client.fetch_result(
+                    query_id, ready, Path(scratch) / "result.json", expected_samples=samples_asked(body)
+                )
                 log.info("%s: downloaded %.1f MB", condition, result.stat().st_size / 1e6)
                 with cpu_lock:
                     return write_part(

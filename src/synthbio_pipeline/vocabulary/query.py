@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
 import numbers
 import re
 from collections.abc import Mapping
@@ -32,6 +33,7 @@ from synthbio_pipeline.vocabulary.models import (
     is_known_model,
     model_for_modality,
 )
+from synthbio_pipeline.vocabulary.values import INT64_MAX, too_long
 
 CLIENT_SOURCE = "synthbio-pipeline"
 
@@ -291,6 +293,9 @@ def option_problems(options: Mapping[str, Any], path_prefix: str = "") -> list[P
     total = options.get("total_count")
     if total is not None and (not _is_int(total) or total < 1):
         problems.append(Problem(path_prefix + "total_count", f"must be a whole number of at least 1, not {total!r}"))
+    for key in ("seed", "total_count"):
+        if _is_int(options.get(key)) and abs(options[key]) > INT64_MAX:
+            problems.append(Problem(path_prefix + key, f"is too large: at most {INT64_MAX:,} (64 bits)"))
     latents = options.get("deterministic_latents")
     if latents is not None and not isinstance(latents, bool):
         problems.append(Problem(path_prefix + "deterministic_latents", f"must be true or false, not {latents!r}"))
@@ -319,10 +324,14 @@ def metadata_value_problem(spec: MetadataKey, value: Any) -> str | None:
     if spec.numeric:
         if isinstance(value, bool) or not isinstance(value, (numbers.Real, str)):
             return f"must be {spec.expected}, not {value!r}"
+        if isinstance(value, str) and too_long(value):
+            return f"{too_long(value)} (must be {spec.expected})"
         try:
             number = float(value)
-        except ValueError:
+        except (ValueError, OverflowError):
             return f"must be {spec.expected}, not {value!r}"
+        if not math.isfinite(number):
+            return f"must be a finite number ({spec.expected}), not {value!r}"
         return None if number >= 0 else f"must not be negative, not {value!r}"
     if not isinstance(value, str):
         return f"must be text, not {value!r}"

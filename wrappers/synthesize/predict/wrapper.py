@@ -23,6 +23,7 @@ logging.basicConfig(
     format="%(asctime)s %(levelname)s %(threadName)s %(message)s",
 )
 
+from synthbio_pipeline.client.download import DownloadLimits
 from synthbio_pipeline.pipeline.runner import BatchQuery, run_batch
 
 
@@ -64,6 +65,10 @@ as_counts = snakemake.params.get("as_counts", True)
 if not isinstance(as_counts, bool):
     raise ValueError(f"Parameter as_counts must be True or False, not {as_counts!r}")
 
+# Optional {bytes_per_value, deadline_seconds}: bounds of each result download (size, time).
+limits = snakemake.params.get("download_limits") or {}
+download_limits = DownloadLimits(**limits) if limits else None
+
 summary = run_batch(
     [
         BatchQuery(name, path, model_id if isinstance(model_id, str) else model_id[name])
@@ -78,6 +83,7 @@ summary = run_batch(
     poll_timeout=float(snakemake.params.get("poll_timeout", 900.0)),
     as_counts=as_counts,
     resubmit_failed=int(snakemake.params.get("resubmit_failed", 0)),
+    download_limits=download_limits,
     log=logging.getLogger("synthesize.predict"),
 )
 
