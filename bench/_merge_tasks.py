@@ -48,7 +48,7 @@ def make_parts(params: dict) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from synthbio_pipeline.formats import parquet as tables
+    from synthbio_pipeline.formats import parquet
 
     report = _baseline()
     start = time.perf_counter()
@@ -64,23 +64,23 @@ def make_parts(params: dict) -> dict:
     total = 0
     for i, (expression, metadata) in enumerate(zip(expression_paths, metadata_paths)):
         condition = f"c{i:04d}"
-        ids = tables.sample_ids(condition, per_part)
+        ids = parquet.sample_ids(condition, per_part)
         label = {
-            "values": tables.COUNTS,
+            "values": parquet.COUNTS,
             "backend": "emulator",
             "model_id": "gem-1-bulk",
             "orientation": "genes x samples",
         }
-        schema = tables.expression_schema(ids, pa.int32(), label)
+        schema = parquet.expression_schema(ids, pa.int32(), label)
         counts = rng.negative_binomial(2, p[:, None], size=(n_genes, per_part)).astype(np.int32)
-        with pq.ParquetWriter(expression, schema, **tables.PARQUET_OPTIONS) as out:
-            for first in range(0, n_genes, tables.ROW_GROUP_GENES):
-                last = min(first + tables.ROW_GROUP_GENES, n_genes)
+        with pq.ParquetWriter(expression, schema, **parquet.PARQUET_OPTIONS) as out:
+            for first in range(0, n_genes, parquet.ROW_GROUP_GENES):
+                last = min(first + parquet.ROW_GROUP_GENES, n_genes)
                 columns = [genes[first:last]] + [pa.array(counts[first:last, j]) for j in range(per_part)]
                 out.write_batch(pa.record_batch(columns, schema=schema))
         frame = pd.DataFrame(
             {
-                tables.SAMPLE_ID: ids,
+                parquet.SAMPLE_ID: ids,
                 "condition": condition,
                 "backend": "emulator",
                 "model_id": "gem-1-bulk",
@@ -88,7 +88,7 @@ def make_parts(params: dict) -> dict:
                 "sex": pd.array(["female"] * per_part, dtype="string"),
             }
         )
-        tables.write_metadata(frame, metadata, label)
+        parquet.write_metadata(frame, metadata, label)
         total += os.path.getsize(expression)
     report["wall_s"] = time.perf_counter() - start
     report["bytes"] = total
@@ -105,13 +105,13 @@ def _pool(report: dict) -> None:
 
 @task
 def merge(params: dict) -> dict:
-    """tables.merge_parts of the K parts."""
-    from synthbio_pipeline.formats import parquet as tables
+    """parquet.merge_parts of the K parts."""
+    from synthbio_pipeline.formats import parquet
 
     expression, metadata = _parts(params)
     report = _baseline()
     start = time.perf_counter()
-    tables.merge_parts(expression, metadata, params["expression_out"], params["metadata_out"])
+    parquet.merge_parts(expression, metadata, params["expression_out"], params["metadata_out"])
     report["wall_s"] = time.perf_counter() - start
     report["bytes"] = os.path.getsize(params["expression_out"])
     _pool(report)
@@ -121,15 +121,15 @@ def merge(params: dict) -> dict:
 @task
 def reencode(params: dict) -> dict:
     """The previous merge: decode every part's gene block, write it with pyarrow's ParquetWriter."""
-    from synthbio_pipeline.formats import parquet as tables
+    from synthbio_pipeline.formats import parquet
 
     expression, metadata = _parts(params)
     report = _baseline()
     start = time.perf_counter()
-    schemas = [tables.pq.read_schema(path) for path in expression]
+    schemas = [parquet.pq.read_schema(path) for path in expression]
     ids = [name for schema in schemas for name in schema.names[1:]]
-    schema = tables.expression_schema(ids, tables.pa.int32(), {"values": tables.COUNTS})
-    tables.reencode_expression(expression, params["expression_out"], schema)
+    schema = parquet.expression_schema(ids, parquet.pa.int32(), {"values": parquet.COUNTS})
+    parquet.reencode_expression(expression, params["expression_out"], schema)
     report["wall_s"] = time.perf_counter() - start
     _pool(report)
     return report
@@ -140,13 +140,13 @@ def anchor(params: dict) -> dict:
     """Rewrite the same bytes with pyarrow: read the merged file whole, write it with the same options."""
     import pyarrow.parquet as pq
 
-    from synthbio_pipeline.formats import parquet as tables
+    from synthbio_pipeline.formats import parquet
 
     report = _baseline()
     start = time.perf_counter()
     table = pq.read_table(params["expression_in"])
     middle = time.perf_counter()
-    pq.write_table(table, params["expression_out"], row_group_size=tables.ROW_GROUP_GENES, **tables.PARQUET_OPTIONS)
+    pq.write_table(table, params["expression_out"], row_group_size=parquet.ROW_GROUP_GENES, **parquet.PARQUET_OPTIONS)
     report["wall_s"] = time.perf_counter() - start
     report["phases"] = {"read_table": middle - start, "write_table": time.perf_counter() - middle}
     report["bytes"] = os.path.getsize(params["expression_out"])

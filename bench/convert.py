@@ -8,8 +8,8 @@
    the resource usage ``os.wait4`` returns for that child (``ru_maxrss``, KB on Linux):
    - the vendor's path (the anchor): json.load -> pysynthbio 4.2.4
      transform_standard_model_output -> expression/metadata ``DataFrame.to_parquet``;
-   - ours: ``tables.write_part`` (streaming parse -> Parquet part) then ``merge_parts`` of that
-     one part, together and each alone; the streaming parser alone; ``results.to_frames``.
+   - ours: ``parquet.write_part`` (streaming parse -> Parquet part) then ``merge_parts`` of that
+     one part, together and each alone; the streaming parser alone; ``result_json.to_frames``.
 3. Checks that our merged expression, loaded samples x genes, equals the vendor's (values,
    gene order) and that the metadata agrees: prints PASS or FAIL, exits 1 on FAIL.
 4. Writes the same counts as genes-as-rows and as samples-as-rows Parquet and times writing,
@@ -40,7 +40,7 @@ MEASURE = HERE / "_measure.py"
 MODEL_ID = "gem-1-bulk"
 CONDITION = "bench"
 METADATA = {"tissue_ontology_id": "UBERON:0002371", "sex": "female", "sample_type": "primary tissue", "age_years": 52}
-#: Issue 6 P1: at N = 1,000, at least 8x faster and at most 1/10 of the anchor's peak memory;
+#: Target P1: at N = 1,000, at least 8x faster and at most 1/10 of the anchor's peak memory;
 #: peak memory at N = 3,000 at most 1.3x the peak at N = 100.
 P1_N, P1_SPEEDUP, P1_MEMORY, P1_SCALING = 1000, 8.0, 0.10, 1.3
 
@@ -230,7 +230,7 @@ def _run(args, scaling: list[int], workdir: Path) -> int:
     rows.append(measurement_row("  ours: write_part alone (stream -> part)", runs["write_part"], anchor))
     rows.append(measurement_row("  ours: merge_parts alone (1 part)", runs["merge"], anchor))
     rows.append(measurement_row("ref: open_result().samples() parse only", runs["parse"], anchor))
-    rows.append(measurement_row("ref: results.to_frames (in-memory frames)", runs["to_frames"], anchor))
+    rows.append(measurement_row("ref: result_json.to_frames (in-memory frames)", runs["to_frames"], anchor))
     print_table(rows)
     print()
     print("vendor phases: " + ", ".join(f"{k} {v:.2f} s" for k, v in anchor["phases"].items()))
@@ -258,7 +258,7 @@ def _run(args, scaling: list[int], workdir: Path) -> int:
         )
     print_table(lrows)
     print(
-        "genes-as-rows reads use tables.load_expression(genes=..., samples=...); samples-as-rows reads use "
+        "genes-as-rows reads use parquet.load_expression(genes=..., samples=...); samples-as-rows reads use "
         "column projection (genes) and a sample_id filter (samples)."
     )
     if not layout["slices_agree"]:
@@ -311,7 +311,7 @@ def _run(args, scaling: list[int], workdir: Path) -> int:
             f"{'below' if growth_mb < matrix_mb else 'NOT below'} the matrix: peak-base {growth_mb:.0f} MB, "
             f"the whole matrix is {matrix_mb:.0f} MB as int32 (a single-run proxy; --scaling shows peak vs N)"
         )
-    print(f"issue 4: correct: {'yes' if verify['ok'] else 'NO'}; bounded memory: {bounded}")
+    print(f"conversion: correct: {'yes' if verify['ok'] else 'NO'}; bounded memory: {bounded}")
     at = "" if n == P1_N else f" (the targets are stated for N = {P1_N}; this run is N = {n})"
     for what, report in (
         ("result JSON -> part (write_part)", runs["write_part"]),
@@ -320,7 +320,7 @@ def _run(args, scaling: list[int], workdir: Path) -> int:
         speed = anchor["wall_s"] / report["wall_s"]
         share = report["peak_kb"] / anchor["peak_kb"]
         print(
-            f"issue 6 P1{at}, {what}: time {report['wall_s']:.2f} s vs anchor {anchor['wall_s']:.2f} s = "
+            f"P1{at}, {what}: time {report['wall_s']:.2f} s vs anchor {anchor['wall_s']:.2f} s = "
             f"{speed:.1f}x vs >= {P1_SPEEDUP:.0f}x: {'MET' if speed >= P1_SPEEDUP else 'NOT MET'}; "
             f"peak {mb_kb(report['peak_kb']):.0f} MB vs anchor {mb_kb(anchor['peak_kb']):.0f} MB = {share:.3f} "
             f"vs <= {P1_MEMORY:.2f}: {'MET' if share <= P1_MEMORY else 'NOT MET'}"
@@ -329,7 +329,7 @@ def _run(args, scaling: list[int], workdir: Path) -> int:
         lo, hi = min(scaled), max(scaled)
         ratio = scaled[hi]["peak_kb"] / scaled[lo]["peak_kb"]
         print(
-            f"issue 6 P1 scaling (write_part + merge_parts): peak at N={hi} {mb_kb(scaled[hi]['peak_kb']):.0f} MB is "
+            f"P1 scaling (write_part + merge_parts): peak at N={hi} {mb_kb(scaled[hi]['peak_kb']):.0f} MB is "
             f"{ratio:.2f}x the peak at N={lo} ({mb_kb(scaled[lo]['peak_kb']):.0f} MB) vs <= {P1_SCALING}x"
             + (
                 f": {'MET' if ratio <= P1_SCALING else 'NOT MET'}"

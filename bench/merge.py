@@ -1,18 +1,18 @@
-"""Benchmark: merging K per-condition Parquet parts into the expression + metadata pair (issue 6, P3).
+"""Benchmark: merging K per-condition Parquet parts into the expression + metadata pair (target P3).
 
     python bench/merge.py [--parts 100,1000] [--samples-per-part 10] [--genes 44590] [--keep DIR]
 
 1. Writes K parts of S samples x G genes in ``write_part``'s layout (genes as rows, one int32
    column per sample, row groups of ``ROW_GROUP_GENES`` genes, negative binomial counts) and
    their metadata parts, once per K (reused from ``--keep DIR`` when already there).
-2. Runs ``tables.merge_parts`` of the K parts in a fresh interpreter (``bench/_merge_tasks.py``)
+2. Runs ``parquet.merge_parts`` of the K parts in a fresh interpreter (``bench/_merge_tasks.py``)
    and takes its peak memory from ``os.wait4`` (``ru_maxrss``): wall, peak, peak at the largest
    K over the smallest (target: at most 1.3x).
 3. The anchor, in the same run: rewriting the same bytes with pyarrow, ``pq.read_table`` of
    the merged file then ``pq.write_table`` with the same options and row groups (target: our
    merge at most 2x the anchor's time). ``--reencode`` adds the previous merge (decode each
    gene block of every part, write it with ``ParquetWriter``) as a reference row.
-4. Reads slices of the largest merged file with ``tables.load_expression``: 10 genes spread
+4. Reads slices of the largest merged file with ``parquet.load_expression``: 10 genes spread
    over the file for all samples, 10 adjacent genes, 10 samples for all genes, and the footer
    alone (best of ``--repeat``; target: well under a second).
 
@@ -35,7 +35,7 @@ from _children import ChildFailed
 
 HERE = Path(__file__).resolve().parent
 TASKS = HERE / "_merge_tasks.py"
-#: Issue 6 P3: peak at the largest K at most 1.3x the peak at the smallest; merge at most 2x
+#: Target P3: peak at the largest K at most 1.3x the peak at the smallest; merge at most 2x
 #: the anchor's time; slices "well under a second" (taken here as at most 0.5 s).
 SCALING, SPEED, SLICE_S = 1.3, 2.0, 0.5
 
@@ -216,7 +216,7 @@ def _print(args, ks, figures) -> None:
     low, high = merge[ks[0]], merge[ks[-1]]
     scaling = high["peak_kb"] / low["peak_kb"]
     speed = high["wall_s"] / anchor[ks[-1]]["wall_s"]
-    print("\n== Verdict (issue 6 P3) ==")
+    print("\n== Verdict (P3) ==")
     print(
         f"peak memory: {mb(low['peak_kb'])} MB at K = {ks[0]}, {mb(high['peak_kb'])} MB at K = {ks[-1]}: "
         f"{scaling:.2f}x vs <= {SCALING}x: {met(scaling <= SCALING)}"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every figure of issue 6, each printed next to its anchor and target, in one run
+# Every performance figure (targets P1-P4), each printed next to its anchor and target, in one run
 # (about 35 minutes on a quiet 2-core machine). Run from the project's virtual environment.
 set -euo pipefail
 cd "$(dirname "$0")"

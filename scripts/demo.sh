@@ -10,7 +10,7 @@ venv="${SYNTHBIO_VENV:-.venv}"
 workdir=demo
 
 emulator_out="$(mktemp)"
-"$venv/bin/python" -m synthbio_pipeline.emulator --host 127.0.0.1 --port 0 >"$emulator_out" 2>&1 &
+"$venv/bin/synthbio-pipeline" emulator --host 127.0.0.1 --port 0 >"$emulator_out" 2>&1 &
 emulator_pid=$!
 trap 'kill "$emulator_pid" 2>/dev/null || true; wait "$emulator_pid" 2>/dev/null || true; rm -f "$emulator_out"' EXIT
 

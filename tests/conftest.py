@@ -1,6 +1,8 @@
 """Fixtures every test module may use: in-process API emulators.
 
-``memory_keyring`` replaces the system keyring for one test.
+``memory_keyring`` replaces the system keyring for one test. ``server`` is a
+:class:`~scripted_server.ScriptedServer` on loopback, with ``SCRIPTED_TOKEN`` in
+``SYNTHESIZE_API_KEY``.
 ``emulator`` is a small, fast emulator (200 genes, 0.1 s latency) that accepts only
 ``EMULATOR_TOKEN``; the test's environment carries that token in ``SYNTHESIZE_API_KEY``
 and no ``SYNTHESIZE_API_BASE_URL``. ``make_emulator(**options)`` starts others (options
@@ -13,6 +15,7 @@ from __future__ import annotations
 import keyring
 import pytest
 from fixtures import MemoryKeyring
+from scripted_server import SCRIPTED_TOKEN, ScriptedServer, start
 
 EMULATOR_TOKEN = "emulator-test-token"
 
@@ -57,3 +60,14 @@ def memory_keyring():
     keyring.set_keyring(backend)
     yield backend
     keyring.set_keyring(previous)
+
+
+@pytest.fixture
+def server(monkeypatch):
+    """A scripted loopback server (``server.url``); the token in the environment is SCRIPTED_TOKEN."""
+    monkeypatch.setenv("SYNTHESIZE_API_KEY", SCRIPTED_TOKEN)
+    state = ScriptedServer()
+    httpd, url = start(state)
+    state.url = url
+    yield state
+    httpd.shutdown()

@@ -18,6 +18,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 #: its return value sent; an iterator of bytes is sent piece by piece as it yields (a trickle),
 #: after a Content-Length of the "Claim-Length" header (or none: the connection closes at the end).
 DROP = "DROP"
+#: The token the ``server`` fixture (conftest.py) puts in SYNTHESIZE_API_KEY.
+SCRIPTED_TOKEN = "tok-CLIENT-test-7f3a"
 
 
 @dataclass

@@ -67,7 +67,7 @@ def test_small_run_prints_the_table_and_passes(small_run):
         assert label in out
     assert "correctness: PASS" in out
     assert "FAIL" not in out
-    assert "issue 4:" in out and "issue 6 P1" in out
+    assert "conversion: correct:" in out and "P1 (the targets are stated" in out
 
 
 def test_figures_json(small_run):

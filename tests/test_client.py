@@ -5,22 +5,12 @@ from __future__ import annotations
 import time
 
 import pytest
-from scripted_server import DROP, ScriptedServer, start
+from scripted_server import DROP, SCRIPTED_TOKEN
 
 from synthbio_pipeline import errors
 from synthbio_pipeline.client.http import SynthesizeClient, check_base_url, clean_server_message, resolve_base_url
 
-TOKEN = "tok-CLIENT-test-7f3a"
-
-
-@pytest.fixture
-def server(monkeypatch):
-    monkeypatch.setenv("SYNTHESIZE_API_KEY", TOKEN)
-    state = ScriptedServer()
-    httpd, url = start(state)
-    state.url = url
-    yield state
-    httpd.shutdown()
+TOKEN = SCRIPTED_TOKEN
 
 
 def client_for(server, **kwargs):

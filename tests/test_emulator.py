@@ -483,7 +483,7 @@ def test_the_control_endpoints_need_the_emulators_token(emulator, headers):
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.20", "emulator.lan"])
 def test_binding_beyond_loopback_prints_a_warning(host, monkeypatch, capsys):
-    from synthbio_pipeline.emulator import __main__ as cli
+    from synthbio_pipeline.emulator import serve as cli
 
     class Started(Exception):
         pass
@@ -500,7 +500,7 @@ def test_binding_beyond_loopback_prints_a_warning(host, monkeypatch, capsys):
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "localhost"])
 def test_binding_to_loopback_prints_no_warning(host):
-    from synthbio_pipeline.emulator.__main__ import exposure_warning
+    from synthbio_pipeline.emulator.serve import exposure_warning
 
     assert exposure_warning(host, []) is None
     assert "--token values" in exposure_warning("0.0.0.0", ["t"])

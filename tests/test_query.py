@@ -1,4 +1,4 @@
-"""The seed's query functions and the local validation that runs before anything is sent."""
+"""rsynthbio's query functions and the local validation that runs before anything is sent."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from synthbio_pipeline import (
     validate_modality,
     validate_query,
 )
+from synthbio_pipeline.vocabulary.metadata import METADATA_KEYS
 from synthbio_pipeline.vocabulary.models import MODELS, get_model
-from synthbio_pipeline.vocabulary.query import METADATA_KEYS, example_wire_query, query_problems, to_wire
+from synthbio_pipeline.vocabulary.query import example_wire_query, query_problems, to_wire
 
 
 def test_modalities_and_modes():

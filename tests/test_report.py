@@ -12,12 +12,12 @@ import pytest
 pytest.importorskip("matplotlib")  # the workflow extra; scripts/setup.sh installs it
 
 from synthbio_pipeline import log_cpm
+from synthbio_pipeline.cli import main
 from synthbio_pipeline.formats.parquet import ROW_GROUP_GENES, merge_parts, write_part
 from synthbio_pipeline.pipeline.report import (
     EMULATOR_NOTE,
     ReportError,
     compute_report,
-    main,
     plot_condition_correlation,
     plot_detected_genes,
     plot_library_sizes,
@@ -218,6 +218,13 @@ def test_a_log_cpm_file_gives_the_same_pca_and_no_library_sizes(tmp_path, counts
     summary = write_condition_summary(cpm, tmp_path / "conditions.tsv")
     assert summary.library_size_median.isna().all()
     assert "\tNA\t" in (tmp_path / "conditions.tsv").read_text()
+    assert main(["report", str(pair[0]), str(pair[1]), str(tmp_path / "cli"), "--pca-genes", str(PCA_GENES)]) == 0
+    assert sorted(p.name for p in (tmp_path / "cli").iterdir()) == [
+        "condition_correlation.svg",
+        "conditions.tsv",
+        "detected_genes.svg",
+        "pca.svg",
+    ]
 
 
 def test_metadata_of_other_samples_is_refused(pair, tmp_path):
@@ -234,7 +241,7 @@ def test_write_report_and_the_command_line(pair, tmp_path):
     )
     assert sorted(p.name for p in (tmp_path / "one").iterdir()) == ["conditions.tsv", "pca.svg"]
     assert data.conditions == CONDITIONS
-    assert main([str(pair[0]), str(pair[1]), str(tmp_path / "all"), "--format", "png"]) == 0
+    assert main(["report", str(pair[0]), str(pair[1]), str(tmp_path / "all"), "--format", "png"]) == 0
     assert sorted(p.name for p in (tmp_path / "all").iterdir()) == [
         "condition_correlation.png",
         "conditions.tsv",

@@ -77,7 +77,7 @@ def cli(args, tmp_path, stdin=""):
 
 def test_cli_token_set_has_clear_round_trip(tmp_path):
     assert cli(["token", "has"], tmp_path).returncode == 1
-    done = cli(["token", "set", "--keyring"], tmp_path, stdin=SECRET + "\n")
+    done = cli(["token", "set"], tmp_path, stdin=SECRET + "\n")
     assert done.returncode == 0, done.stderr
     assert SECRET not in done.stdout + done.stderr
     stored = json.loads((tmp_path / "keyring.json").read_text())

@@ -17,7 +17,7 @@ from snakemake_runs import ROOT, SNAKEFILE, copy_config, files_under, output_of,
 
 from synthbio_pipeline.formats.parquet import load_expression
 from synthbio_pipeline.pipeline.conditions import OPTION_COLUMNS, REQUIRED_COLUMNS, read_conditions
-from synthbio_pipeline.vocabulary.query import METADATA_KEYS
+from synthbio_pipeline.vocabulary.metadata import METADATA_KEYS
 
 GENES = 500
 

@@ -1,6 +1,6 @@
 """Synthesize Bio API client, streaming result parser and offline emulator.
 
-The seed's functions (vendor R client ``rsynthbio``) in Python form::
+The functions of the vendor's R client, ``rsynthbio``, in Python form::
 
     from synthbio_pipeline import get_valid_query, predict_query
     result = predict_query(get_valid_query("bulk"))

@@ -1,13 +1,19 @@
-"""``synthbio-pipeline``: manage the token, look at models and example queries.
+"""``synthbio-pipeline``: the project's one command line.
 
-    synthbio-pipeline token set [--keyring]   store a token (hidden prompt) in the system keyring
-    synthbio-pipeline token has               exit 0 when a token is available, 1 when not
-    synthbio-pipeline token clear [--keyring] forget the token (--keyring: delete the stored one)
+    synthbio-pipeline token set              store a token in the system keyring (hidden prompt, or stdin)
+    synthbio-pipeline token has              exit 0 when a token is available, 1 when not
+    synthbio-pipeline token clear [--keyring]  forget the token (--keyring: delete the stored one)
     synthbio-pipeline models [--base-url URL]
     synthbio-pipeline example-query (--modality bulk|single-cell | --model-id ID [--base-url URL])
+    synthbio-pipeline validate TABLE [--config FILE]
+    synthbio-pipeline emulator [--port 0] [--latency S] [--faults PLAN] ...
+    synthbio-pipeline demo [--genes N] [--latency S]
+    synthbio-pipeline report EXPRESSION METADATA OUTDIR [--format svg|png|pdf]
 
-The token is never printed and never taken as a command-line argument: it is read from
-a hidden prompt, or from standard input when that is not a terminal.
+``python -m synthbio_pipeline.emulator`` and ``python -m synthbio_pipeline.demo`` remain as
+aliases of ``emulator`` and ``demo``. The token is never printed and never taken as a
+command-line argument: it is read from a hidden prompt, or from standard input when that is
+not a terminal.
 """
 
 from __future__ import annotations
@@ -16,10 +22,17 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
+from synthbio_pipeline import demo
 from synthbio_pipeline.client import token_store
 from synthbio_pipeline.client.constants import KEYRING_SERVICE, KEYRING_USER, TOKEN_ENV
+from synthbio_pipeline.emulator import serve
 from synthbio_pipeline.errors import SynthbioError
+from synthbio_pipeline.vocabulary.models import MODALITIES
+
+#: The workflow's config file, read by ``validate`` for its ``defaults`` when it exists.
+WORKFLOW_CONFIG = Path("config/config.yaml")
 
 
 def _read_token_from_user() -> str:
@@ -28,6 +41,9 @@ def _read_token_from_user() -> str:
 
         return getpass.getpass("Synthesize Bio API token (input hidden): ")
     return sys.stdin.readline()
+
+
+# --- token -------------------------------------------------------------------------------
 
 
 def _token_set(args) -> int:
@@ -58,6 +74,9 @@ def _token_clear(args) -> int:
     return 0
 
 
+# --- the API -----------------------------------------------------------------------------
+
+
 def _models(args) -> int:
     from synthbio_pipeline.vendor_api import list_models
 
@@ -78,29 +97,126 @@ def _example_query(args) -> int:
     return 0
 
 
+# --- the conditions table and the report -------------------------------------------------
+
+
+def _config_defaults(path: Path | None) -> dict:
+    """The ``defaults`` of a workflow config file (YAML or JSON); ``{}`` without a file."""
+    if path is None:
+        return {}
+    try:
+        import yaml
+    except ImportError:  # pragma: no cover - PyYAML comes with the workflow extra
+        raise SynthbioError(f"reading {path} needs PyYAML: pip install 'synthbio-pipeline[workflow]'") from None
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise SynthbioError(f"{path}: cannot read the config: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise SynthbioError(f"{path}: not YAML: {str(error).splitlines()[0]}") from None
+    defaults = (config or {}).get("defaults", {}) if isinstance(config, dict) else None
+    if not isinstance(defaults, dict):
+        raise SynthbioError(f"{path}: 'defaults' must be a mapping of column -> value")
+    return defaults
+
+
+def _validate(args) -> int:
+    from synthbio_pipeline.pipeline.conditions import ConditionsError, read_conditions
+
+    config = args.config if args.config is not None else (WORKFLOW_CONFIG if WORKFLOW_CONFIG.is_file() else None)
+    try:
+        conditions = read_conditions(args.table, _config_defaults(config))
+    except ConditionsError as error:
+        print(error, file=sys.stderr)
+        return 1
+    except SynthbioError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    samples = sum(condition.num_samples for condition in conditions)
+    print(f"{len(conditions)} conditions, {samples} samples, OK")
+    return 0
+
+
+def _report(args) -> int:
+    from synthbio_pipeline.pipeline.report import write_report_folder
+
+    options = {"image_format": args.format} | ({} if args.pca_genes is None else {"pca_genes": args.pca_genes})
+    for path in write_report_folder(args.expression, args.metadata, args.outdir, **options):
+        print(path)
+    return 0
+
+
+# --- the parser --------------------------------------------------------------------------
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="synthbio-pipeline", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="synthbio-pipeline",
+        description="The token, the API's models and examples, conditions tables, the offline emulator, "
+        "the demo and report figures: one command line.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     token = commands.add_parser("token", help="manage the API token").add_subparsers(dest="action", required=True)
-    setter = token.add_parser("set", help="store a token in the system keyring (hidden prompt, or stdin)")
-    setter.add_argument("--keyring", action="store_true", help="store in the keyring (the default and only store)")
-    setter.set_defaults(func=_token_set)
+    token.add_parser("set", help="store a token in the system keyring (hidden prompt, or stdin)").set_defaults(
+        func=_token_set
+    )
     token.add_parser("has", help="exit 0 when a token is available").set_defaults(func=_token_has)
     clear = token.add_parser("clear", help="forget the token")
     clear.add_argument("--keyring", action="store_true", help="also delete the token stored in the keyring")
     clear.set_defaults(func=_token_clear)
 
+    base_url = {"help": "API base URL (default: $SYNTHESIZE_API_BASE_URL or production)"}
     models = commands.add_parser("models", help="list the models the token may use")
-    models.add_argument("--base-url", help="API base URL (default: $SYNTHESIZE_API_BASE_URL or production)")
+    models.add_argument("--base-url", **base_url)
     models.set_defaults(func=_models)
 
     example = commands.add_parser("example-query", help="print an example query")
     which = example.add_mutually_exclusive_group(required=True)
-    which.add_argument("--modality", choices=["bulk", "single-cell"], help="the seed's user-facing example")
+    which.add_argument("--modality", choices=MODALITIES, help="rsynthbio's user-facing example")
     which.add_argument("--model-id", help="ask the server for its example (wire format)")
-    example.add_argument("--base-url")
+    example.add_argument("--base-url", **base_url)
     example.set_defaults(func=_example_query)
+
+    validate = commands.add_parser(
+        "validate",
+        help="check a conditions table without Snakemake or the API",
+        description="Check a conditions table as the workflow does before any job, and print every problem "
+        "with its file, line, condition and column (exit 1), or a one-line summary (exit 0). Nothing is sent.",
+    )
+    validate.add_argument("table", type=Path, help="the table (TSV, or CSV by its .csv name)")
+    validate.add_argument(
+        "--config",
+        type=Path,
+        help=f"workflow config whose 'defaults' fill empty cells (default: {WORKFLOW_CONFIG} when it exists)",
+    )
+    validate.set_defaults(func=_validate)
+
+    emulator = commands.add_parser("emulator", help="serve the offline API emulator until interrupted")
+    serve.add_arguments(emulator)
+    emulator.set_defaults(func=serve.run)
+
+    demo_command = commands.add_parser("demo", help="the library end to end against the emulator (no token)")
+    demo.add_arguments(demo_command)
+    demo_command.set_defaults(func=demo.run)
+
+    report = commands.add_parser(
+        "report",
+        help="draw the report figures and summary table of a merged pair",
+        description="Draw the report figures and summary table of a merged expression + metadata pair.",
+    )
+    report.add_argument("expression", help="expression.parquet (counts or log1p-CPM)")
+    report.add_argument("metadata", help="metadata.parquet")
+    report.add_argument(
+        "outdir",
+        help="writes library_sizes (counts only), detected_genes, pca, condition_correlation (in --format) "
+        "and conditions.tsv here",
+    )
+    report.add_argument("--format", choices=("svg", "png", "pdf"), default="svg")
+    report.add_argument(
+        "--pca-genes", type=int, default=None, help="most variable genes in the PCA (default: as in the workflow)"
+    )
+    report.set_defaults(func=_report)
     return parser
 
 

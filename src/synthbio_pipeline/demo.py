@@ -1,4 +1,6 @@
-"""``python -m synthbio_pipeline.demo``: the library end to end against the bundled emulator.
+"""``synthbio-pipeline demo``: the library end to end against the bundled emulator.
+
+``python -m synthbio_pipeline.demo`` is an alias.
 
 Starts the emulator on loopback, then does what a user of the vendor's client does:
 list the models, build the example query of each modality, predict it, and look at the
@@ -11,28 +13,34 @@ import argparse
 import os
 import time
 
-import pandas as pd
-
-from synthbio_pipeline import get_valid_query, list_models, log_cpm, predict_query
+from synthbio_pipeline import get_valid_modalities, get_valid_query, list_models, log_cpm, predict_query
 from synthbio_pipeline.client.constants import TOKEN_ENV
 from synthbio_pipeline.emulator import start_emulator
 
 DEMO_TOKEN = "emulator-demo-token"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+DESCRIPTION = "The library end to end against the bundled emulator (no token, no network)."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The demo's options on ``parser``."""
+    parser.description = DESCRIPTION
     parser.add_argument("--genes", type=int, default=44_590, help="genes per sample (default: GEM-1's 44,590)")
     parser.add_argument("--latency", type=float, default=1.0, help="seconds each emulated query takes")
-    args = parser.parse_args(argv)
 
+
+def run(args: argparse.Namespace) -> int:
+    """List the models, then predict each modality's example query and print its tables."""
     # The demo's token is for the emulator only; a real token in the environment is left unused.
+    import pandas as pd  # here: `synthbio-pipeline token has` need not wait for pandas
+
     os.environ[TOKEN_ENV] = DEMO_TOKEN
     pd.set_option("display.width", 120)
     with start_emulator(latency=args.latency, genes=args.genes, tokens=[DEMO_TOKEN]) as emulator:
         print(f"Emulator (synthetic data, not a model) at {emulator.url}\n")
         print("Models:\n" + list_models(emulator.url).to_string(index=False) + "\n")
-        for modality in ("bulk", "single-cell"):
+        for modality in get_valid_modalities():
             query = get_valid_query(modality)
             started = time.monotonic()
             result = predict_query(query, api_base_url=emulator.url, poll_interval_seconds=1)
@@ -48,6 +56,13 @@ def main(argv: list[str] | None = None) -> int:
             print(metadata.to_string(max_cols=6) + "\n")
             print("log1p-CPM of the first genes:\n" + log_cpm(expression).iloc[:, :5].round(2).to_string() + "\n")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m synthbio_pipeline.demo``, the alias of ``synthbio-pipeline demo``."""
+    parser = argparse.ArgumentParser(prog="python -m synthbio_pipeline.demo")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

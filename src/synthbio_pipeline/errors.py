@@ -52,10 +52,10 @@ class QueryValidationError(SynthbioError, ValueError):
 
 
 TOKEN_HINT = (
-    "Set the SYNTHESIZE_API_KEY environment variable, or store a token once with "
-    "`synthbio-pipeline token set --keyring` (the vendor client's keyring entry "
+    "Set the SYNTHESIZE_API_KEY environment variable, or store a token once in the system "
+    "keyring with `synthbio-pipeline token set` (the vendor client's keyring entry "
     "'pysynthbio'/'api_token' is read too). To try everything without a token, "
-    "run against the bundled emulator: `python -m synthbio_pipeline.emulator`."
+    "run against the bundled emulator: `synthbio-pipeline emulator`."
 )
 
 

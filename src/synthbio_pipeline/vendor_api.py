@@ -1,4 +1,4 @@
-"""The seed's functions, one call each: ``predict_query``, ``list_models``, ``get_example_query``."""
+"""rsynthbio's functions (the vendor's R client): ``predict_query``, ``list_models``, ``get_example_query``."""
 
 from __future__ import annotations
 

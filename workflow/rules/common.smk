@@ -1,5 +1,6 @@
 # Checks made once, at parse time, before any job runs; the constants and input
 # functions the rules use. The logic lives in the synthbio_pipeline package.
+import re
 import sys
 from pathlib import Path
 
@@ -18,13 +19,12 @@ from synthbio_pipeline.pipeline.conditions import (
 from synthbio_pipeline.vocabulary.values import non_finite
 from synthbio_pipeline.pipeline.report import data_source
 from synthbio_pipeline.pipeline.preflight import check_token
-
-MODALITIES = ("bulk", "single-cell")
+from synthbio_pipeline.vocabulary.models import MODALITIES
 
 
 wildcard_constraints:
     condition=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
-    modality="|".join(MODALITIES),
+    modality="|".join(map(re.escape, MODALITIES)),
     batch=r"[0-9]+",
 
 

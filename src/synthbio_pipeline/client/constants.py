@@ -1,4 +1,7 @@
-"""Every client default in one place."""
+"""The client's defaults: where the API is, the token's names, polling and timeouts.
+
+How failures are tried again lives in :mod:`synthbio_pipeline.client.retry`.
+"""
 
 API_BASE_URL = "https://app.synthesize.bio"
 API_BASE_URL_ENV = "SYNTHESIZE_API_BASE_URL"
@@ -17,18 +20,6 @@ DEFAULT_TIMEOUT = (5.0, 30.0)
 #: (connect, read) seconds between bytes of a result download.
 DOWNLOAD_TIMEOUT = (5.0, 60.0)
 
-DEFAULT_MAX_RETRIES = 5
-#: Exponential backoff: min(BACKOFF_FACTOR * 2**n, BACKOFF_MAX) plus up to BACKOFF_JITTER.
-BACKOFF_FACTOR = 0.5
-BACKOFF_MAX = 8.0
-BACKOFF_JITTER = 0.5
-#: A Retry-After longer than this is cut to it.
-MAX_RETRY_AFTER = 120.0
-#: No retry starts once a single call has been retrying this long.
-RETRY_DEADLINE_SECONDS = 300.0
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-
-#: How often a download URL that expired is answered by asking the status endpoint for a fresh one.
-MAX_URL_REFRESHES = 3
+# Retries, backoff, Retry-After and every other try-again: client/retry.py.
 
 DOWNLOAD_CHUNK_BYTES = 1 << 20

@@ -1,7 +1,7 @@
 """The HTTP client: submit a query, poll its status, download its result.
 
 Every request to the API goes through :meth:`SynthesizeClient.request`, which adds the
-bearer token, retries what is safe to retry (see :class:`ApiRetry`) and turns error
+bearer token, retries what is safe to retry (the policy of :mod:`synthbio_pipeline.client.retry`) and turns error
 answers into the typed exceptions of :mod:`synthbio_pipeline.errors`. Result downloads
 go through a second session that never carries the token: the download URL is a
 pre-signed object-store URL on another host.
@@ -16,17 +16,15 @@ import os
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
-from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ProtocolError
-from urllib3.util.retry import Retry
 
 from synthbio_pipeline.client import constants as C
+from synthbio_pipeline.client import retry as R
 from synthbio_pipeline.client.download import DownloadLimits, ResultDownload, guard_session
 from synthbio_pipeline.client.token_store import resolve_token
 from synthbio_pipeline.client.urls import DownloadPolicy, check_base_url, is_loopback, redact_url
@@ -68,78 +66,6 @@ def resolve_base_url(api_base_url: str | None = None, model_id: str | None = Non
         url = os.environ.get(per_model_env_var(model_id))
     url = url or os.environ.get(C.API_BASE_URL_ENV) or C.API_BASE_URL
     return check_base_url(url.rstrip("/"))
-
-
-# --- retries -----------------------------------------------------------------------------
-
-
-class ApiRetry(Retry):
-    """urllib3's retry policy, with three rules of ours.
-
-    - A POST is retried when the server answered 429/5xx or the connection could not be
-      made, never after a read error: the submission may have been accepted, and a
-      second one would be paid for twice.
-    - ``Retry-After`` is honoured (seconds or HTTP date) up to ``max_retry_after``.
-    - No retry starts after ``deadline`` (a ``time.monotonic()`` value).
-    """
-
-    def __init__(self, *args, deadline: float | None = None, max_retry_after: float = C.MAX_RETRY_AFTER, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.deadline = deadline
-        self.max_retry_after = max_retry_after
-
-    def new(self, **kwargs):
-        new = super().new(**kwargs)
-        new.deadline = self.deadline
-        new.max_retry_after = self.max_retry_after
-        return new
-
-    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
-        if error is not None and method == "POST" and self._is_read_error(error):
-            raise error
-        return super().increment(method, url, response, error, _pool, _stacktrace)
-
-    def is_exhausted(self) -> bool:
-        if self.deadline is not None and time.monotonic() > self.deadline:
-            return True
-        return super().is_exhausted()
-
-    def get_retry_after(self, response):
-        seconds = super().get_retry_after(response)
-        return None if seconds is None else min(seconds, self.max_retry_after)
-
-
-def make_retry(
-    max_retries: int = C.DEFAULT_MAX_RETRIES, deadline_seconds: float = C.RETRY_DEADLINE_SECONDS
-) -> ApiRetry:
-    return ApiRetry(
-        total=max_retries,
-        connect=max_retries,
-        read=max_retries,
-        status=max_retries,
-        other=0,
-        redirect=0,
-        status_forcelist=C.RETRY_STATUSES,
-        allowed_methods=frozenset({"GET", "POST"}),
-        backoff_factor=C.BACKOFF_FACTOR,
-        backoff_max=C.BACKOFF_MAX,
-        backoff_jitter=C.BACKOFF_JITTER,
-        respect_retry_after_header=True,
-        raise_on_status=False,
-        deadline=time.monotonic() + deadline_seconds,
-    )
-
-
-class _DeadlineAdapter(HTTPAdapter):
-    """Gives every request a fresh retry budget whose deadline starts when the request does."""
-
-    def __init__(self, max_retries: int, deadline_seconds: float):
-        self._retries, self._deadline_seconds = max_retries, deadline_seconds
-        super().__init__(max_retries=make_retry(max_retries, deadline_seconds))
-
-    def send(self, request, **kwargs):
-        self.max_retries = make_retry(self._retries, self._deadline_seconds)
-        return super().send(request, **kwargs)
 
 
 # --- errors ------------------------------------------------------------------------------
@@ -276,15 +202,6 @@ def _validation_problems(body: str) -> list[Problem]:
 StatusCallback = Callable[[str, dict, float], None]
 
 
-@dataclass(frozen=True)
-class DownloadedResult:
-    """A result document on disk, and where it came from."""
-
-    query_id: str
-    path: Path
-    model_id: str | None = None
-
-
 class SynthesizeClient:
     """Talks to one API base URL (the real service or the emulator).
 
@@ -299,8 +216,8 @@ class SynthesizeClient:
         base_url: str | None = None,
         *,
         model_id: str | None = None,
-        max_retries: int = C.DEFAULT_MAX_RETRIES,
-        retry_deadline_seconds: float = C.RETRY_DEADLINE_SECONDS,
+        max_retries: int = R.DEFAULT_MAX_RETRIES,
+        retry_deadline_seconds: float = R.RETRY_DEADLINE_SECONDS,
         timeout: tuple[float, float] = C.DEFAULT_TIMEOUT,
         download_timeout: tuple[float, float] = C.DOWNLOAD_TIMEOUT,
         download_limits: DownloadLimits | None = None,
@@ -321,7 +238,7 @@ class SynthesizeClient:
     def _session(max_retries: int, deadline_seconds: float) -> requests.Session:
         session = requests.Session()
         session.trust_env = False  # no .netrc credentials or proxies picked up behind our back
-        adapter = _DeadlineAdapter(max_retries, deadline_seconds)
+        adapter = R.RetryAdapter(max_retries, deadline_seconds)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
         return session
@@ -483,7 +400,7 @@ class SynthesizeClient:
         ready_payload: dict,
         destination: str | os.PathLike,
         *,
-        max_url_refreshes: int = C.MAX_URL_REFRESHES,
+        max_url_refreshes: int = R.MAX_URL_REFRESHES,
         expected_samples: int | None = None,
     ) -> Path:
         """Download a ready query's result; an expired URL is replaced by asking for a fresh one.
@@ -494,10 +411,11 @@ class SynthesizeClient:
         for attempt in range(max_url_refreshes + 1):
             try:
                 return self.download(payload["downloadUrl"], destination, expected_samples=expected_samples)
-            except DownloadExpiredError:
+            except DownloadExpiredError as error:
                 if attempt == max_url_refreshes:
                     raise
-                log.info("download URL of %s refused; asking the status endpoint for a fresh one", query_id)
+                reason = f"signed URL refused ({error.status_code}), asking for a fresh one"
+                log.info(R.retry_line(f"download of model query {query_id}", reason, attempt + 1, max_url_refreshes))
                 payload = self.status(query_id)
                 if payload.get("status") != "ready" or not payload.get("downloadUrl"):
                     raise APIStatusError(

@@ -1,8 +1,16 @@
 """Where the API token lives: the environment, or the vendor client's keyring entry.
 
-The token is never printed, logged or written to a file by this package. It is kept in
-the process environment (``SYNTHESIZE_API_KEY``), as the vendor's clients do, so that
-child processes (Snakemake jobs) inherit it without it appearing on a command line.
+:func:`resolve_token` looks the token up each time a request needs it: ``SYNTHESIZE_API_KEY``
+first, then the system keyring under the vendor client's entry (service ``pysynthbio``, user
+``api_token``), so a token stored with pysynthbio works here and the other way round.
+Nothing copies a keyring token into the environment behind the user's back: the workflow's
+prediction jobs read the keyring themselves, so the token is not handed to the jobs a
+cluster executor submits. :func:`set_token` and :func:`load_token_from_keyring` mirror the
+vendor client's functions: they put a token into this Python process's environment, for
+this session and the processes it starts.
+
+The token is never printed, logged, taken as a command-line argument or written to a file
+by this package.
 """
 
 from __future__ import annotations

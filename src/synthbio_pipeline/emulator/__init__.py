@@ -11,7 +11,7 @@ In process::
         predict_query(query, api_base_url=emulator.url)
         emulator.stats()
 
-As a process: ``python -m synthbio_pipeline.emulator --port 8765``.
+As a process: ``synthbio-pipeline emulator --port 8765`` (or ``python -m synthbio_pipeline.emulator``).
 
 A fault plan (:mod:`.faults`: 429/5xx, dropped connections, stalls, failed queries, expired
 URLs, corrupt downloads) is given with ``start_emulator(faults=...)`` or ``--faults``, and

@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from synthbio_pipeline.vocabulary.models import MEAN_ESTIMATION, get_model
-from synthbio_pipeline.vocabulary.query import METADATA_KEYS
+from synthbio_pipeline.vocabulary.metadata import METADATA_KEYS, PERTURBATIONAL
+from synthbio_pipeline.vocabulary.models import BULK, MEAN_ESTIMATION, SINGLE_CELL, get_model
 
 MODEL_VERSION = "emulator-2"
 NOTE = "synthetic data from the synthbio-pipeline emulator, not a model prediction"
@@ -70,9 +70,9 @@ _DEFAULT_EFFECT = (0.01, 0.3)
 #: Pairs that mean "nothing was done" and so move no gene.
 _NEUTRAL = {("perturbation_type", "control")}
 #: Single-cell data sees a different slice of the transcriptome than bulk.
-_MODALITY_EFFECT = {"single-cell": (0.30, 1.0)}
+_MODALITY_EFFECT = {SINGLE_CELL: (0.30, 1.0)}
 #: Dispersion multiplier per modality (single cells are much noisier).
-_DISPERSION_SCALE = {"bulk": 1.0, "single-cell": 5.0}
+_DISPERSION_SCALE = {BULK: 1.0, SINGLE_CELL: 5.0}
 
 
 # --- gene-level tables -------------------------------------------------------------------
@@ -163,7 +163,7 @@ def _pair_latent(key: str, value_json: str) -> np.ndarray:
 def latent_group(key: str) -> str:
     """The latent group a metadata key feeds: biological, technical or perturbation."""
     group = METADATA_KEYS[key].group if key in METADATA_KEYS else "biological"
-    return "perturbation" if group == "perturbational" else group
+    return "perturbation" if group == PERTURBATIONAL else group
 
 
 @dataclass(frozen=True)
@@ -174,7 +174,7 @@ class Condition:
     latent_means: dict[str, np.ndarray]
 
 
-def condition(tables: GeneTables, metadata: Mapping[str, Any], modality: str = "bulk") -> Condition:
+def condition(tables: GeneTables, metadata: Mapping[str, Any], modality: str = BULK) -> Condition:
     """The profile of an input's metadata: base expression moved by every pair's effect."""
     log_profile = tables.log_base.copy()
     means = {group: np.zeros(LATENT_DIM) for group in LATENT_GROUPS}
@@ -311,7 +311,7 @@ def write_result(
     """
     path = Path(path)
     tables = gene_tables(genes)
-    sparse = plan.modality == "single-cell"
+    sparse = plan.modality == SINGLE_CELL
     info = {
         "note": NOTE,
         "model_id": plan.model_id,

@@ -43,14 +43,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from synthbio_pipeline.errors import Problem
-from synthbio_pipeline.vocabulary.models import MODELS, SAMPLING_STRATEGIES, get_model, is_known_model
-from synthbio_pipeline.vocabulary.query import (
-    example_wire_query,
-    metadata_problems,
-    num_samples_problems,
-    option_problems,
-)
+from synthbio_pipeline.vocabulary.models import MODELS, get_model, is_known_model
+from synthbio_pipeline.vocabulary.query import example_wire_query, wire_problems
 
 from . import generate
 from .faults import HTTP_DATE_AHEAD, STATUS_FAULTS, TRANSPORT_FAULTS, FaultPlan, FaultRule
@@ -351,7 +345,7 @@ class EmulatorApp:
             body = json.loads(request.body.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as error:
             return Response.error(400, f"the request body is not JSON: {error}")
-        problems = body_problems(model_id, body)
+        problems = wire_problems(model_id, body)  # the client's own checks, under the wire's names
         if problems:
             errors = [{"path": problem.path, "message": problem.message} for problem in problems]
             return Response.json(422, {"error": "Invalid query", "errors": errors})
@@ -478,50 +472,6 @@ class EmulatorApp:
         deadline = time.monotonic() + timeout
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
-
-
-def body_problems(model_id: str, body: Any) -> list[Problem]:
-    """Every reason the server refuses a query body (422), in reading order."""
-    if not isinstance(body, dict):
-        return [Problem("", f"the query must be a JSON object, not {type(body).__name__}")]
-    spec = get_model(model_id)
-    problems: list[Problem] = []
-    strategy = body.get("sampling_strategy")
-    allowed = ", ".join(repr(mode) for mode in spec.modes)
-    if strategy is None:
-        problems.append(Problem("sampling_strategy", f"required; one of {allowed}"))
-    elif strategy not in SAMPLING_STRATEGIES:
-        problems.append(Problem("sampling_strategy", f"unknown sampling strategy {strategy!r}; one of {allowed}"))
-    elif strategy not in spec.modes:
-        problems.append(
-            Problem("sampling_strategy", f"{strategy!r} is not available for {model_id}; allowed: {allowed}")
-        )
-    problems += option_problems(body)
-    inputs = body.get("inputs")
-    if not isinstance(inputs, list) or not inputs:
-        problems.append(Problem("inputs", "required: a non-empty list of inputs"))
-        return problems
-    for index, item in enumerate(inputs):
-        problems += _input_problems(item, f"inputs[{index}]")
-    return problems
-
-
-def _input_problems(item: Any, path: str) -> list[Problem]:
-    if not isinstance(item, dict):
-        return [Problem(path, "each input is an object with 'metadata' and 'num_samples'")]
-    problems = []
-    metadata = item.get("metadata")
-    if metadata is None:
-        problems.append(Problem(f"{path}.metadata", "required"))
-    elif not isinstance(metadata, dict):
-        problems.append(Problem(f"{path}.metadata", "must be an object of metadata keys to values"))
-    else:
-        problems += metadata_problems(metadata, f"{path}.metadata")
-    if "num_samples" not in item:
-        problems.append(Problem(f"{path}.num_samples", "required"))
-    else:
-        problems += num_samples_problems(item["num_samples"], f"{path}.num_samples")
-    return problems
 
 
 def _is_baseline(model_id: str) -> bool:

@@ -42,7 +42,7 @@ from synthbio_pipeline.formats.parquet import (
     expression_schema,
 )
 from synthbio_pipeline.formats.result_json import log_cpm
-from synthbio_pipeline.vocabulary.models import get_model, is_known_model
+from synthbio_pipeline.vocabulary.models import SINGLE_CELL, get_model, is_known_model
 
 __all__ = ["ExportError", "escape_formula", "read_label", "to_delimited", "to_h5ad", "to_log_cpm"]
 
@@ -106,7 +106,7 @@ def to_log_cpm(expression_path: str | os.PathLike, out: str | os.PathLike) -> di
     """Write log1p(CPM) of a counts file as Parquet: same layout and row groups, float32 values.
 
     Two streaming passes: library sizes first, then each gene block normalised by them.
-    The values equal :func:`synthbio_pipeline.results.log_cpm` on the whole matrix.
+    The values equal :func:`synthbio_pipeline.formats.result_json.log_cpm` on the whole matrix.
     """
     parquet, samples, label = _open_expression(expression_path)
     if label.get("values") != COUNTS:
@@ -191,7 +191,7 @@ def to_h5ad(
     if sparse is None:
         models = set(metadata.column("model_id").to_pylist()) if "model_id" in metadata.column_names else set()
         sparse = bool(models) and all(
-            is_known_model(str(m)) and get_model(str(m)).modality == "single-cell" for m in models
+            is_known_model(str(m)) and get_model(str(m)).modality == SINGLE_CELL for m in models
         )
     genes = pq.read_table(expression_path, columns=[GENE_ID]).column(0).to_pylist()
     dtype = np.dtype(parquet.schema_arrow.field(1).type.to_pandas_dtype()) if samples else np.dtype(np.int32)

@@ -49,7 +49,8 @@ from synthbio_pipeline.errors import MergeError, ResultError
 from synthbio_pipeline.files import atomic_path
 from synthbio_pipeline.formats.parquet_footer import chunk_layout, stitch_expression
 from synthbio_pipeline.formats.result_json import log_cpm, open_result
-from synthbio_pipeline.vocabulary.query import METADATA_KEYS
+from synthbio_pipeline.vocabulary.metadata import METADATA_KEYS
+from synthbio_pipeline.vocabulary.options import BOOLEAN, INTEGER, QUERY_OPTIONS
 
 if TYPE_CHECKING:  # pandas only where a DataFrame is returned: it costs ~45 MB RSS to import
     import pandas as pd
@@ -330,6 +331,8 @@ def expression_schema(ids: Sequence[str], value_type: pa.DataType, label: dict) 
 # b"pandas" schema metadata: pd.read_parquet gives these dtypes back (str, string, Int64, boolean).
 _STR, _STRING, _EMPTY = ("object", "str"), ("object", "string"), ("empty", "object")
 _INT64, _NULLABLE_INT64, _NULLABLE_BOOL = ("int64", "int64"), ("int64", "Int64"), ("bool", "boolean")
+#: The column type of each kind of query option (arrow type, pandas kind).
+_OPTION_TYPES = {INTEGER: (pa.int64(), _NULLABLE_INT64), BOOLEAN: (pa.bool_(), _NULLABLE_BOOL)}
 
 
 def _metadata_table(ids, rows, *, condition, model_id, query_id, model_version, backend, body) -> pa.Table:
@@ -354,10 +357,10 @@ def _metadata_table(ids, rows, *, condition, model_id, query_id, model_version, 
         "query_id": text(query_id),
         "sampling_strategy": text(body.get("sampling_strategy")),
         "num_samples": (_constant_array(n, pa.int64(), n), _INT64),
-        "seed": (_constant_array(body.get("seed"), pa.int64(), n), _NULLABLE_INT64),
-        "total_count": (_constant_array(body.get("total_count"), pa.int64(), n), _NULLABLE_INT64),
-        "deterministic_latents": (_constant_array(body.get("deterministic_latents"), pa.bool_(), n), _NULLABLE_BOOL),
     }
+    for name, option in QUERY_OPTIONS.items():
+        arrow_type, kind = _OPTION_TYPES[option.type]
+        columns[name] = (_constant_array(body.get(name), arrow_type, n), kind)
     for key in keys:
         # Metadata is text, as the API spells it: a column has one type in every part. A key that
         # names a column of ours is the server's say, kept beside ours, never in its place.

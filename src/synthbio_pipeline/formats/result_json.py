@@ -1,4 +1,13 @@
-"""Streaming parser of the result document (see "The result JSON" in SYNTHESIZE_API.md).
+"""Streaming parser of the result document, the JSON a ready query's ``downloadUrl`` serves.
+
+The document, as the vendor's client (pysynthbio 4.2.4) reads it::
+
+    {"gene_order": ["ENSG00000000003", ...], "model_version": 2,
+     "outputs": [{"counts": [0, 12, 5, ...], "metadata": {...}, "latents": {...}}, ...]}
+
+one element of ``outputs`` per sample, in input order, every ``counts`` in ``gene_order``'s
+order (a list, ``{"counts": [...]}``, or for single-cell a gene -> count object); an
+``error`` or ``errors`` key at the top level means the result is an error.
 
 A bulk result of 1,000 samples is a JSON document of about 180 MB. Loading it with
 ``json.load`` and building a DataFrame takes seconds and more than a gigabyte; this module

@@ -5,12 +5,12 @@
 
 ``condition`` and ``num_samples`` are required; every metadata key of the API may be a
 column (an empty cell means "not set"); ``modality``, ``mode`` (or its synonym
-``sampling_strategy``), ``seed``, ``total_count``, ``deterministic_latents`` and
-``model_id`` override the defaults per row. :func:`read_conditions` checks the whole table
-before anything is sent and raises one :class:`ConditionsError` listing every problem
-with its file, line, condition and column. The rules themselves live in
-:mod:`synthbio_pipeline.query`: each row is turned into a query, checked there, and each
-problem's query path is mapped back to the column it came from.
+``sampling_strategy``), ``model_id`` and the query options (``seed``, ``total_count``,
+``deterministic_latents``) override the defaults per row. :func:`read_conditions` checks
+the whole table before anything is sent and raises one :class:`ConditionsError` listing
+every problem with its file, line, condition and column. The vocabulary and its rules live
+in :mod:`synthbio_pipeline.vocabulary`: each row is turned into a query, checked there, and
+each problem's query path is mapped back to the column it came from.
 """
 
 from __future__ import annotations
@@ -26,9 +26,12 @@ from typing import Any
 
 from synthbio_pipeline.errors import SynthbioError
 from synthbio_pipeline.files import atomic_path
-from synthbio_pipeline.vocabulary.models import MODALITY_MODELS, get_model, is_known_model
-from synthbio_pipeline.vocabulary.query import METADATA_KEYS, did_you_mean, query_problems, to_wire
+from synthbio_pipeline.vocabulary.metadata import METADATA_KEYS
+from synthbio_pipeline.vocabulary.models import DEFAULT_MODALITY, MODALITY_MODELS, get_model, is_known_model
+from synthbio_pipeline.vocabulary.options import BOOLEAN, FALSE_WORDS, QUERY_OPTIONS, TRUE_WORDS
+from synthbio_pipeline.vocabulary.query import MODEL_FIELDS, WIRE_MODE, query_problems, to_wire
 from synthbio_pipeline.vocabulary.values import parse_finite, parse_whole, too_long
+from synthbio_pipeline.vocabulary.words import did_you_mean
 
 CONDITION_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 CONDITION_RULE = "1-100 ASCII letters, digits, '_', '.' or '-', starting with a letter or digit"
@@ -43,9 +46,8 @@ WINDOWS_RESERVED = frozenset(
     {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(10)), *(f"LPT{i}" for i in range(10))}
 )
 REQUIRED_COLUMNS = ("condition", "num_samples")
-OPTION_COLUMNS = ("modality", "mode", "sampling_strategy", "model_id", "seed", "total_count", "deterministic_latents")
-DEFAULT_KEYS = ("modality", "mode", "seed", "total_count", "deterministic_latents")
-_TRUE, _FALSE = {"true", "yes", "1"}, {"false", "no", "0"}
+#: The columns that override the config's defaults: the model's fields, then the query options.
+OPTION_COLUMNS = (*MODEL_FIELDS, *QUERY_OPTIONS)
 
 
 @dataclass(frozen=True)
@@ -97,11 +99,11 @@ class Condition:
     mode: str | None
     num_samples: int
     metadata: dict[str, Any] = field(default_factory=dict)
-    #: seed, total_count and deterministic_latents, where set (row or config default).
+    #: The query options (seed, total_count, deterministic_latents) set by the row or a config default.
     options: dict[str, Any] = field(default_factory=dict)
 
     def query(self) -> dict[str, Any]:
-        """The user-facing query of this condition (the seed's vocabulary)."""
+        """The user-facing query of this condition (rsynthbio's vocabulary)."""
         query: dict[str, Any] = {"model_id": self.model_id, "modality": self.modality}
         if self.mode is not None:
             query["mode"] = self.mode
@@ -242,8 +244,8 @@ def _check_header(header: list[str], problems: _Problems) -> None:
             allowed = "; allowed: condition, num_samples, the API metadata keys and " + ", ".join(OPTION_COLUMNS)
             problems.add(1, name, f"unknown column{hint or allowed}")
         seen.add(name)
-    if "mode" in header and "sampling_strategy" in header:
-        problems.add(1, "sampling_strategy", "give 'mode' or its synonym 'sampling_strategy', not both")
+    if "mode" in header and WIRE_MODE in header:
+        problems.add(1, WIRE_MODE, f"give 'mode' or its synonym {WIRE_MODE!r}, not both")
 
 
 # --- one row ---------------------------------------------------------------------------
@@ -282,10 +284,10 @@ def _condition_of(
 
     cells = {column: value.strip() for column, value in record.items() if value.strip() != ""}
     modality, modality_column = _pick(cells, defaults, "modality")
-    mode, mode_column = _pick(cells, defaults, "mode", synonym="sampling_strategy")
+    mode, mode_column = _pick(cells, defaults, "mode", synonym=WIRE_MODE)
     model_id = cells.get("model_id")
     if modality is None:
-        modality = get_model(model_id).modality if model_id and is_known_model(model_id) else "bulk"
+        modality = get_model(model_id).modality if model_id and is_known_model(model_id) else DEFAULT_MODALITY
     model_id = model_id or MODALITY_MODELS.get(modality)
     if mode is None and model_id and is_known_model(model_id):
         mode = get_model(model_id).default_mode
@@ -297,13 +299,13 @@ def _condition_of(
         query["mode"] = mode
     columns = {"modality": modality_column, "mode": mode_column, "model_id": "model_id"}
     options = {}
-    for key in ("seed", "total_count", "deterministic_latents"):
+    for key, option in QUERY_OPTIONS.items():
         value, column = _pick(cells, defaults, key)
         if isinstance(value, str) and too_long(value):
             bad(column, f"{value[:20]}... {too_long(value)}")
             continue
         if value is not None:
-            options[key] = _parse_bool(value) if key == "deterministic_latents" else _parse_int(value)
+            options[key] = _parse_bool(value) if option.type == BOOLEAN else _parse_int(value)
             columns[key] = column
     metadata = {key: _parse_metadata(key, value) for key, value in cells.items() if key in METADATA_KEYS}
     num_samples = _parse_int(cells.get("num_samples", ""))
@@ -360,8 +362,8 @@ def _parse_int(value: Any) -> Any:
 
 
 def _parse_bool(value: Any) -> Any:
-    if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
-        return value.lower() in _TRUE
+    if isinstance(value, str) and value.lower() in (*TRUE_WORDS, *FALSE_WORDS):
+        return value.lower() in TRUE_WORDS
     return value
 
 

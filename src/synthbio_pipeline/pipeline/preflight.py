@@ -29,7 +29,7 @@ def check_token(base_url: str) -> None:
             hint=(
                 f"Set {TOKEN_ENV}, or store a token once with `synthbio-pipeline token set` "
                 "(the vendor client's keyring entry is read too). To try the workflow without "
-                "a token: `bash scripts/demo.sh`, or start `python -m synthbio_pipeline.emulator` "
+                "a token: `bash scripts/demo.sh`, or start `synthbio-pipeline emulator` "
                 f"and run with `--config api_base_url=<its URL>` and any {TOKEN_ENV} value."
             ),
         ) from None

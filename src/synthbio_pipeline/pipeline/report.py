@@ -7,6 +7,8 @@
     plot_condition_correlation(data, "report/condition_correlation.svg")
     write_condition_summary(data, "report/conditions.tsv")
     # or all of them at once: write_report(expression, metadata, pca="report/pca.svg", ...)
+    # or into one folder: write_report_folder(expression, metadata, "report/"), which is
+    # `synthbio-pipeline report EXPRESSION METADATA OUTDIR` on the command line
 
 :func:`compute_report` reads the expression file row group by row group (``ROW_GROUP_GENES``
 genes of every sample at a time), in two passes: the first sums library sizes and detected
@@ -22,7 +24,6 @@ Each plot function writes one file atomically; its format follows the suffix (``
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import math
@@ -393,12 +394,11 @@ def conditions_frame(conditions: Sequence[Any]) -> pd.DataFrame:
     """The conditions as the workflow runs them (``read_conditions``' output), one row each:
     defaults applied, the model's own mode where the table gives none, then every metadata
     key any row sets (in the API's key order)."""
+    from synthbio_pipeline.vocabulary.metadata import METADATA_KEYS
     from synthbio_pipeline.vocabulary.models import get_model, is_known_model
-    from synthbio_pipeline.vocabulary.query import METADATA_KEYS
+    from synthbio_pipeline.vocabulary.options import QUERY_OPTIONS
 
-    options = [
-        key for key in ("seed", "total_count", "deterministic_latents") if any(key in c.options for c in conditions)
-    ]
+    options = [key for key in QUERY_OPTIONS if any(key in c.options for c in conditions)]
     keys = [key for key in METADATA_KEYS if any(key in c.metadata for c in conditions)]
     rows = []
     for c in conditions:
@@ -761,30 +761,30 @@ def write_report(
     return data
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m synthbio_pipeline.report",
-        description="Draw the report figures and summary table of a merged expression + metadata pair.",
-    )
-    parser.add_argument("expression")
-    parser.add_argument("metadata")
-    parser.add_argument(
-        "outdir",
-        help="writes library_sizes, detected_genes, pca, condition_correlation (in --format) and conditions.tsv here",
-    )
-    parser.add_argument("--format", choices=("svg", "png", "pdf"), default="svg")
-    parser.add_argument("--pca-genes", type=int, default=DEFAULT_PCA_GENES)
-    args = parser.parse_args(argv)
-    out = Path(args.outdir)
-    data = compute_report(args.expression, args.metadata, pca_genes=args.pca_genes)
-    if data.library_sizes is not None:
-        plot_library_sizes(data, out / f"library_sizes.{args.format}")
-    plot_detected_genes(data, out / f"detected_genes.{args.format}")
-    plot_pca(data, out / f"pca.{args.format}")
-    plot_condition_correlation(data, out / f"condition_correlation.{args.format}")
-    write_condition_summary(data, out / "conditions.tsv")
-    return 0
+def write_report_folder(
+    expression_path: str | os.PathLike,
+    metadata_path: str | os.PathLike,
+    outdir: str | os.PathLike,
+    *,
+    image_format: str = "svg",
+    pca_genes: int = DEFAULT_PCA_GENES,
+) -> list[Path]:
+    """Every figure (``library_sizes`` only for counts) and ``conditions.tsv`` in ``outdir``.
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    ``synthbio-pipeline report`` runs this; returns the files written.
+    """
+    out = Path(outdir)
+    data = compute_report(expression_path, metadata_path, pca_genes=pca_genes)
+    drawn = [(plot_library_sizes, "library_sizes")] if data.library_sizes is not None else []
+    drawn += [
+        (plot_detected_genes, "detected_genes"),
+        (plot_pca, "pca"),
+        (plot_condition_correlation, "condition_correlation"),
+    ]
+    written = []
+    for function, name in drawn:
+        written.append(out / f"{name}.{image_format}")
+        function(data, written[-1])
+    written.append(out / "conditions.tsv")
+    write_condition_summary(data, written[-1])
+    return written

@@ -19,6 +19,7 @@ the server accepting and its answer reaching us.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from synthbio_pipeline.client import constants as C
+from synthbio_pipeline.client import retry as R
 from synthbio_pipeline.client.download import DownloadLimits
 from synthbio_pipeline.client.http import SynthesizeClient
 from synthbio_pipeline.errors import (
@@ -55,8 +57,6 @@ TICKET_NAME = ".synthbio-query.json"
 WORK_DIR_SUFFIX = ".work"
 #: Written next to a condition's finished part in a batch's work folder: the body it answers.
 DONE_NAME = ".done.json"
-#: Downloads of one result, when a download breaks or the document is corrupt or truncated.
-DOWNLOAD_ATTEMPTS = 3
 
 
 @dataclass
@@ -146,7 +146,7 @@ def run_prediction(
     poll_interval: float = C.DEFAULT_POLL_INTERVAL_SECONDS,
     poll_timeout: float = C.DEFAULT_POLL_TIMEOUT_SECONDS,
     as_counts: bool = True,
-    resubmit_failed: int = 0,
+    resubmit_failed: int = R.DEFAULT_RESUBMIT_FAILED,
     log: logging.Logger = logger,
     cpu_lock: ContextManager | None = None,
     ticket_path: str | os.PathLike | None = None,
@@ -180,7 +180,7 @@ def run_prediction(
         def on_status(status: str, payload: dict, elapsed: float) -> None:
             log.info("%s: status %s after %.1f s", condition, status, elapsed)
 
-        submitted_before = 0
+        submitted_before, unknown_ids = 0, 0
         while True:
             if ticket is None:
                 earlier = load_ambiguous(ticket_path)
@@ -213,19 +213,20 @@ def run_prediction(
                 break
             except NotFoundError:
                 # The server does not know the id (it was never accepted, or has been purged).
+                unknown_ids += 1
+                if unknown_ids > R.MAX_UNKNOWN_ID_RESUBMISSIONS:
+                    raise
+                what = f"{condition}: model query {ticket.query_id}"
                 log.warning(
-                    "%s: model query %s is unknown to the server; submitting afresh", condition, ticket.query_id
+                    R.retry_line(
+                        what, "unknown to the server, submitting afresh", unknown_ids, R.MAX_UNKNOWN_ID_RESUBMISSIONS
+                    )
                 )
             except QueryFailedError:
                 if ticket.submissions > resubmit_failed:
                     raise
-                log.warning(
-                    "%s: model query %s failed; resubmitting (%d of at most %d)",
-                    condition,
-                    ticket.query_id,
-                    ticket.submissions,
-                    resubmit_failed,
-                )
+                what = f"{condition}: model query {ticket.query_id}"
+                log.warning(R.retry_line(what, "failed, resubmitting", ticket.submissions, resubmit_failed))
             submitted_before, ticket = ticket.submissions, None
 
         summary = _download_and_write(
@@ -262,14 +263,17 @@ def _submit_when_admitted(client, model_id, body, condition, deadline, log) -> s
     The client already retried a few times honouring ``Retry-After``; a full concurrency
     cap is routine for a batch, so it waits on, until the poll deadline.
     """
-    while True:
+    for retry in itertools.count(1):
         try:
             return client.submit(model_id, body)
         except RateLimitError:
-            if time.monotonic() >= deadline:
+            wait = R.admission_wait(deadline)
+            if wait is None:
                 raise
-            log.info("%s: the service is at its concurrency limit; submitting again shortly", condition)
-            time.sleep(2.0)
+            reason = "the service is at its concurrency limit (429)"
+            log.info(R.retry_line(f"{condition}: submission", reason, retry, wait=wait))
+            time.sleep(wait)
+    raise AssertionError("unreachable")
 
 
 def _download_and_write(
@@ -277,7 +281,7 @@ def _download_and_write(
 ) -> dict[str, Any]:
     """Download the result and write the parts; a broken or corrupt download is fetched again."""
     with tempfile.TemporaryDirectory(prefix=".download-", dir=Path(expression_out).parent) as scratch:
-        for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
+        for attempt in range(1, R.DOWNLOAD_ATTEMPTS + 1):
             try:
                 result = client.fetch_result(
                     query_id, ready, Path(scratch) / "result.json", expected_samples=samples_asked(body)
@@ -295,15 +299,10 @@ def _download_and_write(
                         as_counts=as_counts,
                     )
             except (ResultError, APIConnectionError) as error:
-                if attempt == DOWNLOAD_ATTEMPTS:
+                if attempt == R.DOWNLOAD_ATTEMPTS:
                     raise
-                log.warning(
-                    "%s: download %d of model query %s is unusable (%s); downloading again",
-                    condition,
-                    attempt,
-                    query_id,
-                    error,
-                )
+                what = f"{condition}: download of model query {query_id}"
+                log.warning(R.retry_line(what, f"unusable ({error})", attempt, R.DOWNLOAD_ATTEMPTS - 1))
                 ready = client.status(query_id)  # a fresh signed URL
     raise AssertionError("unreachable")
 

@@ -1,19 +1,50 @@
-"""The table of models this package knows, and how each one's queries and results look.
+"""The models this package knows: modalities, sampling strategies (modes) and the model table.
 
 A model id is data: supporting a new model means adding a row to ``MODELS``, not a module.
-Each row says what a query's inputs carry, which sampling strategies the model accepts,
-the default library size, and which shape its result takes (``expression`` results carry
-``counts`` per output; ``metadata-prediction`` results carry ``classifier_probs`` and a
-``decoder_sample``).
+Each row says which family and kind of model it is, what a query's inputs carry, which
+metadata vocabulary (:mod:`.metadata`) and which groups of its keys the inputs' metadata
+takes, which sampling strategies the model accepts, the default library size, and which
+shape its result takes (``expression`` results carry ``counts`` per output;
+``metadata-prediction`` results carry ``classifier_probs`` and a ``decoder_sample``).
+
+The workflow's schemas and config/README.md restate parts of this module; they are
+generated from it by ``python scripts/generate_vocabulary.py``.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+from synthbio_pipeline.vocabulary.metadata import METADATA_GROUPS, PERTURBATIONAL
+
+# --- modalities: rsynthbio's user-facing word for the data type --------------------------
+
+BULK = "bulk"
+SINGLE_CELL = "single-cell"
+
+#: The baseline model behind each user-facing modality word (rsynthbio's vocabulary).
+MODALITY_MODELS = {BULK: "gem-1-bulk", SINGLE_CELL: "gem-1-sc"}
+MODALITIES = tuple(MODALITY_MODELS)
+#: The modality of a query (or a conditions table row) that names neither a modality nor a model.
+DEFAULT_MODALITY = BULK
+
+# --- modes: how samples are drawn (the wire calls a mode ``sampling_strategy``) ---------
 
 SAMPLE_GENERATION = "sample generation"
 MEAN_ESTIMATION = "mean estimation"
-SAMPLING_STRATEGIES = (SAMPLE_GENERATION, MEAN_ESTIMATION)
+
+#: Every mode, with what it gives, in words.
+MODES = {
+    SAMPLE_GENERATION: "realistic samples with measurement noise",
+    MEAN_ESTIMATION: "the expected expression",
+}
+SAMPLING_STRATEGIES = tuple(MODES)
+
+# --- the model table --------------------------------------------------------------------
+
+#: What a model id looks like (a query may address any model by id; unknown ones go to the server).
+MODEL_ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]*")
 
 
 @dataclass(frozen=True)
@@ -21,11 +52,11 @@ class ModelSpec:
     """What the client needs to know about one model id."""
 
     model_id: str
-    #: The seed's user-facing word for the data type: ``bulk`` or ``single-cell``.
+    #: The user-facing word for the data type: ``bulk`` or ``single-cell``.
     modality: str
     #: ``baseline`` (metadata -> expression), ``reference-conditioning`` or ``predict-metadata``.
     kind: str
-    #: Sampling strategies the model accepts; empty where the query takes none.
+    #: Sampling strategies the model accepts, its default first; empty where the query takes none.
     modes: tuple[str, ...]
     #: Library size the server uses when the query gives no ``total_count``.
     default_total_count: int
@@ -33,6 +64,13 @@ class ModelSpec:
     input_keys: tuple[str, ...]
     #: ``expression`` or ``metadata-prediction``: how the result's outputs are shaped.
     result_kind: str = "expression"
+    #: The model family (``gem-1``); a family shares a query shape and a metadata vocabulary.
+    family: str = "gem-1"
+    #: The metadata vocabulary (a key of ``metadata.VOCABULARIES``) the client checks the
+    #: inputs' metadata against before sending; ``None``: the server alone judges it.
+    vocabulary: str | None = None
+    #: The groups of the vocabulary's keys an input's metadata may carry.
+    metadata_groups: tuple[str, ...] = ()
 
     @property
     def default_mode(self) -> str | None:
@@ -42,60 +80,65 @@ class ModelSpec:
 MODELS: tuple[ModelSpec, ...] = (
     ModelSpec(
         "gem-1-bulk",
-        "bulk",
+        BULK,
         "baseline",
-        (SAMPLE_GENERATION, MEAN_ESTIMATION),
-        10_000_000,
-        ("metadata", "num_samples"),
+        modes=(SAMPLE_GENERATION, MEAN_ESTIMATION),
+        default_total_count=10_000_000,
+        input_keys=("metadata", "num_samples"),
+        vocabulary="gem-1",
+        metadata_groups=METADATA_GROUPS,
     ),
     ModelSpec(
         "gem-1-sc",
-        "single-cell",
+        SINGLE_CELL,
         "baseline",
-        (MEAN_ESTIMATION,),
-        10_000,
-        ("metadata", "num_samples"),
+        modes=(MEAN_ESTIMATION,),
+        default_total_count=10_000,
+        input_keys=("metadata", "num_samples"),
+        vocabulary="gem-1",
+        metadata_groups=METADATA_GROUPS,
     ),
+    # Reference conditioning takes perturbation keys only (the rest is inferred from the
+    # reference); the client does not check them yet (vocabulary None): the server does.
     ModelSpec(
         "gem-1-bulk_reference-conditioning",
-        "bulk",
+        BULK,
         "reference-conditioning",
-        (SAMPLE_GENERATION, MEAN_ESTIMATION),
-        10_000_000,
-        ("counts", "metadata", "num_samples"),
+        modes=(SAMPLE_GENERATION, MEAN_ESTIMATION),
+        default_total_count=10_000_000,
+        input_keys=("counts", "metadata", "num_samples"),
+        metadata_groups=(PERTURBATIONAL,),
     ),
     ModelSpec(
         "gem-1-sc_reference-conditioning",
-        "single-cell",
+        SINGLE_CELL,
         "reference-conditioning",
-        (MEAN_ESTIMATION,),
-        10_000,
-        ("counts", "metadata", "num_samples"),
+        modes=(MEAN_ESTIMATION,),
+        default_total_count=10_000,
+        input_keys=("counts", "metadata", "num_samples"),
+        metadata_groups=(PERTURBATIONAL,),
     ),
     ModelSpec(
         "gem-1-bulk_predict-metadata",
-        "bulk",
+        BULK,
         "predict-metadata",
-        (),
-        10_000_000,
-        ("counts",),
+        modes=(),
+        default_total_count=10_000_000,
+        input_keys=("counts",),
         result_kind="metadata-prediction",
     ),
     ModelSpec(
         "gem-1-sc_predict-metadata",
-        "single-cell",
+        SINGLE_CELL,
         "predict-metadata",
-        (),
-        10_000,
-        ("counts",),
+        modes=(),
+        default_total_count=10_000,
+        input_keys=("counts",),
         result_kind="metadata-prediction",
     ),
 )
 
 _BY_ID = {spec.model_id: spec for spec in MODELS}
-
-#: The baseline model behind each user-facing modality word (the seed's vocabulary).
-MODALITY_MODELS = {"bulk": "gem-1-bulk", "single-cell": "gem-1-sc"}
 
 
 def get_model(model_id: str) -> ModelSpec:
@@ -114,3 +157,8 @@ def is_known_model(model_id: str) -> bool:
 def model_for_modality(modality: str) -> ModelSpec:
     """The baseline model of a modality (``bulk`` -> ``gem-1-bulk``)."""
     return _BY_ID[MODALITY_MODELS[modality]]
+
+
+def modalities_of_mode(mode: str) -> tuple[str, ...]:
+    """The modalities whose baseline model accepts a mode (``sample generation``: bulk only)."""
+    return tuple(modality for modality in MODALITIES if mode in model_for_modality(modality).modes)

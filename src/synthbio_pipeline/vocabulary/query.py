@@ -1,4 +1,4 @@
-"""Queries: the seed's user-facing form, its local validation, and the wire body.
+"""Queries: rsynthbio's user-facing form, its local validation, and the wire body.
 
 A user writes a query in the vocabulary of the vendor's getting-started page::
 
@@ -14,146 +14,35 @@ refuses, before anything is sent, whatever the protocol rules out, with one
 from __future__ import annotations
 
 import copy
-import difflib
-import math
-import numbers
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from synthbio_pipeline.errors import Problem, QueryValidationError
+from synthbio_pipeline.vocabulary.metadata import VOCABULARIES, MetadataKey, metadata_problems
 from synthbio_pipeline.vocabulary.models import (
-    MEAN_ESTIMATION,
+    BULK,
+    DEFAULT_MODALITY,
     MODALITY_MODELS,
-    SAMPLE_GENERATION,
+    MODEL_ID_PATTERN,
     SAMPLING_STRATEGIES,
+    SINGLE_CELL,
     ModelSpec,
     get_model,
     is_known_model,
     model_for_modality,
 )
-from synthbio_pipeline.vocabulary.values import INT64_MAX, too_long
+from synthbio_pipeline.vocabulary.options import is_int, option_problems
+from synthbio_pipeline.vocabulary.words import did_you_mean, listed, quoted
 
 CLIENT_SOURCE = "synthbio-pipeline"
 
-# --- metadata vocabulary (baseline models) -------------------------------------------
+#: The wire's name for the mode.
+WIRE_MODE = "sampling_strategy"
+#: The fields that pick the model and how it samples: rsynthbio's ``modality`` and ``mode``,
+#: the wire's name for the mode, and a model id (which overrides the modality).
+MODEL_FIELDS = ("modality", "mode", WIRE_MODE, "model_id")
 
-_NUMBER_AND_UNIT = re.compile(r"^\s*\d+(\.\d+)?\s*[A-Za-zµ%][\w/%µ. -]*$")
-
-
-@dataclass(frozen=True)
-class MetadataKey:
-    name: str
-    group: str  # biological, perturbational, technical
-    #: A regular expression the value must match in full, if the key has a format.
-    pattern: re.Pattern[str] | None = None
-    #: The closed set of values the protocol lists for this key, if it lists one.
-    choices: tuple[str, ...] = ()
-    #: Said to the user when the value is refused.
-    expected: str = ""
-    numeric: bool = False
-
-
-METADATA_KEYS: dict[str, MetadataKey] = {
-    key.name: key
-    for key in (
-        MetadataKey("age_years", "biological", numeric=True, expected="a number of years, e.g. 65"),
-        MetadataKey(
-            "cell_line_ontology_id",
-            "biological",
-            re.compile(r"CVCL_[A-Z0-9]{4}"),
-            expected="a Cellosaurus id like CVCL_0030",
-        ),
-        MetadataKey(
-            "cell_type_ontology_id",
-            "biological",
-            re.compile(r"CL:\d{7}"),
-            expected="a Cell Ontology id like CL:0000786",
-        ),
-        MetadataKey("developmental_stage", "biological"),
-        MetadataKey(
-            "disease_ontology_id",
-            "biological",
-            re.compile(r"MONDO:\d{7}"),
-            expected="a MONDO id like MONDO:0005015",
-        ),
-        MetadataKey("ethnicity", "biological"),
-        MetadataKey("genotype", "biological"),
-        MetadataKey("race", "biological"),
-        MetadataKey(
-            "sample_type",
-            "biological",
-            choices=(
-                "cell line",
-                "organoid",
-                "other",
-                "primary cells",
-                "primary tissue",
-                "xenograft",
-            ),
-        ),
-        MetadataKey("sex", "biological", choices=("male", "female")),
-        MetadataKey(
-            "tissue_ontology_id",
-            "biological",
-            re.compile(r"UBERON:\d{7}"),
-            expected="an UBERON id like UBERON:0001155",
-        ),
-        MetadataKey(
-            "perturbation_dose",
-            "perturbational",
-            _NUMBER_AND_UNIT,
-            expected="a number and a unit, e.g. '10 um'",
-        ),
-        MetadataKey(
-            "perturbation_ontology_id",
-            "perturbational",
-            re.compile(r"ENSG\d{11}|CHEBI:\d+|CHEMBL\d+|\d+"),
-            expected=(
-                "an Ensembl gene id (ENSG00000156127), a ChEBI id (CHEBI:16681), "
-                "a ChEMBL id (CHEMBL1234567) or an NCBI Taxonomy id (9606)"
-            ),
-        ),
-        MetadataKey(
-            "perturbation_time",
-            "perturbational",
-            _NUMBER_AND_UNIT,
-            expected="a number and a unit, e.g. '24 hours'",
-        ),
-        MetadataKey(
-            "perturbation_type",
-            "perturbational",
-            choices=(
-                "coculture",
-                "compound",
-                "control",
-                "crispr",
-                "genetic",
-                "infection",
-                "other",
-                "overexpression",
-                "peptide or biologic",
-                "shrna",
-                "sirna",
-            ),
-        ),
-        MetadataKey(
-            "study",
-            "technical",
-            re.compile(r"PRJ[EDN][A-Z]\d+"),
-            expected="a BioProject id like PRJNA123456",
-        ),
-        MetadataKey("library_selection", "technical"),
-        MetadataKey("library_layout", "technical", choices=("PAIRED", "SINGLE")),
-        MetadataKey("platform", "technical"),
-    )
-}
-
-#: Query-level fields with a meaning of their own; anything else is passed through.
-QUERY_OPTIONS = ("seed", "total_count", "deterministic_latents")
-
-# --- the seed's functions --------------------------------------------------------------
+# --- rsynthbio's functions --------------------------------------------------------------
 
 
 def get_valid_modalities() -> list[str]:
@@ -161,7 +50,7 @@ def get_valid_modalities() -> list[str]:
     return list(MODALITY_MODELS)
 
 
-def get_valid_modes(modality: str = "bulk") -> list[str]:
+def get_valid_modes(modality: str = DEFAULT_MODALITY) -> list[str]:
     """The modes a modality accepts (single-cell: ``mean estimation`` only)."""
     if modality not in MODALITY_MODELS:
         raise QueryValidationError([_unknown_modality(modality)])
@@ -169,13 +58,13 @@ def get_valid_modes(modality: str = "bulk") -> list[str]:
 
 
 _EXAMPLE_METADATA = {
-    "bulk": {
+    BULK: {
         "tissue_ontology_id": "UBERON:0002371",
         "sex": "male",
         "sample_type": "primary tissue",
         "age_years": 65,
     },
-    "single-cell": {
+    SINGLE_CELL: {
         "tissue_ontology_id": "UBERON:0002371",
         "cell_type_ontology_id": "CL:0000786",
         "sex": "male",
@@ -183,7 +72,7 @@ _EXAMPLE_METADATA = {
 }
 
 
-def get_valid_query(modality: str = "bulk") -> dict[str, Any]:
+def get_valid_query(modality: str = DEFAULT_MODALITY) -> dict[str, Any]:
     """A correct example query for a modality, ready to send as is (a fresh copy each call)."""
     if modality not in MODALITY_MODELS:
         raise QueryValidationError([_unknown_modality(modality)])
@@ -195,8 +84,8 @@ def get_valid_query(modality: str = "bulk") -> dict[str, Any]:
         "mode": spec.default_mode,
         "seed": 11,
         "inputs": [
-            {"metadata": dict(metadata), "num_samples": 5 if modality == "bulk" else 3},
-            {"metadata": second, "num_samples": 5 if modality == "bulk" else 3},
+            {"metadata": dict(metadata), "num_samples": 5 if modality == BULK else 3},
+            {"metadata": second, "num_samples": 5 if modality == BULK else 3},
         ],
     }
 
@@ -235,36 +124,62 @@ def validate_query(query: Mapping[str, Any]) -> None:
 
 
 def query_problems(query: Any) -> list[Problem]:
-    """Every problem with a query, in reading order (empty when it is valid)."""
+    """Every problem with a user-facing query, in reading order (empty when it is valid).
+
+    The query names its model by ``modality`` or ``model_id``, and its mode as ``mode``
+    or ``sampling_strategy``; a problem with the mode is reported under the field used
+    (a missing one under ``mode``, or under ``sampling_strategy`` when the query is in the
+    wire's words: addressed by model id alone, as the vendor's client writes it).
+    """
     if not isinstance(query, Mapping):
-        return [Problem("", f"a query is a mapping, not {type(query).__name__}")]
+        return [_not_a_mapping(query)]
     problems: list[Problem] = []
     spec = _check_model(query, problems)
-    mode = _mode_of(query)
+    return problems + _request_problems(spec, query, _mode_field(query))
+
+
+def wire_problems(model_id: str, body: Any) -> list[Problem]:
+    """Every reason to refuse a wire body sent to ``POST /api/models/{model_id}/predict``.
+
+    The same checks as :func:`query_problems` (the emulator answers 422 with these), with
+    the mode under its wire name ``sampling_strategy``. A model id this package does not
+    know gets the checks every query gets (options, inputs, ``num_samples``).
+    """
+    if not isinstance(body, Mapping):
+        return [_not_a_mapping(body)]
+    spec = get_model(model_id) if is_known_model(model_id) else None
+    return _request_problems(spec, body, WIRE_MODE)
+
+
+def _request_problems(spec: ModelSpec | None, request: Mapping[str, Any], mode_field: str) -> list[Problem]:
+    """The checks a query and a wire body share: mode, options, inputs."""
+    problems = []
+    mode = request.get(mode_field)
     if spec is not None and spec.modes:
         if mode is None:
-            problems.append(Problem("mode", f"required; one of {_quoted(spec.modes)}"))
+            problems.append(Problem(mode_field, f"required; one of {quoted(spec.modes)}"))
         elif mode not in SAMPLING_STRATEGIES:
-            problems.append(Problem("mode", f"unknown mode {mode!r}; one of {_quoted(SAMPLING_STRATEGIES)}"))
+            noun = mode_field.replace("_", " ")
+            problems.append(Problem(mode_field, f"unknown {noun} {mode!r}; one of {quoted(SAMPLING_STRATEGIES)}"))
         elif mode not in spec.modes:
             problems.append(
                 Problem(
-                    "mode",
-                    f"{mode!r} is not available for {spec.modality} ({spec.model_id}); allowed: {_quoted(spec.modes)}",
+                    mode_field,
+                    f"{mode!r} is not available for {spec.modality} ({spec.model_id}); allowed: {quoted(spec.modes)}",
                 )
             )
-    problems += option_problems(query)
-    inputs = query.get("inputs")
+    problems += option_problems(request)
+    inputs = request.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         problems.append(Problem("inputs", "required: a non-empty list of inputs"))
         return problems
     input_keys = spec.input_keys if spec else ("metadata", "num_samples")
-    # The vocabulary is the baseline models'; a model we do not know is judged by the server.
-    check_vocabulary = spec is not None and spec.kind == "baseline"
+    # A model we do not know, or one without a vocabulary, has its metadata judged by the server.
+    keys = metadata_keys_of(spec) if spec is not None else None
     for index, item in enumerate(inputs):
         path = f"inputs[{index}]"
         if not isinstance(item, Mapping):
-            problems.append(Problem(path, "each input is a mapping with 'metadata' and 'num_samples'"))
+            problems.append(Problem(path, f"each input is a mapping with {listed(map(repr, input_keys))}"))
             continue
         for key in input_keys:
             if key not in item:
@@ -274,73 +189,22 @@ def query_problems(query: Any) -> list[Problem]:
         if "metadata" in item:
             if not isinstance(item["metadata"], Mapping):
                 problems.append(Problem(f"{path}.metadata", "must be a mapping of metadata keys to values"))
-            elif check_vocabulary:
-                problems += metadata_problems(item["metadata"], f"{path}.metadata")
+            elif keys is not None:
+                problems += metadata_problems(item["metadata"], f"{path}.metadata", keys)
     return problems
+
+
+def metadata_keys_of(spec: ModelSpec) -> dict[str, MetadataKey] | None:
+    """The metadata keys a model's inputs may carry, or ``None`` when the client does not check them."""
+    if spec.vocabulary is None:
+        return None
+    return {name: key for name, key in VOCABULARIES[spec.vocabulary].items() if key.group in spec.metadata_groups}
 
 
 def num_samples_problems(value: Any, path: str) -> list[Problem]:
-    if not _is_int(value) or value < 1:
+    if not is_int(value) or value < 1:
         return [Problem(path, f"must be a whole number of at least 1, not {value!r}")]
     return []
-
-
-def option_problems(options: Mapping[str, Any], path_prefix: str = "") -> list[Problem]:
-    """Type checks of ``seed``, ``total_count`` and ``deterministic_latents``."""
-    problems = []
-    if "seed" in options and options["seed"] is not None and not _is_int(options["seed"]):
-        problems.append(Problem(path_prefix + "seed", f"must be a whole number, not {options['seed']!r}"))
-    total = options.get("total_count")
-    if total is not None and (not _is_int(total) or total < 1):
-        problems.append(Problem(path_prefix + "total_count", f"must be a whole number of at least 1, not {total!r}"))
-    for key in ("seed", "total_count"):
-        if _is_int(options.get(key)) and abs(options[key]) > INT64_MAX:
-            problems.append(Problem(path_prefix + key, f"is too large: at most {INT64_MAX:,} (64 bits)"))
-    latents = options.get("deterministic_latents")
-    if latents is not None and not isinstance(latents, bool):
-        problems.append(Problem(path_prefix + "deterministic_latents", f"must be true or false, not {latents!r}"))
-    return problems
-
-
-def metadata_problems(metadata: Mapping[str, Any], path: str = "metadata") -> list[Problem]:
-    """Unknown keys (with a "did you mean" hint) and values of the wrong format."""
-    problems = []
-    for key, value in metadata.items():
-        where = f"{path}.{key}"
-        spec = METADATA_KEYS.get(key)
-        if spec is None:
-            problems.append(Problem(where, _unknown_key_message(key)))
-            continue
-        if value is None:
-            continue
-        message = metadata_value_problem(spec, value)
-        if message:
-            problems.append(Problem(where, message))
-    return problems
-
-
-def metadata_value_problem(spec: MetadataKey, value: Any) -> str | None:
-    """Why a value does not fit its key, or ``None`` when it does."""
-    if spec.numeric:
-        if isinstance(value, bool) or not isinstance(value, (numbers.Real, str)):
-            return f"must be {spec.expected}, not {value!r}"
-        if isinstance(value, str) and too_long(value):
-            return f"{too_long(value)} (must be {spec.expected})"
-        try:
-            number = float(value)
-        except (ValueError, OverflowError):
-            return f"must be {spec.expected}, not {value!r}"
-        if not math.isfinite(number):
-            return f"must be a finite number ({spec.expected}), not {value!r}"
-        return None if number >= 0 else f"must not be negative, not {value!r}"
-    if not isinstance(value, str):
-        return f"must be text, not {value!r}"
-    if spec.choices and value not in spec.choices:
-        hint = did_you_mean(value, spec.choices)
-        return f"{value!r} is not allowed; one of {_quoted(spec.choices)}{hint}"
-    if spec.pattern is not None and not spec.pattern.fullmatch(value):
-        return f"{value!r} is malformed: expected {spec.expected}"
-    return None
 
 
 # --- the wire format -------------------------------------------------------------------
@@ -350,21 +214,17 @@ def to_wire(query: Mapping[str, Any], *, validate: bool = True) -> tuple[str, di
     """Translate a user-facing query into ``(model_id, body)`` for ``POST .../predict``.
 
     ``modality`` picks the model (unless ``model_id`` is given), ``mode`` (or
-    ``sampling_strategy``) becomes ``sampling_strategy``, every other field is passed
-    through, and ``source`` names this client.
+    ``sampling_strategy``) becomes ``sampling_strategy``, every other field (the query
+    options, and any the server may know) is passed through, and ``source`` names this client.
     """
     if validate:
         validate_query(query)
     spec = resolve_model(query)
     model_id = query.get("model_id") or (spec.model_id if spec else None)
-    body = {
-        key: copy.deepcopy(value)
-        for key, value in query.items()
-        if key not in ("modality", "mode", "model_id", "sampling_strategy")
-    }
+    body = {key: copy.deepcopy(value) for key, value in query.items() if key not in MODEL_FIELDS}
     mode = _mode_of(query)
     if mode is not None:
-        body = {"sampling_strategy": mode, **body}
+        body = {WIRE_MODE: mode, **body}
     body["source"] = CLIENT_SOURCE
     return model_id, body
 
@@ -375,7 +235,7 @@ def to_wire(query: Mapping[str, Any], *, validate: bool = True) -> tuple[str, di
 def _check_model(query: Mapping[str, Any], problems: list[Problem]) -> ModelSpec | None:
     model_id = query.get("model_id")
     if model_id is not None:
-        if not isinstance(model_id, str) or not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", model_id):
+        if not isinstance(model_id, str) or not MODEL_ID_PATTERN.fullmatch(model_id):
             problems.append(Problem("model_id", f"{model_id!r} is not a model id"))
             return None
         return get_model(model_id) if is_known_model(model_id) else None
@@ -387,52 +247,43 @@ def _check_model(query: Mapping[str, Any], problems: list[Problem]) -> ModelSpec
 
 
 def _mode_of(query: Mapping[str, Any]) -> Any:
-    return query.get("mode", query.get("sampling_strategy"))
+    return query.get("mode", query.get(WIRE_MODE))
+
+
+def _mode_field(query: Mapping[str, Any]) -> str:
+    """The field a query gives its mode in (or should): rsynthbio's ``mode`` or the wire's name."""
+    if "mode" in query:
+        return "mode"
+    if WIRE_MODE in query or ("model_id" in query and "modality" not in query):
+        return WIRE_MODE
+    return "mode"
 
 
 def _unknown_modality(modality: Any) -> Problem:
     if modality is None:
-        return Problem("modality", f"required; one of {_quoted(MODALITY_MODELS)}")
+        return Problem("modality", f"required; one of {quoted(MODALITY_MODELS)}")
     hint = did_you_mean(str(modality), MODALITY_MODELS)
-    return Problem("modality", f"unknown modality {modality!r}; one of {_quoted(MODALITY_MODELS)}{hint}")
+    return Problem("modality", f"unknown modality {modality!r}; one of {quoted(MODALITY_MODELS)}{hint}")
 
 
-def _unknown_key_message(key: str) -> str:
-    hint = did_you_mean(key, METADATA_KEYS)
-    return f"unknown metadata key{hint or '; see the valid keys in the API documentation'}"
-
-
-def did_you_mean(word: str, choices) -> str:
-    matches = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    if not matches:
-        lowered = {choice.lower(): choice for choice in choices}
-        if word.lower() in lowered:
-            matches = [lowered[word.lower()]]
-    return f"; did you mean {matches[0]!r}?" if matches else ""
-
-
-def _quoted(values) -> str:
-    return ", ".join(repr(value) for value in values)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+def _not_a_mapping(query: Any) -> Problem:
+    return Problem("", f"a query is a mapping (a JSON object), not {type(query).__name__}")
 
 
 __all__ = [
     "CLIENT_SOURCE",
-    "MEAN_ESTIMATION",
-    "METADATA_KEYS",
-    "SAMPLE_GENERATION",
+    "MODEL_FIELDS",
+    "WIRE_MODE",
+    "example_wire_query",
     "get_valid_modalities",
     "get_valid_modes",
     "get_valid_query",
-    "example_wire_query",
-    "metadata_problems",
-    "option_problems",
+    "metadata_keys_of",
+    "num_samples_problems",
     "query_problems",
     "resolve_model",
     "to_wire",
     "validate_modality",
     "validate_query",
+    "wire_problems",
 ]
