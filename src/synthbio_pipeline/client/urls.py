@@ -128,7 +128,7 @@ def check_base_url(url: str) -> str:
         return url
     if parsed.scheme == "http":
         raise InsecureURLError(
-            f"refusing {what} {_shown(url)}: plain http is only allowed to a loopback "
+            f"refusing base URL {_shown(url)} ({what}): plain http is only allowed to a loopback "
             "host (127.0.0.1, localhost, ::1), because the API token would travel unencrypted; use https"
         )
     raise InsecureURLError(f"{what} {_shown(url)} is not an http(s) URL")
