@@ -50,7 +50,7 @@ class ScriptedServer:
         return answers.pop(0) if len(answers) > 1 else answers[0]
 
 
-def start(server_state: ScriptedServer):
+def start(server_state: ScriptedServer, host: str = "127.0.0.1"):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -108,8 +108,8 @@ def start(server_state: ScriptedServer):
             if not isinstance(sys.exc_info()[1], ConnectionError):
                 super().handle_error(request, client_address)
 
-    httpd = Server(("127.0.0.1", 0), Handler)
+    httpd = Server((host, 0), Handler)
     httpd.daemon_threads = True
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
-    return httpd, f"http://127.0.0.1:{httpd.server_address[1]}"
+    return httpd, f"http://{host}:{httpd.server_address[1]}"

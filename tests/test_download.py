@@ -352,3 +352,11 @@ def test_a_submission_that_never_connected_is_not_called_ambiguous(monkeypatch):
     with pytest.raises(errors.APIConnectionError) as caught:
         SynthesizeClient(f"http://127.0.0.1:{port}", max_retries=0).submit("gem-1-bulk", {})
     assert not isinstance(caught.value, errors.AmbiguousSubmissionError)
+
+
+def test_the_samples_asked_are_read_from_any_body_shape():
+    from synthbio_pipeline.client.download import samples_asked
+
+    assert samples_asked({"inputs": [{"num_samples": 3}, {"num_samples": 4}, {"counts": [1]}]}) == 8
+    assert samples_asked({"inputs": {"modality": "bulk", "items": [{"num_samples": 2}, {}]}}) == 3
+    assert samples_asked({"inputs": "weird"}) is None and samples_asked({"inputs": []}) is None

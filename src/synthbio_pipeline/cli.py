@@ -49,7 +49,9 @@ def _read_token_from_user() -> str:
 def _token_set(args) -> int:
     # A command cannot change its parent shell's environment: the keyring is the one place
     # it can keep a token for later sessions, so that is where `set` stores it.
-    token_store.set_token(_read_token_from_user(), use_keyring=True)
+    token = _read_token_from_user().strip()
+    token_store.set_token(token)
+    token_store.store_in_keyring(token)  # raises when it cannot (set_token(use_keyring=True) only warns)
     print(f"Token stored in the system keyring (service {KEYRING_SERVICE!r}, user {KEYRING_USER!r}).")
     return 0
 
@@ -78,9 +80,12 @@ def _token_clear(args) -> int:
 
 
 def _models(args) -> int:
+    import pandas as pd
+
     from synthbio_pipeline.vendor_api import list_models
 
-    print(list_models(args.base_url).to_string(index=False))
+    listed = list_models(args.base_url)
+    print(pd.DataFrame(listed.get("models", []) if isinstance(listed, dict) else listed).to_string(index=False))
     return 0
 
 
@@ -88,7 +93,7 @@ def _example_query(args) -> int:
     if args.model_id:
         from synthbio_pipeline.vendor_api import get_example_query
 
-        query = get_example_query(args.model_id, args.base_url)
+        query = get_example_query(args.model_id, args.base_url).get("example_query", {})
     else:
         from synthbio_pipeline.vocabulary.query import get_valid_query
 

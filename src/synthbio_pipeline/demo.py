@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     pd.set_option("display.width", 120)
     with start_emulator(latency=args.latency, genes=args.genes, tokens=[DEMO_TOKEN]) as emulator:
         print(f"Emulator (synthetic data, not a model) at {emulator.url}\n")
-        print("Models:\n" + list_models(emulator.url).to_string(index=False) + "\n")
+        print("Models:\n" + pd.DataFrame(list_models(emulator.url)["models"]).to_string(index=False) + "\n")
         for modality in get_valid_modalities():
             query = get_valid_query(modality)
             started = time.monotonic()

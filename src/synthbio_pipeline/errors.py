@@ -3,7 +3,7 @@
 SynthbioError
 ├── QueryValidationError        the query is wrong before anything is sent (local checks)
 ├── MissingTokenError           no token in the environment or the keyring
-├── InsecureURLError            an http:// base URL that is not loopback
+├── InsecureURLError            an http:// base URL that is neither loopback nor an allowed http host
 ├── APIConnectionError          the request did not get an answer
 │   ├── APITimeoutError
 │   └── AmbiguousSubmissionError  a submission's connection broke after it was sent
@@ -38,7 +38,11 @@ class Problem:
 
 
 class SynthbioError(Exception):
-    """Base class of every error this package raises on purpose."""
+    """Base class of every error this package raises on purpose (``SynthesizeAPIError`` at the
+    package root, the vendor client's name for its base class)."""
+
+    #: The HTTP status of an error answer; ``None`` where there was none (as the vendor's errors).
+    status_code: int | None = None
 
 
 class QueryValidationError(SynthbioError, ValueError):
@@ -59,13 +63,18 @@ TOKEN_HINT = (
 )
 
 
-class MissingTokenError(SynthbioError):
+class MissingTokenError(SynthbioError, KeyError):
+    """No token: also a ``KeyError``, which is what the vendor's client raises then."""
+
     def __init__(self, message: str = "No Synthesize Bio API token found.", hint: str = TOKEN_HINT):
         super().__init__(f"{message} {hint}")
 
+    __str__ = Exception.__str__  # KeyError's would quote the message
+
 
 class InsecureURLError(SynthbioError, ValueError):
-    """Tokens are only sent over https, or over plain http to a loopback host."""
+    """Tokens are only sent over https, or over plain http to a loopback host (or to a host listed
+    in ``allowed_http_hosts`` when ``send_token_over_http`` says so)."""
 
 
 class APIConnectionError(SynthbioError):
@@ -99,6 +108,21 @@ class ValidationError(APIStatusError):
     def __init__(self, message: str, *, status_code: int, body: str = "", problems=()):
         super().__init__(message, status_code=status_code, body=body)
         self.problems = list(problems)
+
+    @property
+    def response_body(self) -> str:
+        """The answer's text (the vendor client's name for ``body``)."""
+        return self.body
+
+    @property
+    def response_json(self):
+        """The answer decoded as JSON, or ``None`` when it is not JSON (as the vendor's client)."""
+        import json
+
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            return None
 
 
 class RateLimitError(APIStatusError):

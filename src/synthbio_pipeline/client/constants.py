@@ -7,6 +7,12 @@ API_BASE_URL = "https://app.synthesize.bio"
 API_BASE_URL_ENV = "SYNTHESIZE_API_BASE_URL"
 TOKEN_ENV = "SYNTHESIZE_API_KEY"
 
+#: Self-hosted model containers (as the vendor's client): a truthy value (1, true, yes, on) turns the mode on.
+SELF_HOSTED_ENV = "SYNTHESIZE_SELF_HOSTED"
+ARROW_STREAM_CONTENT_TYPE = "application/vnd.apache.arrow.stream"
+#: (connect, read) seconds of a self-hosted prediction: it answers when the samples are generated.
+SELF_HOSTED_TIMEOUT = (5.0, 600.0)
+
 #: The vendor client's keyring entry; reading it means a token stored with pysynthbio works here.
 KEYRING_SERVICE = "pysynthbio"
 KEYRING_USER = "api_token"

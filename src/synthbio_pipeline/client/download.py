@@ -33,6 +33,7 @@ import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urljoin
 
 import requests
@@ -93,6 +94,19 @@ class DownloadLimits:
         """The most bytes a result of ``samples`` samples may take (raw, and decoded)."""
         n = DEFAULT_SAMPLES if samples is None else max(1, int(samples))
         return self.fixed_bytes + n * self.genes * self.bytes_per_value
+
+
+def samples_asked(body: Any) -> int | None:
+    """The samples a wire body asks for (an input without ``num_samples`` yields one), or None
+    when the body's shape does not say (the limit then assumes ``DEFAULT_SAMPLES``)."""
+    try:
+        inputs = body.get("inputs", [])
+        if isinstance(inputs, dict):  # GEM-2: {"modality": ..., "items": [...]}
+            inputs = inputs.get("items", [])
+        total = sum(int(item.get("num_samples", 1)) for item in inputs)
+    except (AttributeError, TypeError, ValueError):
+        return None
+    return total if total > 0 else None
 
 
 def _mb(n: int) -> str:
@@ -312,4 +326,4 @@ def guard_session(session: requests.Session, policy: DownloadPolicy) -> None:
         adapter.poolmanager.pool_classes_by_scheme = classes
 
 
-__all__ = ["DownloadLimits", "ResultDownload", "guard_session"]
+__all__ = ["DownloadLimits", "ResultDownload", "guard_session", "samples_asked"]

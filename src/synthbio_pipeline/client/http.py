@@ -15,7 +15,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,7 +27,14 @@ from synthbio_pipeline.client import constants as C
 from synthbio_pipeline.client import retry as R
 from synthbio_pipeline.client.download import DownloadLimits, ResultDownload, guard_session
 from synthbio_pipeline.client.token_store import resolve_token
-from synthbio_pipeline.client.urls import DownloadPolicy, check_base_url, is_loopback, redact_url
+from synthbio_pipeline.client.urls import (
+    DownloadPolicy,
+    check_base_url,
+    http_host_set,
+    is_loopback,
+    redact_url,
+    token_may_travel,
+)
 from synthbio_pipeline.errors import (
     TOKEN_HINT,
     AmbiguousSubmissionError,
@@ -36,6 +43,7 @@ from synthbio_pipeline.errors import (
     APITimeoutError,
     AuthenticationError,
     DownloadExpiredError,
+    InsecureURLError,
     NotFoundError,
     PollTimeoutError,
     Problem,
@@ -50,7 +58,16 @@ log = logging.getLogger(__name__)
 
 # --- base URLs (the rules are in client/urls.py) -----------------------------------------
 
-__all__ = ["SynthesizeClient", "check_base_url", "is_loopback", "redact_url", "resolve_base_url", "status_error"]
+__all__ = [
+    "SynthesizeClient",
+    "check_base_url",
+    "http_host_set",
+    "is_loopback",
+    "redact_url",
+    "resolve_base_url",
+    "status_error",
+    "token_may_travel",
+]
 
 
 def per_model_env_var(model_id: str) -> str:
@@ -59,13 +76,19 @@ def per_model_env_var(model_id: str) -> str:
     return f"{C.API_BASE_URL_ENV}__{re.sub(r'[^A-Z0-9]+', '_', base.upper())}"
 
 
-def resolve_base_url(api_base_url: str | None = None, model_id: str | None = None) -> str:
-    """Explicit argument, else the per-model variable, else ``SYNTHESIZE_API_BASE_URL``, else production."""
-    url = api_base_url
+def resolve_base_url(
+    api_base_url: str | None = None, model_id: str | None = None, *, allowed_http_hosts: Iterable[str] = ()
+) -> str:
+    """Explicit argument, else the per-model variable, else ``SYNTHESIZE_API_BASE_URL``, else production.
+
+    As in the vendor's client, an explicit argument equal to the production URL counts as not
+    given (the variables still apply). The URL is checked by :func:`check_base_url`.
+    """
+    url = api_base_url if api_base_url and api_base_url.rstrip("/") != C.API_BASE_URL else None
     if not url and model_id:
         url = os.environ.get(per_model_env_var(model_id))
     url = url or os.environ.get(C.API_BASE_URL_ENV) or C.API_BASE_URL
-    return check_base_url(url.rstrip("/"))
+    return check_base_url(url.rstrip("/"), allowed_http_hosts=allowed_http_hosts)
 
 
 # --- errors ------------------------------------------------------------------------------
@@ -209,7 +232,13 @@ class SynthesizeClient:
     ``retry_deadline_seconds`` bound the retries of each single HTTP call;
     ``download_limits`` bounds result downloads (size per sample asked, deadline, redirects:
     :mod:`synthbio_pipeline.client.download`).
+    ``allowed_http_hosts`` and ``send_token_over_http``: see :func:`check_base_url`; the
+    hosted API needs the token, so plain http to a listed host also needs
+    ``send_token_over_http`` here (a self-hosted container may not: :mod:`.self_hosted`).
     """
+
+    #: Every request carries the token (the hosted API); a subclass may make it optional.
+    token_required = True
 
     def __init__(
         self,
@@ -221,8 +250,16 @@ class SynthesizeClient:
         timeout: tuple[float, float] = C.DEFAULT_TIMEOUT,
         download_timeout: tuple[float, float] = C.DOWNLOAD_TIMEOUT,
         download_limits: DownloadLimits | None = None,
+        allowed_http_hosts: Iterable[str] = (),
+        send_token_over_http: bool = False,
     ):
-        self.base_url = resolve_base_url(base_url, model_id)
+        self.base_url = resolve_base_url(base_url, model_id, allowed_http_hosts=allowed_http_hosts)
+        self.token_may_travel = token_may_travel(self.base_url, send_token_over_http=send_token_over_http)
+        if self.token_required and not self.token_may_travel:
+            raise InsecureURLError(
+                f"{redact_url(self.base_url)!r} is plain http: it is in allowed_http_hosts, but the API "
+                "needs the token and the token is not sent unencrypted unless send_token_over_http=True"
+            )
         self.timeout = timeout
         self.download_timeout = download_timeout
         self.download_limits = download_limits or DownloadLimits()
@@ -259,8 +296,8 @@ class SynthesizeClient:
         """One API call: token in the header, retries, typed errors; returns the decoded JSON."""
         url = f"{self.base_url}{path}"
         what = f"{method} {path}"
-        token = resolve_token()
-        headers = {"Authorization": f"Bearer {token}"}
+        token = self.bearer_token()
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
         try:
             response = self._api.request(
                 method, url, json=json_body, headers=headers, timeout=self.timeout, allow_redirects=False
@@ -290,6 +327,10 @@ class SynthesizeClient:
                 status_code=response.status_code,
                 body=response.text,
             ) from None
+
+    def bearer_token(self) -> str | None:
+        """The token this client sends: the resolved one (raises :class:`MissingTokenError` without)."""
+        return resolve_token()
 
     def list_models(self) -> dict:
         return self.request("GET", "/api/models")

@@ -18,6 +18,8 @@ from __future__ import annotations
 import getpass
 import logging
 import os
+import sys
+import warnings
 
 from synthbio_pipeline.client.constants import KEYRING_SERVICE, KEYRING_USER, TOKEN_ENV
 from synthbio_pipeline.errors import MissingTokenError
@@ -33,23 +35,76 @@ def _keyring():
     return keyring
 
 
-def set_token(token: str | None = None, *, use_keyring: bool = False) -> None:
-    """Set the token for this session; prompt for it (hidden) when none is given.
+#: Where a token is created; said in the prompt (no browser is ever opened).
+API_KEYS_PAGE = "https://app.synthesize.bio/account/api-keys"
 
-    With ``use_keyring`` it is also stored in the system keyring under the vendor
-    client's entry, so later sessions (and pysynthbio) find it.
+
+def set_token(*args: bool | str | None, use_keyring: bool = False, token: str | None = None) -> bool:
+    """Set the token for this session; ask for it (hidden input) when none is given.
+
+    Called as the vendor clients' ``set_synthesize_token(use_keyring=False, token=None)``
+    (positionally too), or as our ``set_token(token, use_keyring=...)``: a positional string
+    is the token, a positional bool is ``use_keyring``.
+    Without a token it asks with :func:`getpass.getpass`, only where a person can answer (a
+    terminal, or a notebook); elsewhere it raises :class:`MissingTokenError`. No browser is
+    opened. With ``use_keyring`` the token is also stored in the system keyring under the
+    vendor client's entry, so later sessions (and pysynthbio) find it; when the keyring
+    cannot store it, a warning says so and the token is set for this session only (as the
+    vendor's client does; :func:`store_in_keyring` raises instead). Returns ``True``.
     """
+    if len(args) > 2:
+        raise TypeError(f"set_token takes at most 2 positional arguments ({len(args)} given)")
+    for value in args:
+        if isinstance(value, bool):
+            use_keyring = value
+        elif isinstance(value, str):
+            token = value
+        elif value is not None:
+            raise TypeError(f"set_token: expected the token (str) or use_keyring (bool), not {type(value).__name__}")
     if token is None:
-        token = getpass.getpass("Synthesize Bio API token (input hidden): ")
+        if not can_prompt():
+            raise MissingTokenError("No token was given and there is no terminal to ask for one on.")
+        token = getpass.getpass(f"Synthesize Bio API token (input hidden; create one at {API_KEYS_PAGE}): ")
     token = token.strip()
     if not token:
         raise MissingTokenError("The token given is empty.")
     os.environ[TOKEN_ENV] = token
     if use_keyring:
-        keyring = _keyring()
-        if keyring is None:
-            raise RuntimeError("the 'keyring' package is not usable here; the token is set for this session only")
-        keyring.set_password(KEYRING_SERVICE, KEYRING_USER, token)
+        try:
+            store_in_keyring(token)
+        except Exception as error:
+            warnings.warn(
+                f"the token was not stored in the system keyring ({_reason(error)}); it is set for this session only",
+                stacklevel=2,
+            )
+        else:
+            log.info("API token stored in the system keyring.")
+    log.info("API token set for the current session.")
+    return True
+
+
+def store_in_keyring(token: str) -> None:
+    """Store ``token`` in the system keyring under the vendor client's entry; raise when that fails."""
+    keyring = _keyring()
+    if keyring is None:
+        raise RuntimeError("the 'keyring' package is not usable here")
+    keyring.set_password(KEYRING_SERVICE, KEYRING_USER, token)
+
+
+def _reason(error: Exception) -> str:
+    # A keyring backend's message may quote what it was given: show the kind of error only.
+    return type(error).__name__ if not isinstance(error, RuntimeError) else str(error)
+
+
+def can_prompt() -> bool:
+    """Whether a person can be asked for the token: standard input is a terminal, or
+    ``getpass`` is a notebook kernel's (ipykernel replaces it while a cell runs)."""
+    if str(getattr(getpass.getpass, "__module__", "")).startswith("ipykernel"):
+        return True
+    try:
+        return bool(sys.stdin is not None and sys.stdin.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
 
 
 def load_token_from_keyring() -> bool:
@@ -66,8 +121,8 @@ def has_token() -> bool:
     return bool(os.environ.get(TOKEN_ENV, "").strip())
 
 
-def clear_token(remove_from_keyring: bool = False) -> None:
-    """Forget the session's token; with ``remove_from_keyring``, delete the stored one too."""
+def clear_token(remove_from_keyring: bool = False) -> bool:
+    """Forget the session's token; with ``remove_from_keyring``, delete the stored one too. Returns ``True``."""
     os.environ.pop(TOKEN_ENV, None)
     if remove_from_keyring:
         keyring = _keyring()
@@ -76,6 +131,7 @@ def clear_token(remove_from_keyring: bool = False) -> None:
                 keyring.delete_password(KEYRING_SERVICE, KEYRING_USER)
             except Exception as error:  # PasswordDeleteError when there is none
                 log.debug("no keyring token removed: %s", type(error).__name__)
+    return True
 
 
 def resolve_token() -> str:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
@@ -115,8 +115,14 @@ def parse(url: str, what: str) -> ParsedURL:
     return ParsedURL(scheme, host, ours.port, ours.path or "")
 
 
-def check_base_url(url: str) -> str:
-    """Refuse a base URL that could send the token in clear text, or to another host than it seems."""
+def check_base_url(url: str, *, allowed_http_hosts: Iterable[str] = ()) -> str:
+    """Refuse a base URL that could send the token in clear text, or to another host than it seems.
+
+    ``https`` is accepted, and plain ``http`` to a loopback host (the emulator). Plain ``http``
+    to another host only when that host is listed in ``allowed_http_hosts`` (host names or IP
+    addresses, no scheme or port: a self-hosted model container on a trusted network); even
+    then the token is not sent there unless the caller also says so (:func:`token_may_travel`).
+    """
     what = "api_base_url"
     parsed = parse(url, what)
     parts = urlsplit(url)
@@ -126,12 +132,46 @@ def check_base_url(url: str) -> str:
         return url
     if parsed.scheme == "http" and is_loopback(parsed.host):
         return url
+    if parsed.scheme == "http" and _host_key(parsed.host) in http_host_set(allowed_http_hosts):
+        return url
     if parsed.scheme == "http":
         raise InsecureURLError(
             f"refusing base URL {_shown(url)} ({what}): plain http is only allowed to a loopback "
-            "host (127.0.0.1, localhost, ::1), because the API token would travel unencrypted; use https"
+            "host (127.0.0.1, localhost, ::1), because the API token would travel unencrypted; use https, "
+            f"or list {parsed.host!r} in allowed_http_hosts (a self-hosted container on a trusted network)"
         )
     raise InsecureURLError(f"{what} {_shown(url)} is not an http(s) URL")
+
+
+def http_host_set(allowed_http_hosts: Iterable[str] | str | None) -> frozenset[str]:
+    """The hosts of an ``allowed_http_hosts`` list, normalised; an entry that is not a bare host is refused."""
+    if allowed_http_hosts is None:
+        return frozenset()
+    if isinstance(allowed_http_hosts, str):  # a lone string is one host, not a list of letters
+        allowed_http_hosts = [allowed_http_hosts]
+    hosts = set()
+    for entry in allowed_http_hosts:
+        host = _host_key(str(entry))
+        if not host or not re.fullmatch(r"[a-z0-9._-]+|[0-9a-f:.]+", host):
+            raise InsecureURLError(
+                f"allowed_http_hosts: {entry!r} is not a host name or IP address (give the host alone, "
+                "without scheme, port or path, e.g. 'gpu-box.lab.internal' or '10.0.0.5')"
+            )
+        hosts.add(host)
+    return frozenset(hosts)
+
+
+def _host_key(host: str) -> str:
+    return host.strip().strip("[]").rstrip(".").lower()
+
+
+def token_may_travel(url: str, *, send_token_over_http: bool = False) -> bool:
+    """Whether the token may be sent to ``url``: over https, to loopback, or (plain http to an
+    allowed host) only with ``send_token_over_http``."""
+    parsed = parse(url, "api_base_url")
+    if parsed.scheme == "https" or is_loopback(parsed.host):
+        return True
+    return bool(send_token_over_http)
 
 
 # --- download URLs ---------------------------------------------------------------------------

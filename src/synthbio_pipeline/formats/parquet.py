@@ -115,6 +115,10 @@ def write_part(
 ) -> dict[str, Any]:
     """Turn one downloaded result into the condition's expression and metadata parts.
 
+    ``result_path`` is a JSON result document, or a reader already open that yields the same
+    samples (``gene_order``, ``model_version``, ``top_level``, ``samples(expected)``: a
+    self-hosted Arrow stream's, :func:`~synthbio_pipeline.formats.arrow_stream.write_arrow_part`).
+
     Samples are parsed on a second thread (numpy parses counts without the GIL) while this
     one appends each sample's values to one spool file per gene block. Each block is then
     encoded by pyarrow ``TILE_SAMPLES`` samples at a time, as small one-row-group files whose
@@ -126,7 +130,7 @@ def write_part(
     expected = sum(int(item.get("num_samples", 0)) for item in body.get("inputs", [])) or None
     kind = COUNTS if as_counts else LOG_CPM
     dtype = np.dtype(np.int32 if as_counts else np.float32)
-    with open_result(result_path, expected_samples=expected) as reader, contextlib.ExitStack() as stack:
+    with _open_source(result_path, expected) as reader, contextlib.ExitStack() as stack:
         genes = reader.gene_order
         bounds = [(start, min(start + ROW_GROUP_GENES, len(genes))) for start in range(0, len(genes), ROW_GROUP_GENES)]
         spools = [stack.enter_context(tempfile.TemporaryFile()) for _ in bounds]
@@ -167,6 +171,13 @@ def write_part(
         "model_version": model_version,
         "query_id": query_id,
     }
+
+
+def _open_source(source, expected: int | None):
+    """A JSON result document's path (opened here), or a reader already open (left open)."""
+    if hasattr(source, "samples") and hasattr(source, "gene_order"):
+        return contextlib.nullcontext(source)
+    return open_result(source, expected_samples=expected)
 
 
 #: Samples per file pyarrow encodes for :func:`write_part`: its writer keeps ~1-2 KB of metadata

@@ -53,6 +53,14 @@ from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
 import numpy as np
 
 from synthbio_pipeline.errors import ResultError
+from synthbio_pipeline.vocabulary.families import (
+    EXPRESSION,
+    GEM2_AUTOENCODE,
+    GEM2_EXPRESSION,
+    GEM2_METADATA_PREDICTION,
+    METADATA_PREDICTION,
+    RESULT_KINDS,
+)
 
 if TYPE_CHECKING:  # imported where frames are built: parsing and writing parts never need pandas (~45 MB)
     import pandas as pd
@@ -62,7 +70,6 @@ __all__ = ["DEFAULT_CHUNK_SIZE", "ResultReader", "Sample", "log_cpm", "open_resu
 #: Bytes read from the file at a time.
 DEFAULT_CHUNK_SIZE = 1 << 20
 
-RESULT_KINDS = ("expression", "metadata-prediction")
 
 # --- byte-level patterns -------------------------------------------------------------------
 
@@ -89,15 +96,39 @@ class Sample:
 
     ``counts`` is an int64 vector in the order of the reader's ``gene_order`` (from a list,
     a ``{"counts": [...]}`` object, a sparse gene-id -> count object, or, for
-    metadata-prediction outputs without ``counts``, ``decoder_sample.counts``). ``extra``
-    holds every other key of the output (``classifier_probs``, and ``decoder_sample`` minus
-    its counts when it carries more than counts).
+    metadata-prediction outputs without ``counts``, ``decoder_sample.counts``; empty for a
+    GEM-2 metadata prediction, which has none). ``metadata`` is ``{}`` where the output's is
+    absent or null, ``latents`` ``None``. ``extra`` holds every other key of the output
+    (GEM-1 ``classifier_probs``; GEM-2 ``predicted_metadata``, ``classifier_probabilities``,
+    ``model_release_id``, ``vae_run_id``; ``decoder_sample`` minus its counts when it carries
+    more than counts); the properties below read the GEM-2 ones.
     """
 
     counts: np.ndarray
     metadata: dict
     latents: dict | None = None
     extra: dict = field(default_factory=dict)
+
+    @property
+    def predicted_metadata(self) -> dict | None:
+        """GEM-2 metadata prediction: the predicted values (``None`` when absent or null)."""
+        return self.extra.get("predicted_metadata")
+
+    @property
+    def classifier_probabilities(self) -> dict | None:
+        """Metadata prediction: field -> value -> probability (GEM-2's key, else GEM-1's)."""
+        return self.extra.get("classifier_probabilities", self.extra.get("classifier_probs"))
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        """GEM-2 autoencode: ``model_release_id`` and ``vae_run_id`` (``None`` where absent)."""
+        return {key: self.extra.get(key) for key in PROVENANCE_KEYS}
+
+
+#: Output keys whose value is a JSON object (or null) when present.
+_OBJECT_KEYS = frozenset({"predicted_metadata", "classifier_probabilities", "classifier_probs"})
+#: GEM-2 autoencode's per-sample provenance.
+PROVENANCE_KEYS = ("model_release_id", "vae_run_id")
 
 
 def _describe(data: bytes) -> str:
@@ -334,10 +365,13 @@ class _Scanner:
 class _OutputReader:
     """Turns the elements of ``outputs`` into :class:`Sample` objects."""
 
-    def __init__(self, scanner: _Scanner, gene_order: list[str]):
+    def __init__(self, scanner: _Scanner, gene_order: list[str] | None, *, require_counts: bool = True):
         self.s = scanner
-        self.gene_order = gene_order
-        self.n_genes = len(gene_order)
+        self.gene_order = gene_order or []
+        #: Values per counts vector: gene_order's length, or (without a gene_order) the first vector's.
+        self.n_genes: int | None = None if gene_order is None else len(gene_order)
+        self.has_gene_order = gene_order is not None
+        self.require_counts = require_counts
         self._lookup: dict[str, int] | None = None
         self._duplicates: tuple[np.ndarray, np.ndarray] | None = None
 
@@ -385,7 +419,9 @@ class _OutputReader:
                     if rest:
                         extra[key] = rest
                 else:
-                    extra[key] = s.decode(f"{key!r} of {what}")
+                    value = extra[key] = s.decode(f"{key!r} of {what}")
+                    if key in _OBJECT_KEYS and value is not None and not isinstance(value, dict):
+                        raise ResultError(f"the {key} of {what} is not a JSON object (at byte {start})")
                 if not s.more_items(_RBRACE, what):
                     break
         if skip:
@@ -393,7 +429,9 @@ class _OutputReader:
         if counts is None:
             counts = decoder_counts
         if counts is None:
-            raise ResultError(f"{what} has no counts (nor decoder_sample.counts) (at byte {start})")
+            if self.require_counts:
+                raise ResultError(f"{what} has no counts (nor decoder_sample.counts) (at byte {start})")
+            counts = _EMPTY_COUNTS
         if metadata is None:
             metadata = {}
         elif not isinstance(metadata, dict):
@@ -466,12 +504,19 @@ class _OutputReader:
         at = s.base + start
         s.pos = end + 1
         counts = self.parse_numbers(buf[start:end], index, what, at)
-        if len(counts) != self.n_genes:
-            raise ResultError(
-                f"output {index}: {what} has {len(counts)} values but gene_order has "
-                f"{self.n_genes} genes (at byte {at})"
-            )
+        self.check_length(counts, index, what, at)
         return counts
+
+    def check_length(self, counts: np.ndarray, index: int, what: str, at: int) -> None:
+        """Every counts vector has one value per gene (without a gene_order: as many as the first)."""
+        if self.n_genes is None:
+            self.n_genes = len(counts)
+        elif len(counts) != self.n_genes:
+            against = "gene_order has" if self.has_gene_order else "the first output's counts have"
+            raise ResultError(
+                f"output {index}: {what} has {len(counts)} values but {against} {self.n_genes}"
+                f"{' genes' if self.has_gene_order else ''} (at byte {at})"
+            )
 
     def parse_numbers(self, body: bytes, index: int, what: str, at: int) -> np.ndarray:
         """The comma-separated numbers of ``body`` as int64 (floats truncated toward zero)."""
@@ -568,12 +613,10 @@ class _OutputReader:
         mapping, raw, at = self.s.decode_raw(f"{what} of output {index}")
         if "counts" in mapping:  # {"counts": [...]} with "counts" not first: the vendor reads the list
             counts = self.counts_from_python(mapping["counts"], raw, index, what, at)
-            if len(counts) != self.n_genes:
-                raise ResultError(
-                    f"output {index}: {what} has {len(counts)} values but gene_order has "
-                    f"{self.n_genes} genes (at byte {at})"
-                )
+            self.check_length(counts, index, what, at)
             return counts
+        if self.n_genes is None:
+            raise ResultError(f"output {index}: sparse {what} (gene id -> count) need a gene_order (at byte {at})")
         lookup = self.gene_index()
         try:
             columns = list(map(lookup.__getitem__, mapping))
@@ -608,9 +651,12 @@ class ResultReader:
         *,
         expected_samples: int | None = None,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
+        require_gene_order: bool = True,
+        require_counts: bool = True,
     ):
         if chunk_size < 1:
             raise ValueError("chunk_size must be positive")
+        self.require_gene_order = require_gene_order
         if isinstance(source, (str, bytes, os.PathLike)):
             self._file: BinaryIO = open(source, "rb", buffering=0)
             self._owns_file = True
@@ -632,7 +678,8 @@ class ResultReader:
             self._tail_known = False  # have the top-level keys after the outputs been read?
             self._fresh = True
             self._read_header()
-            self._outputs = _OutputReader(self._scanner, self.gene_order)
+            genes = self.gene_order if self._have_genes else None
+            self._outputs = _OutputReader(self._scanner, genes, require_counts=require_counts)
         except BaseException:
             self.close()
             raise
@@ -652,6 +699,11 @@ class ResultReader:
     @property
     def n_genes(self) -> int:
         return len(self.gene_order)
+
+    @property
+    def has_gene_order(self) -> bool:
+        """Whether the document has a ``gene_order`` (always, unless opened with ``require_gene_order=False``)."""
+        return self._have_genes
 
     def __iter__(self) -> Iterator[Sample]:
         return self.samples()
@@ -703,7 +755,7 @@ class ResultReader:
                     break
         if not s.at_eof():
             s.fail(f"unexpected data after the end of the result document: {s.found()}")
-        if not self._have_genes:
+        if not self._have_genes and self.require_gene_order:
             raise ResultError("the result has no gene_order")
         if self._outputs_at < 0:
             raise ResultError("the result has no outputs")
@@ -802,6 +854,8 @@ def open_result(
     *,
     expected_samples: int | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    require_gene_order: bool = True,
+    require_counts: bool = True,
 ) -> ResultReader:
     """Open a result document (a path or a binary file object) for streaming.
 
@@ -809,8 +863,19 @@ def open_result(
     ``errors`` key before the outputs, a missing ``gene_order`` or ``outputs`` raise
     :class:`ResultError` here. Use it as a context manager; a file object passed in is not
     closed.
+
+    Metadata predictions may lack what expression results need: with ``require_gene_order``
+    false a document without ``gene_order`` is read (its counts vectors must then all have
+    the first one's length; sparse counts need the gene order); with ``require_counts`` false
+    an output without counts gets an empty vector (GEM-2 predict-metadata has none).
     """
-    return ResultReader(source, expected_samples=expected_samples, chunk_size=chunk_size)
+    return ResultReader(
+        source,
+        expected_samples=expected_samples,
+        chunk_size=chunk_size,
+        require_gene_order=require_gene_order,
+        require_counts=require_counts,
+    )
 
 
 # --- whole-result conveniences ---------------------------------------------------------------
@@ -862,32 +927,52 @@ def to_frames(
     source: str | os.PathLike | BinaryIO,
     *,
     as_counts: bool = True,
-    result_kind: str = "expression",
+    result_kind: str = EXPRESSION,
     expected_samples: int | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> dict[str, pd.DataFrame]:
-    """Read a whole result into the DataFrames the vendor's client builds.
+    """Read a whole result into the DataFrames the vendor's client (pysynthbio 4.2.4) builds.
 
-    Returns ``metadata`` (one row per sample), ``expression`` (samples × genes, columns =
-    gene_order, int64 counts; log1p-CPM floats when ``as_counts`` is false) and ``latents``
-    (one row per sample with a list per latent key; an empty DataFrame when no output has
-    latents). ``result_kind="metadata-prediction"`` adds ``classifier_probs`` (one row per
-    sample) and always gives one latents row per sample, as the vendor's client does.
+    ``result_kind`` (:data:`~synthbio_pipeline.vocabulary.families.RESULT_KINDS`; a model id's
+    is :func:`~synthbio_pipeline.vocabulary.families.result_kind`) picks the layout:
 
-    Unlike the vendor's client, an output without latents in a result where others have
-    them gets an empty row, so latents rows stay aligned with samples.
+    - ``expression`` (GEM-1): ``metadata`` (one row per sample), ``expression`` (samples ×
+      genes, columns = gene_order, int64 counts; log1p-CPM floats when ``as_counts`` is
+      false) and ``latents`` (a list per latent key; an empty DataFrame when no output has
+      latents). Unlike the vendor's client, an output without latents in a result where
+      others have them gets an empty row, so latents rows stay aligned with samples.
+    - ``metadata-prediction`` (GEM-1): ``metadata``, ``latents``, ``classifier_probs`` and
+      ``expression`` (the decoder sample's counts); ``gene_order`` is optional (integer
+      column labels without it).
+    - ``gem-2-expression``: as ``expression``, but every output has a ``metadata`` and a
+      ``latents`` row (empty where null or absent), so all three frames line up.
+    - ``gem-2-metadata-prediction``: ``metadata`` (the ``predicted_metadata``), ``latents``,
+      ``classifier_probs`` (the ``classifier_probabilities``) and an ``expression`` of n
+      rows and no columns; no counts and no gene_order needed.
+    - ``gem-2-autoencode``: as ``gem-2-expression``, plus ``provenance`` (``model_release_id``
+      and ``vae_run_id`` per sample; ``None`` where an output lacks one).
     """
     import pandas as pd
 
     if result_kind not in RESULT_KINDS:
         raise ValueError(f"result_kind must be one of {', '.join(RESULT_KINDS)}, not {result_kind!r}")
-    prediction = result_kind == "metadata-prediction"
+    predicted = result_kind in (METADATA_PREDICTION, GEM2_METADATA_PREDICTION)
+    has_counts = result_kind != GEM2_METADATA_PREDICTION
+    gem2 = result_kind in (GEM2_EXPRESSION, GEM2_METADATA_PREDICTION, GEM2_AUTOENCODE)
     metadata_rows: list[dict] = []
     latents_rows: list[dict | None] = []
     probs_rows: list[Any] = []
-    with open_result(source, expected_samples=expected_samples, chunk_size=chunk_size) as reader:
-        genes = reader.gene_order
-        matrix = _GrowingMatrix(len(genes))
+    provenance_rows: list[dict] = []
+    n = 0
+    with open_result(
+        source,
+        expected_samples=expected_samples,
+        chunk_size=chunk_size,
+        require_gene_order=not predicted,
+        require_counts=has_counts,
+    ) as reader:
+        genes = reader.gene_order if reader.has_gene_order and (reader.gene_order or not predicted) else None
+        matrix = _GrowingMatrix(len(genes)) if genes is not None else None
 
         def estimate() -> int:
             """Rows to allocate at the first output: the expected number, or the file's
@@ -901,25 +986,43 @@ def to_frames(
             return 64 if guess is None else guess
 
         for sample in reader.samples():
-            matrix.append(sample.counts, estimate)
-            metadata_rows.append(sample.metadata)
+            n += 1
+            if has_counts:
+                if matrix is None:  # no gene_order: the first vector says how many values
+                    matrix = _GrowingMatrix(len(sample.counts))
+                matrix.append(sample.counts, estimate)
+            if result_kind == GEM2_METADATA_PREDICTION:
+                metadata_rows.append(sample.predicted_metadata or {})
+                probs_rows.append(sample.extra.get("classifier_probabilities") or {})
+            else:
+                metadata_rows.append(sample.metadata)
+                if predicted:
+                    probs_rows.append(sample.extra.get("classifier_probs") or {})
             latents_rows.append(sample.latents)
-            if prediction:
-                probs_rows.append(sample.extra.get("classifier_probs", {}))
-    counts = matrix.finish()
-    if as_counts:
-        expression = pd.DataFrame(counts, columns=genes, copy=False)
-    else:
-        expression = pd.DataFrame(log_cpm(counts), columns=genes, copy=False)
-        del counts
+            if result_kind == GEM2_AUTOENCODE:
+                provenance_rows.append(sample.provenance)
     metadata = pd.DataFrame(metadata_rows)
-    if prediction or any(row is not None for row in latents_rows):
+    if predicted or gem2 or any(row is not None for row in latents_rows):
         latents = pd.DataFrame([row if row is not None else {} for row in latents_rows])
     else:
         latents = pd.DataFrame()
+    if not has_counts:
+        expression = pd.DataFrame(index=range(n))
+    else:
+        counts = matrix.finish() if matrix is not None else np.empty((0, 0), dtype=np.int64)
+        values = counts if as_counts else log_cpm(counts)
+        del counts
+        expression = pd.DataFrame(values, columns=genes, copy=False)
+    if predicted:
+        return {
+            "metadata": metadata,
+            "latents": latents,
+            "classifier_probs": pd.DataFrame(probs_rows),
+            "expression": expression,
+        }
     frames = {"metadata": metadata, "expression": expression, "latents": latents}
-    if prediction:
-        frames["classifier_probs"] = pd.DataFrame(probs_rows)
+    if result_kind == GEM2_AUTOENCODE:
+        frames["provenance"] = pd.DataFrame(provenance_rows)
     return frames
 
 

@@ -37,7 +37,7 @@ from typing import Any
 
 from synthbio_pipeline.client import constants as C
 from synthbio_pipeline.client import retry as R
-from synthbio_pipeline.client.download import DownloadLimits
+from synthbio_pipeline.client.download import DownloadLimits, samples_asked
 from synthbio_pipeline.client.http import SynthesizeClient
 from synthbio_pipeline.errors import (
     AmbiguousSubmissionError,
@@ -125,14 +125,6 @@ def load_ambiguous(ticket_path: Path) -> dict | None:
     except (FileNotFoundError, ValueError):
         return None
     return note if isinstance(note, dict) else None
-
-
-def samples_asked(body: dict) -> int | None:
-    """The samples a wire body asks for (an input without ``num_samples`` yields one), if it says."""
-    try:
-        return sum(int(item.get("num_samples", 1)) for item in body.get("inputs", [])) or None
-    except (AttributeError, TypeError, ValueError):
-        return None
 
 
 def run_prediction(
