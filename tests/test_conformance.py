@@ -2,7 +2,8 @@
 
 If the vendor's client works unchanged against the emulator, the emulator speaks the
 protocol; if its DataFrames equal ours for the same result, our parser reads results
-the way the vendor does.
+the way the vendor does. Every GEM-1 model: the baselines, reference conditioning and
+metadata prediction (whose example queries carry counts of the emulator's gene length).
 """
 
 from __future__ import annotations
@@ -13,18 +14,24 @@ import pandas as pd
 import pysynthbio
 import pytest
 import requests
-from pysynthbio.output_transformers import transform_standard_model_output
+from pysynthbio.output_transformers import OUTPUT_TRANSFORMERS, transform_standard_model_output
 
 from synthbio_pipeline import predict_query, to_frames
 from synthbio_pipeline.emulator import start_emulator
+from synthbio_pipeline.vocabulary.models import MODELS as MODEL_TABLE
+from synthbio_pipeline.vocabulary.models import get_model
 
 TOKEN = "conformance-token"
+GENES = 300
 MODELS = ["gem-1-bulk", "gem-1-sc"]
+#: Every model of the table: the vendor's client has a formatter for each.
+ALL_MODELS = [spec.model_id for spec in MODEL_TABLE]
+COUNTS_MODELS = [spec.model_id for spec in MODEL_TABLE if spec.takes_counts]
 
 
 @pytest.fixture(scope="module")
 def emulator():
-    with start_emulator(latency=0.2, genes=300, tokens=[TOKEN]) as running:
+    with start_emulator(latency=0.2, genes=GENES, tokens=[TOKEN]) as running:
         yield running
 
 
@@ -41,11 +48,64 @@ def vendor_query(emulator, model_id, seed=7):
 
 
 def test_vendor_lists_models_and_example_queries(emulator):
-    listed = {model["model_id"] for model in pysynthbio.list_models(api_base_url=emulator.url)["models"]}
-    assert set(MODELS) <= listed
-    for model_id in MODELS:
+    listed = [model["model_id"] for model in pysynthbio.list_models(api_base_url=emulator.url)["models"]]
+    assert listed == ALL_MODELS
+    assert set(listed) <= set(OUTPUT_TRANSFORMERS)
+    for model_id in ALL_MODELS:
+        spec = get_model(model_id)
         query = pysynthbio.get_example_query(model_id, api_base_url=emulator.url)["example_query"]
-        assert query["inputs"] and "sampling_strategy" in query
+        assert query["inputs"]
+        assert ("sampling_strategy" in query) == bool(spec.modes)
+        assert all(set(item) == set(spec.input_keys) for item in query["inputs"])
+        if spec.takes_counts:
+            assert all(len(item["counts"]) == GENES for item in query["inputs"])
+
+
+@pytest.mark.parametrize("model_id", COUNTS_MODELS)
+def test_vendor_predicts_each_example_and_its_frames_equal_ours_on_the_same_result(emulator, model_id, tmp_path):
+    """The example query fed back as it is: the vendor's client gets a result, and its formatter's
+    DataFrames equal our parser's (to_frames with the model's result kind) for the same document."""
+    spec = get_model(model_id)
+    query = pysynthbio.get_example_query(model_id, api_base_url=emulator.url)["example_query"]
+    frames = pysynthbio.predict_query(
+        dict(query), model_id=model_id, api_base_url=emulator.url, poll_interval_seconds=1
+    )
+    expected_samples = sum(item.get("num_samples", 1) for item in query["inputs"])
+    assert frames["expression"].shape == (expected_samples, GENES)
+    assert len(frames["metadata"]) == expected_samples
+
+    link = pysynthbio.predict_query(
+        dict(query), model_id=model_id, api_base_url=emulator.url, poll_interval_seconds=1, return_download_url=True
+    )
+    path = tmp_path / "result.json"
+    path.write_bytes(requests.get(link["download_url"], timeout=30).content)
+    vendor = OUTPUT_TRANSFORMERS[model_id](json.loads(path.read_text()))
+    ours = to_frames(path, result_kind=spec.result_kind)
+    assert set(ours) == set(vendor)
+    pd.testing.assert_frame_equal(ours["expression"], vendor["expression"], check_dtype=False)
+    pd.testing.assert_frame_equal(ours["metadata"], vendor["metadata"])
+    pd.testing.assert_frame_equal(ours["latents"], vendor["latents"])
+    if spec.result_kind == "metadata-prediction":
+        pd.testing.assert_frame_equal(ours["classifier_probs"], vendor["classifier_probs"])
+        assert list(vendor["classifier_probs"].columns) == list(vendor["metadata"].columns)
+    else:
+        assert (vendor["metadata"].columns.str.startswith("perturbation_")).all()
+
+
+@pytest.mark.parametrize("model_id", COUNTS_MODELS)
+def test_our_predict_query_gives_the_vendors_frames_for_a_fixed_seed(emulator, model_id):
+    """Our vendor_api.predict_query (pysynthbio's call) and the vendor's client, on the
+    same seeded query, give equal DataFrames (reference conditioning is seeded; prediction is
+    deterministic)."""
+    query = pysynthbio.get_example_query(model_id, api_base_url=emulator.url)["example_query"]
+    query["seed"] = 5
+    vendor = pysynthbio.predict_query(
+        dict(query), model_id=model_id, api_base_url=emulator.url, poll_interval_seconds=1
+    )
+    ours = predict_query(query, model_id, api_base_url=emulator.url, poll_interval_seconds=1)
+    assert set(ours) == set(vendor)
+    for name in vendor:
+        pd.testing.assert_frame_equal(ours[name], vendor[name], check_dtype=False)
 
 
 @pytest.mark.parametrize("model_id", MODELS)

@@ -309,8 +309,12 @@ def test_a_failed_query_message_is_redacted_and_short(server):
 def test_query_ids_and_ensembl_ids_are_not_taken_for_secrets():
     from synthbio_pipeline.client.http import redact_secrets
 
-    text = "query 3f2b9c4e-8a1d-4c7e-9b2f-0a1b2c3d4e5f: gene ENSG00000141510 not in UBERON:0002048"
+    text = (
+        "query 3f2b9c4e-8a1d-4c7e-9b2f-0a1b2c3d4e5f: gene ENSG00000141510 not in UBERON:0002048 for "
+        "gem-1-bulk_reference-conditioning; see /usr/lib/python3.11/site-packages/requests/models.py"
+    )
     assert redact_secrets(text) == text
+    assert redact_secrets("key ghp_16C7e42F292c6912E7710c838347Ae178B4a") == "key [redacted]"
 
 
 # --- 5. values JSON cannot carry ---------------------------------------------------------------

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
@@ -18,6 +19,7 @@ import requests
 from conftest import EMULATOR_TOKEN
 
 from synthbio_pipeline.emulator import body_hash, encode_ints, gene_order, generate
+from synthbio_pipeline.vocabulary.models import MODELS
 from synthbio_pipeline.vocabulary.query import example_wire_query
 
 AUTH = {"Authorization": f"Bearer {EMULATOR_TOKEN}"}
@@ -70,13 +72,14 @@ def bulk_query(strategy="sample generation", **options) -> dict:
 # --- control plane -------------------------------------------------------------------------
 
 
-def test_list_models_lists_the_baseline_models(emulator):
+def test_list_models_lists_every_model_of_the_table(emulator):
     answer = requests.get(f"{emulator.url}/api/models", headers=AUTH, timeout=10)
     assert answer.status_code == 200
     assert answer.headers["Content-Type"] == "application/json"
     models = answer.json()["models"]
-    assert {model["model_id"] for model in models} == {"gem-1-bulk", "gem-1-sc"}
-    assert all(set(model) == {"model_id", "modality", "kind"} and model["kind"] == "baseline" for model in models)
+    assert [model["model_id"] for model in models] == [spec.model_id for spec in MODELS]
+    assert all(set(model) == {"model_id", "modality", "kind"} for model in models)
+    assert {model["kind"] for model in models} == {"baseline", "reference-conditioning", "predict-metadata"}
 
 
 @pytest.mark.parametrize("model_id", ["gem-1-bulk", "gem-1-sc"])
@@ -86,8 +89,8 @@ def test_example_query_is_the_wire_example(emulator, model_id):
     assert answer.json() == {"example_query": example_wire_query(model_id)}
 
 
-@pytest.mark.parametrize("model_id", ["gem-9", "gem-1-bulk_predict-metadata", "gem-1-sc_reference-conditioning"])
-def test_unknown_and_non_baseline_models_are_404(emulator, model_id):
+@pytest.mark.parametrize("model_id", ["gem-9", "gem-2-bulk_predict-metadata", "gem-1-sc_reference"])
+def test_unknown_models_are_404(emulator, model_id):
     base = f"{emulator.url}/api/models/{model_id}"
     assert requests.get(f"{base}/example-query", headers=AUTH, timeout=10).status_code == 404
     answer = requests.post(f"{base}/predict", json=bulk_query(), headers=AUTH, timeout=10)
@@ -355,9 +358,34 @@ def test_gene_order_is_deterministic_unique_and_sorted():
     ids = gene_order(44_590)
     assert len(set(ids)) == len(ids) == 44_590
     assert list(ids) == sorted(ids)
-    assert all(re.fullmatch(r"ENSG\d{11}", gene) for gene in ids[:100] + ids[-100:])
-    assert ids[0] == "ENSG00000000003"
+    assert all(re.fullmatch(r"ENSG\d{11}", gene) for gene in ids)
+    assert ids[0] == "ENSG00000000003"  # TSPAN6, the first human Ensembl gene id
     assert gene_order(44_590) == ids
+
+
+SHARED_GENE_IDS = Path("/work/shared/data/ensembl_human_gene_ids.txt")
+
+
+def test_gene_ids_are_real_human_ensembl_ids_with_the_well_known_genes():
+    """TP53, GAPDH and APOB exist at every size; a smaller gene set lies inside every larger one."""
+    known = {"ENSG00000141510": "TP53", "ENSG00000111640": "GAPDH", "ENSG00000084674": "APOB"}
+    everything = set(gene_order(44_590))
+    if SHARED_GENE_IDS.exists():  # the list the packaged ids were taken from (its README says where)
+        assert everything <= set(SHARED_GENE_IDS.read_text().split())
+    smaller = set()
+    for n in (3, 20, 200, 5_000, 44_590):
+        ids = gene_order(n)
+        assert len(ids) == n and list(ids) == sorted(ids) and set(known) <= set(ids)
+        assert smaller <= set(ids) <= everything
+        smaller = set(ids)
+    assert set(generate.WELL_KNOWN_GENES) <= everything
+    with pytest.raises(ValueError, match="1 to 44,590 genes"):
+        gene_order(44_591)
+
+
+def test_an_emulated_result_has_tp53(make_emulator):
+    result = run(make_emulator(genes=50), bulk_query("mean estimation"))
+    assert "ENSG00000141510" in result["gene_order"] and len(result["gene_order"]) == 50
 
 
 def test_condition_effects_do_not_depend_on_python_hash_seed():
@@ -419,10 +447,8 @@ def test_cli_prints_its_url_and_stops_on_sigterm():
 
 def test_vendor_client_works_unchanged(emulator):
     pysynthbio = pytest.importorskip("pysynthbio")
-    assert {model["model_id"] for model in pysynthbio.list_models(api_base_url=emulator.url)["models"]} == {
-        "gem-1-bulk",
-        "gem-1-sc",
-    }
+    listed = {model["model_id"] for model in pysynthbio.list_models(api_base_url=emulator.url)["models"]}
+    assert listed == {spec.model_id for spec in MODELS}
     assert pysynthbio.get_example_query("gem-1-bulk", api_base_url=emulator.url)["example_query"]["inputs"]
     result = pysynthbio.predict_query(
         example_wire_query("gem-1-bulk"), model_id="gem-1-bulk", api_base_url=emulator.url, poll_interval_seconds=1

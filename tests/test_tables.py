@@ -299,8 +299,8 @@ def test_load_slices_read_only_what_they_name(tmp_path, counts):
     both, meta = load_expression(tmp_path / "e.parquet", tmp_path / "m.parquet", genes=wanted, samples=["b_3", "a_1"])
     assert list(both.index) == [GENES[3], GENES[-1]] and list(both.columns) == ["b_3", "a_1"]
     assert both.loc[GENES[-1], "b_3"] == counts[2, -1] + 5 and list(meta.index) == ["b_3", "a_1"]
-    none, _ = load_expression(tmp_path / "e.parquet", genes=["ENSG_NOT_THERE"])
-    assert none.shape == (0, 6)
+    with pytest.raises(KeyError, match="no genes ENSG_NOT_THERE;"):
+        load_expression(tmp_path / "e.parquet", genes=[GENES[3], "ENSG_NOT_THERE"])
     with pytest.raises(KeyError, match="z_9"):
         load_expression(tmp_path / "e.parquet", samples=["z_9"])
 

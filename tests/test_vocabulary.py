@@ -18,7 +18,13 @@ from conftest import EMULATOR_TOKEN
 from synthbio_pipeline.client.http import SynthesizeClient
 from synthbio_pipeline.errors import Problem, ValidationError
 from synthbio_pipeline.pipeline.conditions import OPTION_COLUMNS, REQUIRED_COLUMNS
-from synthbio_pipeline.vocabulary.metadata import METADATA_GROUPS, METADATA_KEYS, VOCABULARIES, metadata_value_problem
+from synthbio_pipeline.vocabulary.metadata import (
+    METADATA_GROUPS,
+    METADATA_KEYS,
+    PERTURBATIONAL,
+    VOCABULARIES,
+    metadata_value_problem,
+)
 from synthbio_pipeline.vocabulary.models import (
     MODALITIES,
     MODALITY_MODELS,
@@ -27,7 +33,7 @@ from synthbio_pipeline.vocabulary.models import (
     SAMPLING_STRATEGIES,
     get_model,
 )
-from synthbio_pipeline.vocabulary.options import BOOLEAN, FALSE_WORDS, QUERY_OPTIONS, TRUE_WORDS
+from synthbio_pipeline.vocabulary.options import BOOLEAN, FALSE_WORDS, MODEL_OPTIONS, QUERY_OPTIONS, TRUE_WORDS
 from synthbio_pipeline.vocabulary.query import example_wire_query, metadata_keys_of, query_problems, wire_problems
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -210,7 +216,26 @@ def test_the_model_table_is_consistent():
         assert set(spec.metadata_groups) <= set(METADATA_GROUPS)
         assert spec.vocabulary is None or spec.vocabulary in VOCABULARIES
         assert ("metadata" in spec.input_keys) == bool(spec.metadata_groups)
+        assert set(spec.options) <= set(MODEL_OPTIONS)
+        assert not set(spec.options) & set(QUERY_OPTIONS)
     assert metadata_keys_of(get_model("gem-1-bulk")) == METADATA_KEYS
+    perturbational = {name for name, key in METADATA_KEYS.items() if key.group == PERTURBATIONAL}
+    for spec in MODELS:
+        if spec.kind == "reference-conditioning":
+            assert spec.takes_counts and set(metadata_keys_of(spec)) == perturbational
+            assert spec.options == ("conditioning", "fixed_total_count")
+        if spec.kind == "predict-metadata":
+            assert spec.input_keys == ("counts",) and not spec.options
+
+
+def test_model_options_check_their_values():
+    conditioning, fixed = MODEL_OPTIONS["conditioning"], MODEL_OPTIONS["fixed_total_count"]
+    assert conditioning.problem(["biological", "technical"]) is None and conditioning.problem([]) is None
+    assert conditioning.wire_default() == ["biological", "technical"] and fixed.wire_default() is False
+    assert "did you mean 'technical'" in conditioning.problem(["technicl"])
+    assert "twice" in conditioning.problem(["technical", "technical"])
+    assert conditioning.problem("biological").startswith("must be a list of distinct values")
+    assert fixed.problem(1) == "must be true or false, not 1"
 
 
 def test_outside_the_vocabulary_no_code_spells_a_modality_or_a_mode():
@@ -248,6 +273,9 @@ def test_outside_the_vocabulary_no_code_spells_a_modality_or_a_mode():
 def bad_bodies():
     """(model id, wire body, paths refused) for a few bad bodies."""
     bulk, sc = example_wire_query("gem-1-bulk"), example_wire_query("gem-1-sc")
+    # Counts of the test emulator's gene length (200), so the emulator has no more to say than the client.
+    reference = example_wire_query("gem-1-bulk_reference-conditioning", lambda metadata: [5] * 200)
+    annotate = example_wire_query("gem-1-sc_predict-metadata", lambda metadata: [5] * 200)
 
     def changed(body, change):
         body = copy.deepcopy(body)
@@ -276,6 +304,26 @@ def bad_bodies():
         ),
         ("gem-1-bulk", changed(bulk, lambda b: b["inputs"].append("lung")), ["inputs[2]"]),
         ("gem-1-bulk", changed(bulk, lambda b: b["inputs"][0].pop("metadata")), ["inputs[0].metadata"]),
+        (
+            "gem-1-bulk_reference-conditioning",
+            changed(reference, lambda b: b["inputs"][1]["metadata"].update(sex="male")),
+            ["inputs[1].metadata.sex"],
+        ),
+        (
+            "gem-1-bulk_reference-conditioning",
+            changed(reference, lambda b: b.update(conditioning="biological", fixed_total_count=None)),
+            ["conditioning"],
+        ),
+        (
+            "gem-1-sc_predict-metadata",
+            changed(annotate, lambda b: b["inputs"][0]["counts"].__setitem__(3, -1)),
+            ["inputs[0].counts"],
+        ),
+        (
+            "gem-1-sc_predict-metadata",
+            changed(annotate, lambda b: b["inputs"][1].update(num_samples=2)),
+            ["inputs[1].num_samples"],
+        ),
     ]
 
 

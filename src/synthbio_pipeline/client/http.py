@@ -112,17 +112,19 @@ _SECRET_PATTERNS = (
     # JSON Web Tokens
     (re.compile(r"\beyJ[\w-]{5,}\.[\w-]{5,}\.[\w-]*"), _REDACTED),
 )
-#: Long runs of token alphabet: redacted when they mix letters and digits and are not a UUID.
-_OPAQUE = re.compile(r"[A-Za-z0-9_\-+/=.~]{32,}")
-_UUID = re.compile(r"[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
+#: Runs of token alphabet holding a long letters-and-digits stretch (``sk_live_4f9aD83k...``)
+#: are redacted; model ids, UUIDs (query ids), Ensembl ids and words are not.
+_OPAQUE = re.compile(r"[A-Za-z0-9_\-+/=.~]{20,}")
+_STRETCH = re.compile(r"[A-Za-z0-9]{20,}")
 
 
 def redact_secrets(text: str, secrets: tuple[str, ...] = ()) -> str:
     """``text`` with anything token-shaped replaced by ``[redacted]``.
 
     The given ``secrets`` (the token in use), bearer/basic credentials, ``key=value`` pairs
-    whose key names a token, key, password or signature, JSON Web Tokens, and runs of 32 or
-    more token characters mixing letters and digits (UUIDs, which query ids are, are kept).
+    whose key names a token, key, password or signature, JSON Web Tokens, and strings holding
+    20 or more letters and digits in a row, mixed (model ids, UUIDs such as query ids, Ensembl
+    ids and words are kept).
     """
     for secret in secrets:
         if secret and len(secret) >= 4:
@@ -131,10 +133,10 @@ def redact_secrets(text: str, secrets: tuple[str, ...] = ()) -> str:
         text = pattern.sub(replacement, text)
 
     def opaque(match: re.Match) -> str:
-        run = match.group()
-        if _UUID.fullmatch(run) or not (re.search(r"[A-Za-z]", run) and re.search(r"\d", run)):
-            return run
-        return _REDACTED
+        for stretch in _STRETCH.findall(match.group()):
+            if re.search(r"[A-Za-z]", stretch) and re.search(r"\d", stretch):
+                return _REDACTED
+        return match.group()
 
     return _OPAQUE.sub(opaque, text)
 

@@ -2,8 +2,11 @@
 
 It speaks the wire protocol (``/api/models``, ``example-query``, ``predict``, ``status``,
 signed downloads) so that this package's client and the vendor's ``pysynthbio`` can be run
-end to end without a token or a network. The expression it returns is synthetic: plausible
-and deterministic (see :mod:`.generate`), but not a model prediction.
+end to end without a token or a network. It serves every GEM-1 model of the vocabulary's
+table: the baselines (:mod:`.generate`), reference conditioning (:mod:`.reference`: the
+reference's profile moved by the perturbation) and metadata prediction (:mod:`.annotate`:
+recovers the metadata the generator used). What it returns is synthetic: plausible and
+deterministic, but not a model prediction.
 
 In process::
 

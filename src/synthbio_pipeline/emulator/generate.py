@@ -12,20 +12,27 @@ The generative story, per gene set of size ``n``:
   ``total_count``; ``sample generation`` draws negative-binomial counts around them with a
   gene-specific dispersion.
 
-Results are written straight to disk sample by sample (:func:`write_result`), with a
-vectorised integer encoder (:func:`encode_ints`), so a 1,000 × 44,590 bulk result needs
-seconds and little memory.
+Results are written straight to disk sample by sample (:func:`write_result`, through
+:func:`write_document`), with a vectorised integer encoder (:func:`encode_ints`), so a
+1,000 × 44,590 bulk result needs seconds and little memory.
+
+This module is the baseline models' generator and the story the other GEM-1 models of the
+emulator share: :mod:`.reference` moves a reference sample's profile by the same perturbation
+effects (:func:`pair_effect`), and :mod:`.annotate` predicts metadata by asking which pairs'
+effects explain a sample's counts.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import lzma
 import os
 import secrets
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -72,20 +79,56 @@ _NEUTRAL = {("perturbation_type", "control")}
 #: Single-cell data sees a different slice of the transcriptome than bulk.
 _MODALITY_EFFECT = {SINGLE_CELL: (0.30, 1.0)}
 #: Dispersion multiplier per modality (single cells are much noisier).
-_DISPERSION_SCALE = {BULK: 1.0, SINGLE_CELL: 5.0}
+DISPERSION_SCALE = {BULK: 1.0, SINGLE_CELL: 5.0}
 
 
 # --- gene-level tables -------------------------------------------------------------------
 
 
+#: Real human Ensembl gene ids (unversioned, sorted): the first 44,590 of the list the vendor's R
+#: client (rsynthbio, MIT) once shipped as its "sra" gene order (data/README.md says more).
+GENE_IDS_FILE = "ensembl_human_gene_ids.txt.xz"
+#: Genes every gene set holds, however small: the ones a user looks up first.
+WELL_KNOWN_GENES = {
+    "ENSG00000141510": "TP53",
+    "ENSG00000111640": "GAPDH",
+    "ENSG00000084674": "APOB",
+    "ENSG00000075624": "ACTB",
+    "ENSG00000012048": "BRCA1",
+    "ENSG00000146648": "EGFR",
+    "ENSG00000133703": "KRAS",
+    "ENSG00000136997": "MYC",
+    "ENSG00000169083": "AR",
+    "ENSG00000091831": "ESR1",
+    "ENSG00000010610": "CD4",
+    "ENSG00000163631": "ALB",
+}
+
+
+@lru_cache(maxsize=1)
+def ensembl_gene_ids() -> tuple[str, ...]:
+    """Every gene id the emulator knows, sorted (44,590 real human Ensembl ids)."""
+    with (resources.files(__package__) / "data" / GENE_IDS_FILE).open("rb") as raw, lzma.open(raw, "rt") as text:
+        return tuple(text.read().split())
+
+
 @lru_cache(maxsize=8)
 def gene_order(n: int = DEFAULT_GENES) -> tuple[str, ...]:
-    """``n`` unique, increasing Ensembl-style gene ids (``ENSG`` + 11 digits), always the same."""
-    if n < 1:
-        raise ValueError(f"need at least one gene, not {n}")
-    gaps = np.random.default_rng(_GENE_ORDER_SEED).integers(1, 12, size=n)
-    numbers = 3 + np.cumsum(gaps) - gaps[0]  # the first id is ENSG00000000003, as in Ensembl
-    return tuple(f"ENSG{number:011d}" for number in numbers)
+    """``n`` real human Ensembl gene ids, sorted, always the same for the same ``n``.
+
+    All of :func:`ensembl_gene_ids` for the default ``n``; for fewer, the well-known genes
+    (TP53, GAPDH, APOB, ...) and then a fixed random draw of the rest, so that a gene set
+    contains every smaller one.
+    """
+    known = ensembl_gene_ids()
+    if not 1 <= n <= len(known):
+        raise ValueError(f"the emulator has 1 to {len(known):,} genes, not {n:,}")
+    if n == len(known):
+        return known
+    well_known = list(WELL_KNOWN_GENES)[:n]  # all of them among the known ids (tests/test_emulator.py)
+    others = np.array([gene for gene in known if gene not in WELL_KNOWN_GENES])
+    drawn = np.random.default_rng(_GENE_ORDER_SEED).permutation(len(others))[: n - len(well_known)]
+    return tuple(sorted([*well_known, *others[drawn].tolist()]))
 
 
 @dataclass(frozen=True)
@@ -114,7 +157,7 @@ def gene_tables(n: int = DEFAULT_GENES) -> GeneTables:
     """The (cached) gene-level tables of a gene set of size ``n``."""
     ids = gene_order(n)
     log_base = np.random.default_rng(_BASE_SEED).normal(0.0, 2.2, size=n)
-    log_base -= _logsumexp(log_base)
+    log_base -= logsumexp(log_base)
     dispersion = np.exp(np.random.default_rng(_DISPERSION_SEED).normal(np.log(0.08), 0.6, size=n))
     rng = np.random.default_rng(_LOADINGS_SEED)
     # One (48 × genes) row-major matrix: a single vector-matrix product per sample is ~15x
@@ -145,7 +188,7 @@ def stable_seed(*parts: Any) -> int:
     return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "little")
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=1024)
 def _pair_effect(n: int, key: str, value_json: str, fraction: float, sd: float) -> tuple[np.ndarray, np.ndarray]:
     """Which genes one metadata pair moves, and by how much (natural log)."""
     rng = np.random.default_rng(stable_seed("effect", n, key, value_json))
@@ -154,10 +197,31 @@ def _pair_effect(n: int, key: str, value_json: str, fraction: float, sd: float) 
     return genes, rng.normal(0.0, sd, size=size)
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=1024)
 def _pair_latent(key: str, value_json: str) -> np.ndarray:
     """One metadata pair's contribution to the mean of its latent group."""
     return np.random.default_rng(stable_seed("latent", key, value_json)).normal(0.0, 0.6, size=LATENT_DIM)
+
+
+_NO_EFFECT = (np.zeros(0, dtype=np.intp), np.zeros(0))
+
+
+def pair_effect(n: int, key: str, value: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The genes (indexes into a gene set of size ``n``) one metadata pair moves, and their natural-log
+    fold changes; none for a pair that means "nothing was done" (``perturbation_type: control``).
+
+    The arrays are cached and shared: never modify them.
+    """
+    if value is None or (key, value) in _NEUTRAL:
+        return _NO_EFFECT
+    return _pair_effect(n, key, json.dumps(value, sort_keys=True), *_EFFECT_SIZE.get(key, _DEFAULT_EFFECT))
+
+
+def pair_latent(key: str, value: Any) -> np.ndarray:
+    """One metadata pair's shift of the mean of its latent group (:func:`latent_group`); shared, read-only."""
+    if value is None or (key, value) in _NEUTRAL:
+        return np.zeros(LATENT_DIM)
+    return _pair_latent(key, json.dumps(value, sort_keys=True))
 
 
 def latent_group(key: str) -> str:
@@ -184,10 +248,9 @@ def condition(tables: GeneTables, metadata: Mapping[str, Any], modality: str = B
     for key, value in sorted(metadata.items()):
         if value is None or (key, value) in _NEUTRAL:
             continue
-        value_json = json.dumps(value, sort_keys=True)
-        genes, lfc = _pair_effect(tables.n, key, value_json, *_EFFECT_SIZE.get(key, _DEFAULT_EFFECT))
+        genes, lfc = pair_effect(tables.n, key, value)
         log_profile[genes] += lfc
-        means[latent_group(key)] += _pair_latent(key, value_json)
+        means[latent_group(key)] += pair_latent(key, value)
     return Condition(log_profile, means)
 
 
@@ -207,7 +270,17 @@ def sample_mean(tables: GeneTables, cond: Condition, latents: Mapping[str, np.nd
     deviation = np.concatenate([latents[group] - cond.latent_means[group] for group in LATENT_GROUPS])
     if np.any(deviation):
         log_profile = log_profile + deviation @ tables.loadings
-    return np.exp(log_profile - _logsumexp(log_profile)) * total_count
+    return np.exp(log_profile - logsumexp(log_profile)) * total_count
+
+
+def expected_counts(
+    metadata: Mapping[str, Any], modality: str, total_count: int, genes: int = DEFAULT_GENES
+) -> np.ndarray:
+    """The counts ``mean estimation`` with deterministic latents gives for ``metadata``: the emulator's
+    typical sample of a condition (the example queries' reference samples and samples to annotate)."""
+    tables = gene_tables(genes)
+    cond = condition(tables, metadata, modality)
+    return round_preserving_sum(sample_mean(tables, cond, cond.latent_means, total_count), total_count)
 
 
 def round_preserving_sum(expected: np.ndarray, total: int) -> np.ndarray:
@@ -256,6 +329,22 @@ class Plan:
     def num_samples(self) -> int:
         return sum(count for _, count in self.inputs)
 
+    def samples(self, genes: int = DEFAULT_GENES) -> Iterator[Sample]:
+        """Every output of the query, in input order, one at a time."""
+        return generate_samples(self, genes)
+
+    def describe(self) -> dict[str, Any]:
+        """What the result's ``emulator`` block says about how it was made."""
+        return {
+            "model_id": self.model_id,
+            "sampling_strategy": self.strategy,
+            "total_count": self.total_count,
+            # The seed drawn for an unseeded query is told, so that its result can be reproduced.
+            "seed": self.seed,
+            "seed_given": self.seed_given,
+            "deterministic_latents": self.deterministic_latents,
+        }
+
 
 def plan_query(model_id: str, body: Mapping[str, Any]) -> Plan:
     """Resolve defaults of a (validated) wire query: library size, seed, latents."""
@@ -285,7 +374,7 @@ class Sample:
 def generate_samples(plan: Plan, genes: int = DEFAULT_GENES) -> Iterator[Sample]:
     """Every sample of a query, in input order, one at a time."""
     tables = gene_tables(genes)
-    dispersion_scale = _DISPERSION_SCALE.get(plan.modality, 1.0)
+    dispersion_scale = DISPERSION_SCALE.get(plan.modality, 1.0)
     for input_index, (metadata, count) in enumerate(plan.inputs):
         cond = condition(tables, metadata, plan.modality)
         for sample_index in range(count):
@@ -304,37 +393,42 @@ def write_result(
     extra: Mapping[str, Any] | None = None,
     cancelled: Callable[[], bool] = lambda: False,
 ) -> Path:
-    """Write the result JSON of ``plan`` to ``path`` (via a temporary file), sample by sample.
+    """Write the expression result of ``plan`` (its :meth:`~Plan.samples`) to ``path``, sample by sample.
 
     ``extra`` goes into the ``emulator`` block; ``cancelled`` is asked between samples and
     stops the work early (the file is then not created).
     """
-    path = Path(path)
     tables = gene_tables(genes)
     sparse = plan.modality == SINGLE_CELL
-    info = {
-        "note": NOTE,
-        "model_id": plan.model_id,
-        "sampling_strategy": plan.strategy,
-        "total_count": plan.total_count,
-        # The seed drawn for an unseeded query is told, so that its result can be reproduced.
-        "seed": plan.seed,
-        "seed_given": plan.seed_given,
-        "deterministic_latents": plan.deterministic_latents,
-        "genes": tables.n,
-        **(extra or {}),
-    }
+    info = {**plan.describe(), "genes": tables.n, **(extra or {})}
+    outputs = (output_bytes(tables, sample, sparse) for sample in plan.samples(genes))
+    return write_document(path, tables, info, outputs, cancelled)
+
+
+def write_document(
+    path: str | os.PathLike,
+    tables: GeneTables,
+    info: Mapping[str, Any],
+    outputs: Iterable[bytes],
+    cancelled: Callable[[], bool] = lambda: False,
+) -> Path:
+    """Write a result document (``gene_order``, ``model_version``, the ``emulator`` block ``info``,
+    then each element of ``outputs``, already JSON) to ``path`` via a temporary file.
+
+    ``cancelled`` is asked before each output; when it says so, no file is created.
+    """
+    path = Path(path)
     partial = path.with_name(path.name + ".partial")
     try:
         with open(partial, "wb", buffering=1 << 20) as out:
             out.write(b'{"gene_order":' + tables.gene_order_json)
-            out.write(b',"model_version":' + _json(MODEL_VERSION))
-            out.write(b',"emulator":' + _json(info) + b',"outputs":[')
-            for index, sample in enumerate(generate_samples(plan, genes)):
+            out.write(b',"model_version":' + json_bytes(MODEL_VERSION))
+            out.write(b',"emulator":' + json_bytes({"note": NOTE, **info}) + b',"outputs":[')
+            for index, output in enumerate(outputs):
                 if cancelled():
                     raise _Cancelled
                 out.write(b"\n" if index == 0 else b",\n")
-                _write_output(out, tables, sample, sparse)
+                out.write(output)
             out.write(b"\n]}\n")
         os.replace(partial, path)
     except _Cancelled:
@@ -349,26 +443,38 @@ class _Cancelled(Exception):
     pass
 
 
-def _write_output(out, tables: GeneTables, sample: Sample, sparse: bool) -> None:
+def output_bytes(tables: GeneTables, sample: Sample, sparse: bool) -> bytes:
+    """One expression output as JSON: ``counts`` (a list, or for ``sparse`` a gene -> count object
+    of the genes with a count), ``metadata`` and ``latents``."""
     if sparse:
         nonzero = np.flatnonzero(sample.counts)
-        out.write(b'{"counts":{')
-        out.write(encode_ints(sample.counts[nonzero], tables.sparse_keys[nonzero]))
-        out.write(b"}")
+        counts = b'{"counts":{' + encode_ints(sample.counts[nonzero], tables.sparse_keys[nonzero]) + b"}"
     else:
-        out.write(b'{"counts":[')
-        out.write(encode_ints(sample.counts))
-        out.write(b"]")
-    latents = {group: [round(float(x), 6) for x in vector] for group, vector in sample.latents.items()}
-    out.write(b',"metadata":' + _json(dict(sample.metadata)))
-    out.write(b',"latents":' + _json(latents) + b"}")
+        counts = b'{"counts":[' + encode_ints(sample.counts) + b"]"
+    return b"".join(
+        (
+            counts,
+            b',"metadata":',
+            json_bytes(dict(sample.metadata)),
+            b',"latents":',
+            latents_bytes(sample.latents),
+            b"}",
+        )
+    )
 
 
-def _json(value: Any) -> bytes:
+def latents_bytes(latents: Mapping[str, np.ndarray]) -> bytes:
+    """Latent vectors as a JSON object of lists, rounded to 6 decimals."""
+    return json_bytes({group: [round(float(x), 6) for x in vector] for group, vector in latents.items()})
+
+
+def json_bytes(value: Any) -> bytes:
+    """Compact ASCII JSON."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=True).encode("ascii")
 
 
-def _logsumexp(values: np.ndarray) -> float:
+def logsumexp(values: np.ndarray) -> float:
+    """log(sum(exp(values))), without overflow."""
     top = float(values.max())
     return top + float(np.log(np.exp(values - top).sum()))
 

@@ -17,6 +17,12 @@ The fault plan's format is in :mod:`.faults`.
 
 Generation runs in background threads (:class:`Job`) that write each result to a file;
 downloads go through HMAC-signed, expiring URLs and never carry the bearer token.
+
+Every model of the vocabulary's table is served: the baseline models by :mod:`.generate`,
+reference conditioning by :mod:`.reference`, metadata prediction by :mod:`.annotate` (whose
+candidates include every metadata value the emulator has been sent, :attr:`EmulatorApp.seen`).
+Queries are refused (422) with the client's own checks (:func:`~synthbio_pipeline.vocabulary.query.wire_problems`),
+given the emulator's gene count, so a ``counts`` vector of another length is refused too.
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ from urllib.parse import parse_qs, urlsplit
 from synthbio_pipeline.vocabulary.models import MODELS, get_model, is_known_model
 from synthbio_pipeline.vocabulary.query import example_wire_query, wire_problems
 
-from . import generate
+from . import annotate, generate, reference
 from .faults import HTTP_DATE_AHEAD, STATUS_FAULTS, TRANSPORT_FAULTS, FaultPlan, FaultRule
 
 DOWNLOAD_CHUNK_BYTES = 1 << 20
@@ -229,6 +235,10 @@ class EmulatorApp:
         self._slots = threading.Semaphore(MAX_CONCURRENT_JOBS)
         self._stopping = threading.Event()
         self.faults = FaultPlan.load(config.faults)
+        #: Metadata values sent in queries: candidates of metadata prediction.
+        self.seen = annotate.SeenValues()
+        self._examples: dict[str, bytes] = {}
+        self._examples_lock = threading.Lock()
 
     @property
     def stopping(self) -> threading.Event:
@@ -326,26 +336,37 @@ class EmulatorApp:
     # -- endpoints
 
     def endpoint_list_models(self, request: Request) -> Response:
-        models = [
-            {"model_id": spec.model_id, "modality": spec.modality, "kind": spec.kind}
-            for spec in MODELS
-            if spec.kind == "baseline"
-        ]
+        models = [{"model_id": spec.model_id, "modality": spec.modality, "kind": spec.kind} for spec in MODELS]
         return Response.json(200, {"models": models})
 
     def endpoint_example_query(self, request: Request, model_id: str) -> Response:
-        if not _is_baseline(model_id):
+        if not is_known_model(model_id):
             return Response.error(404, f"unknown model: {model_id}")
-        return Response.json(200, {"example_query": example_wire_query(model_id)})
+        return Response(200, self._example_query(model_id))
+
+    def _example_query(self, model_id: str) -> bytes:
+        """The example query's JSON (made once per model: a counts example holds whole samples)."""
+        with self._examples_lock:
+            if model_id not in self._examples:
+                spec, genes = get_model(model_id), self.config.genes
+
+                def counts_of(metadata: Mapping[str, Any]) -> list[int]:
+                    self.seen.add(metadata)  # the samples are of this metadata: metadata prediction knows it
+                    return generate.expected_counts(metadata, spec.modality, spec.default_total_count, genes).tolist()
+
+                example = example_wire_query(model_id, counts_of if spec.takes_counts else None)
+                self._examples[model_id] = json.dumps({"example_query": example}).encode("utf-8")
+            return self._examples[model_id]
 
     def endpoint_predict(self, request: Request, model_id: str) -> Response:
-        if not _is_baseline(model_id):
+        if not is_known_model(model_id):
             return Response.error(404, f"unknown model: {model_id}")
         try:
             body = json.loads(request.body.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as error:
             return Response.error(400, f"the request body is not JSON: {error}")
-        problems = wire_problems(model_id, body)  # the client's own checks, under the wire's names
+        # The client's own checks, under the wire's names; the emulator knows its gene count.
+        problems = wire_problems(model_id, body, genes=self.config.genes)
         if problems:
             errors = [{"path": problem.path, "message": problem.message} for problem in problems]
             return Response.json(422, {"error": "Invalid query", "errors": errors})
@@ -435,6 +456,8 @@ class EmulatorApp:
             self._jobs[query_id] = job
         self.stats.record_in_flight(in_flight + 1)
         self.stats.count_submission(body_hash(body))
+        for item in body["inputs"]:
+            self.seen.add(item.get("metadata"))
         job.thread = threading.Thread(target=self._run, args=(job,), name=f"emulator-{query_id[:8]}", daemon=True)
         job.thread.start()
         return job
@@ -449,20 +472,25 @@ class EmulatorApp:
                 return
             job.phase = "running"
             try:
-                plan = generate.plan_query(job.model_id, job.body)
-                generate.write_result(
-                    job.path,
-                    plan,
-                    genes=self.config.genes,
-                    extra={"query_id": job.query_id},
-                    cancelled=self._stopping.is_set,
-                )
+                self._generate(job)
             except Exception as error:  # reported through the status endpoint, as the service does
                 job.message = f"generation failed: {error}\n{traceback.format_exc()}"
                 job.phase = "failed"
                 return
             if not self._stopping.is_set():
                 job.phase = "done"
+
+    def _generate(self, job: Job) -> None:
+        """Write a job's result: expression (baseline, reference conditioning) or predicted metadata."""
+        kind = get_model(job.model_id).kind
+        options = {"genes": self.config.genes, "extra": {"query_id": job.query_id}, "cancelled": self._stopping.is_set}
+        if kind == "predict-metadata":
+            annotate.write_result(job.path, job.model_id, job.body, seen=self.seen.snapshot(), **options)
+            return
+        plan = (reference.plan_query if kind == "reference-conditioning" else generate.plan_query)(
+            job.model_id, job.body
+        )
+        generate.write_result(job.path, plan, **options)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Cancel generation and wait (briefly) for the generator threads."""
@@ -472,10 +500,6 @@ class EmulatorApp:
         deadline = time.monotonic() + timeout
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
-
-
-def _is_baseline(model_id: str) -> bool:
-    return is_known_model(model_id) and get_model(model_id).kind == "baseline"
 
 
 def _match(method: str, path: str) -> tuple[Route | None, dict[str, str]]:

@@ -663,8 +663,9 @@ def load_expression(
 
     ``orientation="genes"`` gives genes × samples (as stored, index ``gene_id``);
     ``"samples"`` gives samples × genes (index ``sample_id``, like the vendor's client).
-    ``genes`` and ``samples`` select a subset without reading the rest of the file. The
-    metadata comes back indexed by ``sample_id`` in the expression's sample order.
+    ``genes`` and ``samples`` select a subset without reading the rest of the file; a gene
+    or sample the file does not have raises :class:`KeyError`. The metadata comes back
+    indexed by ``sample_id`` in the expression's sample order.
     """
     import pandas as pd  # lazy, like pyarrow.compute: writing parts needs neither
     import pyarrow.compute as pc
@@ -684,7 +685,16 @@ def load_expression(
     else:
         # Read only the row groups (gene blocks) that hold a wanted gene, then keep those rows.
         wanted = pa.array(list(genes), pa.string())
-        hits = np.flatnonzero(pc.is_in(source.read(columns=[GENE_ID]).column(0), value_set=wanted).to_numpy(False))
+        present = source.read(columns=[GENE_ID]).column(0)
+        hits = np.flatnonzero(pc.is_in(present, value_set=wanted).to_numpy(False))
+        if len(hits) < len(pc.unique(wanted)):
+            found = set(present.take(pa.array(hits)).to_pylist())
+            unknown = [gene for gene in dict.fromkeys(wanted.to_pylist()) if gene not in found]
+            raise KeyError(
+                f"{expression_path} has no genes {', '.join(map(str, unknown[:5]))}"
+                + (f" (and {len(unknown) - 5} more)" if len(unknown) > 5 else "")
+                + (f"; its {len(present):,} gene ids are like {present[0]}" if len(present) else "; it has no genes")
+            )
         ends = np.cumsum([source.metadata.row_group(g).num_rows for g in range(source.num_row_groups)])
         groups = sorted(set(np.searchsorted(ends, hits, side="right").tolist()))
         table = source.read_row_groups(groups, columns=columns)

@@ -3,9 +3,17 @@
 A model id is data: supporting a new model means adding a row to ``MODELS``, not a module.
 Each row says which family and kind of model it is, what a query's inputs carry, which
 metadata vocabulary (:mod:`.metadata`) and which groups of its keys the inputs' metadata
-takes, which sampling strategies the model accepts, the default library size, and which
-shape its result takes (``expression`` results carry ``counts`` per output;
-``metadata-prediction`` results carry ``classifier_probs`` and a ``decoder_sample``).
+takes, which sampling strategies and which model-only options (:data:`.options.MODEL_OPTIONS`)
+the model accepts, the default library size, and which shape its result takes
+(``expression`` results carry ``counts`` per output; ``metadata-prediction`` results carry
+``classifier_probs`` and a ``decoder_sample``).
+
+GEM-1 has three kinds of model per modality: ``baseline`` (metadata -> expression),
+``reference-conditioning`` (a reference sample's ``counts`` plus perturbation metadata ->
+expression: the reference's biological and technical state is inferred from its counts, so
+its inputs' metadata takes the perturbational keys only) and ``predict-metadata``
+(``counts`` -> predicted metadata). Inputs that carry ``counts`` have one count per gene of
+the model's gene order, which the client learns from a result's ``gene_order``.
 
 The workflow's schemas and config/README.md restate parts of this module; they are
 generated from it by ``python scripts/generate_vocabulary.py``.
@@ -71,11 +79,21 @@ class ModelSpec:
     vocabulary: str | None = None
     #: The groups of the vocabulary's keys an input's metadata may carry.
     metadata_groups: tuple[str, ...] = ()
+    #: The model-only options (keys of ``options.MODEL_OPTIONS``) its queries may set.
+    options: tuple[str, ...] = ()
+
+    @property
+    def takes_counts(self) -> bool:
+        """Do its inputs carry a ``counts`` vector (one count per gene of the model's gene order)?"""
+        return "counts" in self.input_keys
 
     @property
     def default_mode(self) -> str | None:
         return self.modes[0] if self.modes else None
 
+
+#: The model-only options of the reference-conditioning models.
+REFERENCE_OPTIONS = ("conditioning", "fixed_total_count")
 
 MODELS: tuple[ModelSpec, ...] = (
     ModelSpec(
@@ -98,8 +116,7 @@ MODELS: tuple[ModelSpec, ...] = (
         vocabulary="gem-1",
         metadata_groups=METADATA_GROUPS,
     ),
-    # Reference conditioning takes perturbation keys only (the rest is inferred from the
-    # reference); the client does not check them yet (vocabulary None): the server does.
+    # Reference conditioning takes perturbation keys only: the rest is inferred from the reference.
     ModelSpec(
         "gem-1-bulk_reference-conditioning",
         BULK,
@@ -107,7 +124,9 @@ MODELS: tuple[ModelSpec, ...] = (
         modes=(SAMPLE_GENERATION, MEAN_ESTIMATION),
         default_total_count=10_000_000,
         input_keys=("counts", "metadata", "num_samples"),
+        vocabulary="gem-1",
         metadata_groups=(PERTURBATIONAL,),
+        options=REFERENCE_OPTIONS,
     ),
     ModelSpec(
         "gem-1-sc_reference-conditioning",
@@ -116,7 +135,9 @@ MODELS: tuple[ModelSpec, ...] = (
         modes=(MEAN_ESTIMATION,),
         default_total_count=10_000,
         input_keys=("counts", "metadata", "num_samples"),
+        vocabulary="gem-1",
         metadata_groups=(PERTURBATIONAL,),
+        options=REFERENCE_OPTIONS,
     ),
     ModelSpec(
         "gem-1-bulk_predict-metadata",

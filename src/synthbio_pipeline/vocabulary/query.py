@@ -14,10 +14,11 @@ refuses, before anything is sent, whatever the protocol rules out, with one
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from synthbio_pipeline.errors import Problem, QueryValidationError
+from synthbio_pipeline.vocabulary.counts import counts_problems
 from synthbio_pipeline.vocabulary.metadata import VOCABULARIES, MetadataKey, metadata_problems
 from synthbio_pipeline.vocabulary.models import (
     BULK,
@@ -31,7 +32,7 @@ from synthbio_pipeline.vocabulary.models import (
     is_known_model,
     model_for_modality,
 )
-from synthbio_pipeline.vocabulary.options import is_int, option_problems
+from synthbio_pipeline.vocabulary.options import MODEL_OPTIONS, is_int, option_problems
 from synthbio_pipeline.vocabulary.words import did_you_mean, listed, quoted
 
 CLIENT_SOURCE = "synthbio-pipeline"
@@ -90,10 +91,46 @@ def get_valid_query(modality: str = DEFAULT_MODALITY) -> dict[str, Any]:
     }
 
 
-def example_wire_query(model_id: str) -> dict[str, Any]:
-    """The body of an example query for a baseline model, in the wire format."""
+#: The perturbations of the reference-conditioning example: a TP53 knockout, and cisplatin.
+EXAMPLE_PERTURBATIONS = (
+    {"perturbation_ontology_id": "ENSG00000141510", "perturbation_type": "crispr", "perturbation_time": "72 hours"},
+    {
+        "perturbation_ontology_id": "CHEBI:27899",
+        "perturbation_type": "compound",
+        "perturbation_dose": "10 um",
+        "perturbation_time": "24 hours",
+    },
+)
+
+
+def example_wire_query(model_id: str, counts_of: Callable[[Mapping[str, Any]], list] | None = None) -> dict[str, Any]:
+    """The body of an example query for a model, in the wire format (a fresh copy each call).
+
+    A model whose inputs carry ``counts`` needs ``counts_of``: given the metadata of an input
+    of its modality's baseline example, it returns a counts vector in the model's gene order
+    (the emulator gives a sample it would generate for that metadata). Its inputs are then
+    those samples: perturbed (reference conditioning: a TP53 knockout of the first, cisplatin
+    on the second), or to annotate (metadata prediction).
+    """
     spec = get_model(model_id)
-    return to_wire(get_valid_query(spec.modality))[1]
+    baseline = to_wire(get_valid_query(spec.modality))[1]
+    if not spec.takes_counts:
+        return baseline
+    if counts_of is None:
+        raise ValueError(f"the example query of {model_id} needs counts: pass counts_of")
+    examples = [item["metadata"] for item in baseline["inputs"]]
+    body: dict[str, Any] = {}
+    if spec.default_mode is not None:
+        body[WIRE_MODE] = spec.default_mode
+    if spec.kind == "reference-conditioning":
+        body.update({name: MODEL_OPTIONS[name].wire_default() for name in spec.options})
+        inputs = [
+            {"counts": counts_of(metadata), "metadata": dict(perturbation), "num_samples": 2}
+            for metadata, perturbation in zip(examples, EXAMPLE_PERTURBATIONS)
+        ]
+    else:
+        inputs = [{"counts": counts_of(metadata)} for metadata in examples]
+    return {**body, "seed": baseline["seed"], "inputs": inputs, "source": CLIENT_SOURCE}
 
 
 def validate_modality(query: Mapping[str, Any]) -> None:
@@ -123,35 +160,40 @@ def validate_query(query: Mapping[str, Any]) -> None:
         raise QueryValidationError(problems)
 
 
-def query_problems(query: Any) -> list[Problem]:
+def query_problems(query: Any, genes: int | None = None) -> list[Problem]:
     """Every problem with a user-facing query, in reading order (empty when it is valid).
 
     The query names its model by ``modality`` or ``model_id``, and its mode as ``mode``
     or ``sampling_strategy``; a problem with the mode is reported under the field used
     (a missing one under ``mode``, or under ``sampling_strategy`` when the query is in the
     wire's words: addressed by model id alone, as the vendor's client writes it).
+    ``genes``: the length of the model's gene order, when known, to check ``counts`` inputs.
     """
     if not isinstance(query, Mapping):
         return [_not_a_mapping(query)]
     problems: list[Problem] = []
     spec = _check_model(query, problems)
-    return problems + _request_problems(spec, query, _mode_field(query))
+    return problems + _request_problems(spec, query, _mode_field(query), genes)
 
 
-def wire_problems(model_id: str, body: Any) -> list[Problem]:
+def wire_problems(model_id: str, body: Any, genes: int | None = None) -> list[Problem]:
     """Every reason to refuse a wire body sent to ``POST /api/models/{model_id}/predict``.
 
     The same checks as :func:`query_problems` (the emulator answers 422 with these), with
     the mode under its wire name ``sampling_strategy``. A model id this package does not
-    know gets the checks every query gets (options, inputs, ``num_samples``).
+    know gets the checks every query gets (options, inputs, ``num_samples``). The server
+    knows its gene order: ``genes`` is its length, and a ``counts`` input of another length
+    is refused.
     """
     if not isinstance(body, Mapping):
         return [_not_a_mapping(body)]
     spec = get_model(model_id) if is_known_model(model_id) else None
-    return _request_problems(spec, body, WIRE_MODE)
+    return _request_problems(spec, body, WIRE_MODE, genes)
 
 
-def _request_problems(spec: ModelSpec | None, request: Mapping[str, Any], mode_field: str) -> list[Problem]:
+def _request_problems(
+    spec: ModelSpec | None, request: Mapping[str, Any], mode_field: str, genes: int | None = None
+) -> list[Problem]:
     """The checks a query and a wire body share: mode, options, inputs."""
     problems = []
     mode = request.get(mode_field)
@@ -169,6 +211,8 @@ def _request_problems(spec: ModelSpec | None, request: Mapping[str, Any], mode_f
                 )
             )
     problems += option_problems(request)
+    if spec is not None and spec.options:
+        problems += option_problems(request, table={name: MODEL_OPTIONS[name] for name in spec.options})
     inputs = request.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         problems.append(Problem("inputs", "required: a non-empty list of inputs"))
@@ -184,14 +228,44 @@ def _request_problems(spec: ModelSpec | None, request: Mapping[str, Any], mode_f
         for key in input_keys:
             if key not in item:
                 problems.append(Problem(f"{path}.{key}", "required"))
-        if "num_samples" in item:
+        if spec is not None:
+            for key in item:
+                if key not in input_keys:
+                    problems.append(Problem(f"{path}.{key}", _not_an_input_key(spec, key)))
+        if "counts" in item and "counts" in input_keys:
+            problems += counts_problems(item["counts"], f"{path}.counts", genes)
+        if "num_samples" in item and "num_samples" in input_keys:
             problems += num_samples_problems(item["num_samples"], f"{path}.num_samples")
-        if "metadata" in item:
+        if "metadata" in item and "metadata" in input_keys:
             if not isinstance(item["metadata"], Mapping):
                 problems.append(Problem(f"{path}.metadata", "must be a mapping of metadata keys to values"))
             elif keys is not None:
-                problems += metadata_problems(item["metadata"], f"{path}.metadata", keys)
+                problems += _metadata_problems(spec, item["metadata"], f"{path}.metadata", keys)
     return problems
+
+
+def _not_an_input_key(spec: ModelSpec, key: str) -> str:
+    taken = listed(map(repr, spec.input_keys))
+    return f"not taken by {spec.model_id}: its inputs carry {taken}{did_you_mean(key, spec.input_keys)}"
+
+
+def _metadata_problems(
+    spec: ModelSpec | None, metadata: Mapping[str, Any], path: str, keys: dict[str, MetadataKey]
+) -> list[Problem]:
+    """The vocabulary's checks, with a key of the vocabulary that the model does not take
+    (a biological key on a reference-conditioning input) told as such, not as unknown."""
+    vocabulary = VOCABULARIES[spec.vocabulary] if spec is not None and spec.vocabulary else {}
+    outside = {key: vocabulary[key] for key in metadata if key not in keys and key in vocabulary}
+    problems = metadata_problems({k: v for k, v in metadata.items() if k not in outside}, path, keys)
+    for key, found in outside.items():
+        allowed = listed(sorted(keys), "and")
+        why = (
+            f"{spec.model_id} infers it from the reference counts"
+            if spec.takes_counts
+            else f"{spec.model_id} does not take it"
+        )
+        problems.append(Problem(f"{path}.{key}", f"a {found.group} key: {why}; its metadata takes only {allowed}"))
+    return sorted(problems, key=lambda problem: list(metadata).index(problem.path.rsplit(".", 1)[1]))
 
 
 def metadata_keys_of(spec: ModelSpec) -> dict[str, MetadataKey] | None:
@@ -272,7 +346,9 @@ def _not_a_mapping(query: Any) -> Problem:
 
 __all__ = [
     "CLIENT_SOURCE",
+    "EXAMPLE_PERTURBATIONS",
     "MODEL_FIELDS",
+    "counts_problems",
     "WIRE_MODE",
     "example_wire_query",
     "get_valid_modalities",
