@@ -17,7 +17,9 @@ if [[ ! -x "$venv/bin/python" ]]; then
 fi
 stamp="$venv/.installed-$(cat pyproject.toml scripts/setup.sh | sha1sum | cut -c1-12)"
 if [[ ! -f "$stamp" ]]; then
-  echo "==> installing synthbio-pipeline and its test and workflow dependencies into $venv"
+  echo "==> installing synthbio-pipeline with Snakemake, pandas, pyarrow, matplotlib and the test tools"
+  echo "    into $venv: once, about 2 to 3 minutes on a 2-core machine (pip is quiet meanwhile)"
+  installing=$(date +%s)
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[workflow,test]"
   if "$venv/bin/python" -c 'import sys; sys.exit(sys.version_info >= (3, 12))'; then
     # The tests read the .h5ad exports back with anndata, as scanpy users do. Its releases for
@@ -30,4 +32,5 @@ if [[ ! -f "$stamp" ]]; then
       | grep -v "dependency resolver\|anndata 0.12.19 requires pandas" || true
   fi
   touch "$stamp"
+  echo "==> installed in $(($(date +%s) - installing)) s"
 fi

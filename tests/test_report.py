@@ -57,7 +57,7 @@ def result_document(path, counts, emulator):
     return path
 
 
-def merged_pair(tmp_path, counts, conditions, per_condition, *, emulator=True, as_counts=True):
+def merged_pair(tmp_path, counts, conditions, per_condition, *, emulator=True, as_counts=True, model_id="gem-1-bulk"):
     """The workflow's way: one part per condition from a result document, then the merge."""
     expression_parts, metadata_parts = [], []
     for i, condition in enumerate(conditions):
@@ -67,7 +67,7 @@ def merged_pair(tmp_path, counts, conditions, per_condition, *, emulator=True, a
         write_part(
             result,
             condition=condition,
-            model_id="gem-1-bulk",
+            model_id=model_id,
             query_id=f"q-{condition}",
             body={"inputs": [{"metadata": {"sex": "male"}, "num_samples": len(rows)}]},
             expression_out=expression,
@@ -378,3 +378,45 @@ def test_server_text_in_the_summary_tsv_cannot_be_a_spreadsheet_formula(tmp_path
     write_condition_summary(compute_report(tmp_path / "e.parquet", tmp_path / "m.parquet"), tmp_path / "s.tsv")
     row = pd.read_csv(tmp_path / "s.tsv", sep="\t").iloc[0]
     assert row.model_version == "'" + document["model_version"] and row.query_id == "'-q1"
+
+
+def svg_texts(path) -> str:
+    return " ".join("".join(e.itertext()) for e in ET.parse(path).getroot().iter("{http://www.w3.org/2000/svg}text"))
+
+
+def first_y_tick(path) -> str:
+    """The text of the lowest y tick label of an SVG figure."""
+    root = ET.parse(path).getroot()
+    (tick,) = [g for g in root.iter("{http://www.w3.org/2000/svg}g") if g.get("id") == "ytick_1"]
+    return "".join(tick.itertext()).strip()
+
+
+def test_single_cell_qc_shows_genes_and_counts_per_cell_and_one_condition_is_not_compared(tmp_path):
+    counts = simulated_counts(["lung_macrophage_sc"], 3, seed=3)
+    data = compute_report(*merged_pair(tmp_path, counts, ["lung_macrophage_sc"], 3, model_id="gem-1-sc"))
+    assert data.single_cell and data.unit == "cell"
+    library = svg_texts(plot_library_sizes(data, tmp_path / "library.svg"))
+    detected = svg_texts(plot_detected_genes(data, tmp_path / "detected.svg"))
+    assert "Counts per cell (3 cells)" in library and "lung_macrophage_sc (3 cells)" in library
+    assert "Genes per cell" in detected and "genes detected per cell" in detected
+    for plot, name in ((plot_pca, "A PCA"), (plot_condition_correlation, "A correlation heat map")):
+        path = plot(data, tmp_path / f"{plot.__name__}.svg")
+        text = svg_texts(path)
+        assert "Nothing to compare: one condition (lung_macrophage_sc, 3 cells)." in text, text
+        assert f"{name} compares conditions" in text and "PC1" not in text and "Pearson" not in text
+        assert EMULATOR_NOTE in text
+
+
+def test_quality_axes_start_at_zero(data, tmp_path):
+    """A spread of a few percent must look like one: detected genes and library sizes from 0."""
+    assert first_y_tick(plot_detected_genes(data, tmp_path / "detected.svg")) == "0"
+    assert first_y_tick(plot_library_sizes(data, tmp_path / "library.svg")) == "0"
+
+
+def test_twenty_conditions_get_twenty_distinguishable_styles():
+    from synthbio_pipeline.pipeline.report import condition_styles
+
+    styles = condition_styles(20)
+    assert len(set(styles)) == 20
+    for (colour, marker), (next_colour, next_marker) in zip(styles, styles[1:]):
+        assert colour != next_colour and marker != next_marker

@@ -71,7 +71,10 @@ def test_report_html_is_self_contained_with_every_plot_and_table(make_emulator, 
     assert not (tmp_path / "results/bulk/bulk.h5ad").exists()
     assert not list(tmp_path.glob("results/*/log1p_cpm.parquet")) and not list(tmp_path.glob("results/*/*.tsv.gz"))
 
-    run = snakemake(*args, "--report", "report.html", cwd=tmp_path, token=emulator_token, timeout=120)
+    # The report needs no token (it sends nothing) and describes the run that made the data,
+    # not the config it is built with: here the production URL, without the emulator's.
+    without_the_emulator = args[: args.index("--config")]
+    run = snakemake(*without_the_emulator, "--report", "report.html", cwd=tmp_path, token=None, timeout=120)
     assert run.returncode == 0, output_of(run)
     report = (tmp_path / "report.html").read_text()
 
@@ -127,7 +130,16 @@ def test_report_html_is_self_contained_with_every_plot_and_table(make_emulator, 
     assert conditions.count("<td>gem-1-bulk</td>") == 2 and "<td>mean estimation</td>" in conditions
     description = report_variable(report, "workflow-desc")
     assert "This data comes from the API emulator" in description
-    assert "config/conditions.tsv" in description
+    assert "config/conditions.tsv" in description and emulator.url in description
+    assert "app.synthesize.bio" not in description
+    (entry,) = [entry for path, entry in by_path.items() if path.endswith("conditions.html")]
+    assert entry["labels"]["service"] == emulator.url and entry["labels"]["file"] == "config/conditions.tsv"
+    assert entry["labels"]["values"] == "counts" and entry["labels"]["data"] == "emulator"
+    for modality in MODALITIES:
+        provenance = json.loads((tmp_path / "results" / modality / "provenance.json").read_text())
+        assert provenance["api_base_url"] == [emulator.url] and provenance["data"] == "emulator"
+        assert provenance["conditions_table"] == "config/conditions.tsv" and provenance["options"]["as_counts"]
+    assert f"Predicted by {emulator.url} (emulator)" in conditions
 
 
 def test_exports_read_back_with_the_tools_users_use(make_emulator, emulator_token, tmp_path):

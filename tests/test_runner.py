@@ -7,11 +7,18 @@ import logging
 
 import pytest
 
-from synthbio_pipeline.errors import MissingTokenError, ValidationError
+from synthbio_pipeline.errors import (
+    APIConnectionError,
+    AuthenticationError,
+    MissingTokenError,
+    PollTimeoutError,
+    QueryFailedError,
+    ValidationError,
+)
 from synthbio_pipeline.formats.parquet import load_expression
 from synthbio_pipeline.pipeline.conditions import read_conditions, write_query
 from synthbio_pipeline.pipeline.preflight import check_token
-from synthbio_pipeline.pipeline.runner import run_prediction
+from synthbio_pipeline.pipeline.runner import BatchQuery, failure_line, run_batch, run_prediction
 
 
 @pytest.fixture
@@ -103,7 +110,7 @@ def test_a_timed_out_job_is_resumed_not_resubmitted(make_emulator, lung_query, t
     assert (out / "expression.parquet").exists() and not (out / TICKET_NAME).exists()
 
 
-def test_a_changed_query_is_submitted_afresh(make_emulator, lung_query, tmp_path):
+def test_a_changed_query_is_submitted_afresh(make_emulator, lung_query, tmp_path, caplog):
     from synthbio_pipeline.errors import PollTimeoutError
 
     emulator = make_emulator(latency=2.5)
@@ -113,8 +120,107 @@ def test_a_changed_query_is_submitted_afresh(make_emulator, lung_query, tmp_path
     changed = json.loads(lung_query.read_text())
     changed["seed"] = 10
     lung_query.write_text(json.dumps(changed))
-    run(lung_query, out, emulator.url)
+    with caplog.at_level(logging.INFO, logger="synthbio_pipeline.pipeline.runner"):
+        run(lung_query, out, emulator.url)
     assert sorted(emulator.stats()["submissions"].values()) == [1, 1]
+    assert "lung: the query changed since model query" in caplog.text
+
+
+def test_a_changed_service_url_is_what_the_log_says_changed(make_emulator, lung_query, tmp_path, caplog):
+    """Only the URL changed (another emulator): the log must not claim the query did."""
+    from synthbio_pipeline.errors import PollTimeoutError
+
+    first, second = make_emulator(latency=2.5), make_emulator()
+    out = tmp_path / "out"
+    with pytest.raises(PollTimeoutError):
+        run(lung_query, out, first.url, poll_timeout=1)
+    with caplog.at_level(logging.INFO, logger="synthbio_pipeline.pipeline.runner"):
+        run(lung_query, out, second.url)
+    assert f"lung: the service URL ({first.url} -> {second.url}) changed since model query" in caplog.text
+    assert "the query changed" not in caplog.text and "the model" not in caplog.text
+
+
+def batch_of(tmp_path, rows):
+    """Query files of a batch: {condition: tissue}."""
+    table = "condition\tnum_samples\ttissue_ontology_id\n" + "".join(f"{n}\t1\t{t}\n" for n, t in rows.items())
+    (tmp_path / "batch.tsv").write_text(table)
+    queries = []
+    for condition in read_conditions(tmp_path / "batch.tsv", {"seed": 3}):
+        write_query(condition, tmp_path / f"{condition.name}.json")
+        queries.append(BatchQuery(condition.name, tmp_path / f"{condition.name}.json", condition.model_id))
+    return queries
+
+
+def test_a_batch_logs_each_waiting_query_every_heartbeat_and_each_ready_one(make_emulator, tmp_path, caplog):
+    emulator = make_emulator(latency=2.6)
+    queries = batch_of(tmp_path, {"lung": "UBERON:0002048", "liver": "UBERON:0002107"})
+    out = tmp_path / "0003"
+    with caplog.at_level(logging.INFO, logger="synthbio_pipeline.pipeline.runner"):
+        run_batch(
+            queries,
+            expression_out=out / "expression.parquet",
+            metadata_out=out / "metadata.parquet",
+            in_flight=2,
+            base_url=emulator.url,
+            poll_interval=1,
+            heartbeat=1,
+        )
+    lines = [record.getMessage() for record in caplog.records]
+    for condition in ("lung", "liver"):
+        beats = [line for line in lines if line.startswith(f"{condition}: running for")]
+        assert beats[:2] == [f"{condition}: running for 1 s", f"{condition}: running for 2 s"], lines
+    ready = [line for line in lines if line.startswith("batch 0003:")]
+    assert ready == ["batch 0003: 1 of 2 ready", "batch 0003: 2 of 2 ready"]
+    # Every heartbeat comes before its query's "ready" line, none after.
+    last_beat = max(i for i, line in enumerate(lines) if "running for" in line)
+    assert last_beat < lines.index("batch 0003: 2 of 2 ready")
+
+
+def test_a_heartbeat_of_zero_logs_no_heartbeat(emulator, tmp_path, caplog):
+    queries = batch_of(tmp_path, {"lung": "UBERON:0002048"})
+    with caplog.at_level(logging.INFO, logger="synthbio_pipeline.pipeline.runner"):
+        run_batch(
+            queries,
+            expression_out=tmp_path / "o" / "expression.parquet",
+            metadata_out=tmp_path / "o" / "metadata.parquet",
+            base_url=emulator.url,
+            poll_interval=1,
+            heartbeat=0,
+        )
+    assert "running for" not in caplog.text and "batch o: 1 of 1 ready" in caplog.text
+
+
+def test_a_failed_batch_is_one_line_naming_the_condition_and_what_to_do(emulator, tmp_path):
+    queries = batch_of(tmp_path, {"lung": "UBERON:0002048", "liver": "UBERON:0002107"})
+    emulator.set_faults({"faults": [{"endpoint": "status", "fault": "failed", "fraction": 1.0}]})
+    with pytest.raises(QueryFailedError) as caught:
+        run_batch(
+            queries,
+            expression_out=tmp_path / "0002" / "expression.parquet",
+            metadata_out=tmp_path / "0002" / "metadata.parquet",
+            in_flight=2,
+            base_url=emulator.url,
+            poll_interval=1,
+        )
+    line = failure_line(caught.value)
+    assert "\n" not in line and line.startswith("condition lung; 2 of the 2 conditions of batch 0002 failed: ")
+    assert line.endswith(
+        "— check the condition's metadata; resubmit_failed in the config retries it (each try is paid for)"
+    )
+
+
+@pytest.mark.parametrize(
+    "error, advice",
+    [
+        (AuthenticationError("GET /x: authentication failed (401)", status_code=401), "synthbio-pipeline token set"),
+        (APIConnectionError("POST /x: could not get an answer"), "check that the service at api_base_url is reachable"),
+        (PollTimeoutError("not finished after 900 s"), "raise poll_timeout_seconds"),
+        (ValidationError("refused\n- inputs[0].metadata.sex: bad", status_code=422), "fix that row"),
+    ],
+)
+def test_failure_lines_say_what_to_do(error, advice):
+    line = failure_line(error)
+    assert "\n" not in line and advice in line.split(" — ", 1)[1]
 
 
 def test_an_id_the_server_does_not_know_is_submitted_afresh(emulator, lung_query, tmp_path):

@@ -60,9 +60,9 @@ def test_resolve_without_any_token_says_how_to_set_one(memory_keyring):
     assert "SYNTHESIZE_API_KEY" in str(caught.value) and "token set" in str(caught.value)
 
 
-def cli(args, tmp_path, stdin=""):
+def cli(args, tmp_path, stdin="", backend="fixtures.FileKeyring"):
     env = {k: v for k, v in os.environ.items() if k != "SYNTHESIZE_API_KEY"}
-    env["PYTHON_KEYRING_BACKEND"] = "fixtures.FileKeyring"
+    env["PYTHON_KEYRING_BACKEND"] = backend
     env["SYNTHBIO_TEST_KEYRING"] = str(tmp_path / "keyring.json")
     env["PYTHONPATH"] = str(Path(__file__).parent)
     return subprocess.run(
@@ -87,6 +87,40 @@ def test_cli_token_set_has_clear_round_trip(tmp_path):
     assert cli(["token", "clear", "--keyring"], tmp_path).returncode == 0
     assert json.loads((tmp_path / "keyring.json").read_text()) == {}
     assert cli(["token", "has"], tmp_path).returncode == 1
+
+
+@pytest.mark.parametrize("backend", ["keyring.backends.fail.Keyring", "keyring.backends.null.Keyring"])
+def test_cli_token_set_without_a_usable_keyring_says_so_in_one_line(tmp_path, backend):
+    """Headless machines (HPC login nodes) have no keyring: one line offering the environment, no traceback."""
+    done = cli(["token", "set"], tmp_path, stdin=SECRET + "\n", backend=backend)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.startswith("error: no usable system keyring on this machine (keyring backend " + backend)
+    assert "export SYNTHESIZE_API_KEY=" in done.stderr and "chmod 600" in done.stderr
+    assert SECRET not in done.stdout + done.stderr
+    # `token has` on such a machine is no traceback either.
+    has = cli(["token", "has"], tmp_path, backend=backend)
+    assert has.returncode == 1 and "Traceback" not in has.stderr and "SYNTHESIZE_API_KEY" in has.stdout
+
+
+def test_a_keyring_that_refuses_is_one_clear_error_or_one_warning(monkeypatch):
+    import keyring
+    from keyring.backends import fail
+
+    from synthbio_pipeline.client.token_store import store_in_keyring
+    from synthbio_pipeline.errors import KeyringUnavailableError
+
+    previous = keyring.get_keyring()
+    keyring.set_keyring(fail.Keyring())
+    try:
+        with pytest.raises(KeyringUnavailableError, match="no usable system keyring.*export SYNTHESIZE_API_KEY"):
+            store_in_keyring(SECRET)
+        # The vendor's semantics: set_token keeps the token for the session and warns.
+        with pytest.warns(UserWarning, match=r"not stored in the system keyring \(no usable system keyring"):
+            assert set_token(SECRET, use_keyring=True) is True
+        assert os.environ["SYNTHESIZE_API_KEY"] == SECRET
+    finally:
+        keyring.set_keyring(previous)
 
 
 def test_cli_never_takes_the_token_as_an_argument(tmp_path):

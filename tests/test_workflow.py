@@ -94,7 +94,8 @@ def test_example_table_end_to_end(make_emulator, emulator_token, tmp_path):
         folder = workdir / "results" / modality
         # AnnData by default for single-cell only (outputs: h5ad).
         h5ad = [f"{modality}.h5ad"] if modality == "single-cell" else []
-        assert sorted(p.name for p in folder.iterdir()) == ["expression.parquet", "metadata.parquet", *h5ad]
+        expected = ["expression.parquet", "metadata.parquet", "provenance.json", *h5ad]
+        assert sorted(p.name for p in folder.iterdir()) == sorted(expected)
 
         expression = pq.read_table(folder / "expression.parquet")
         assert expression.column_names == ["gene_id", *ids]
@@ -251,3 +252,50 @@ def test_schema_problems_are_reported_with_file_line_and_column(tmp_path):
         "- config/conditions.tsv:5 (condition 'heart'), column 'sex': 'female' is not one of ['male']; "
         "allowed: API metadata key (biological): one of 'male', 'female'",
     ]
+
+
+#: Snakemake's own listings of file names (the targets of rule all run long with many outputs).
+FILE_LISTS = ("input: ", "output: ", "reason: Input files updated by another job: ", "reason: Missing output files: ")
+
+
+def long_lines(run: subprocess.CompletedProcess, limit: int = 300) -> list[str]:
+    lines = (run.stdout + run.stderr).splitlines()
+    return [line for line in lines if len(line) > limit and not line.strip().startswith(FILE_LISTS)]
+
+
+def test_progress_in_the_job_log_readable_dry_runs_and_a_failure_in_one_line(make_emulator, emulator_token, tmp_path):
+    """A slow service: the job log says each query still runs, and each one that is ready."""
+    emulator = make_emulator(genes=200, latency=2.6)
+    configfile = copy_config(ROOT / ".test/config", tmp_path)
+    args = ("-s", str(SNAKEFILE), "--configfile", str(configfile))
+    overrides = ("--config", f"api_base_url={emulator.url}", "progress_interval_seconds=1")
+    run = snakemake("--cores", "2", *args, *overrides, cwd=tmp_path, token=emulator_token)
+    assert run.returncode == 0, output_of(run)
+    log = (tmp_path / "logs/predict/bulk/0001.log").read_text()
+    for condition in ("lung", "hepg2_TP53_crispr"):
+        assert f"{condition}: running for 1 s" in log and f"{condition}: running for 2 s" in log, log
+    assert "batch 0001: 1 of 2 ready" in log and "batch 0001: 2 of 2 ready" in log, log
+
+    # Edit a row: the rerun reason of its batch is a digest of its queries, not pages of them.
+    table = tmp_path / "config/conditions.tsv"
+    table.write_text(table.read_text().replace("lung\t2\t", "lung\t3\t"))
+    run = snakemake("-n", *args, *overrides, cwd=tmp_path, token=emulator_token)
+    assert run.returncode == 0, output_of(run)
+    assert "queries, sha256 " in run.stdout and not long_lines(run), output_of(run)
+    # Another service: the reason names both URLs, on a line.
+    other = ("--config", "api_base_url=http://127.0.0.1:9", "progress_interval_seconds=1")
+    run = snakemake("-n", *args, *other, cwd=tmp_path, token=emulator_token)
+    (reason,) = {line.strip() for line in run.stdout.splitlines() if "http://127.0.0.1:9" in line and "reason" in line}
+    assert emulator.url in reason and not long_lines(run), output_of(run)
+
+    # A query the service fails: one line says which and what to do; the traceback is in the log only.
+    emulator.set_faults({"faults": [{"endpoint": "status", "fault": "failed", "fraction": 1.0}]})
+    run = snakemake("--cores", "2", *args, *overrides, cwd=tmp_path, token=emulator_token)
+    assert run.returncode != 0
+    console = run.stdout + run.stderr
+    (line,) = [line for line in console.splitlines() if line.startswith("predict failed: ")]
+    assert line.startswith("predict failed: condition lung; 2 of the 2 conditions of batch 0001 failed: model query ")
+    assert "injected" in line and "— check the condition's metadata" in line
+    assert line.endswith("(traceback: logs/predict/bulk/0001.log)"), line
+    assert "Traceback" not in console, output_of(run)
+    assert "Traceback" in (tmp_path / "logs/predict/bulk/0001.log").read_text()

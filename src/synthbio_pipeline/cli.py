@@ -48,7 +48,9 @@ def _read_token_from_user() -> str:
 
 def _token_set(args) -> int:
     # A command cannot change its parent shell's environment: the keyring is the one place
-    # it can keep a token for later sessions, so that is where `set` stores it.
+    # it can keep a token for later sessions, so that is where `set` stores it. Without a
+    # usable keyring, say so (one line, offering the environment) before the token is typed.
+    token_store.check_keyring()
     token = _read_token_from_user().strip()
     token_store.set_token(token)
     token_store.store_in_keyring(token)  # raises when it cannot (set_token(use_keyring=True) only warns)

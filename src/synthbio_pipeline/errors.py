@@ -3,6 +3,7 @@
 SynthbioError
 ├── QueryValidationError        the query is wrong before anything is sent (local checks)
 ├── MissingTokenError           no token in the environment or the keyring
+├── KeyringUnavailableError     no usable system keyring to store a token in (headless machines)
 ├── InsecureURLError            an http:// base URL that is neither loopback nor an allowed http host
 ├── APIConnectionError          the request did not get an answer
 │   ├── APITimeoutError
@@ -70,6 +71,10 @@ class MissingTokenError(SynthbioError, KeyError):
         super().__init__(f"{message} {hint}")
 
     __str__ = Exception.__str__  # KeyError's would quote the message
+
+
+class KeyringUnavailableError(SynthbioError):
+    """No usable system keyring (a headless server, an HPC login node): use the environment."""
 
 
 class InsecureURLError(SynthbioError, ValueError):

@@ -1,11 +1,15 @@
 # Checks made once, at parse time, before any job runs; the constants and input
 # functions the rules use. The logic lives in the synthbio_pipeline package.
+import hashlib
+import json
+import os
 import re
 import sys
 from pathlib import Path
 
 import jsonschema
 import pandas as pd
+import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
@@ -16,9 +20,16 @@ from synthbio_pipeline.pipeline.conditions import (
     TableProblem,
     read_conditions,
 )
+from synthbio_pipeline.pipeline.provenance import provenance_labels
 from synthbio_pipeline.vocabulary.values import non_finite
 from synthbio_pipeline.pipeline.report import data_source
-from synthbio_pipeline.pipeline.preflight import check_token
+from synthbio_pipeline.pipeline.preflight import (
+    ConfigError,
+    PreflightError,
+    check_token,
+    config_problems,
+    service_problem,
+)
 from synthbio_pipeline.vocabulary.models import MODALITIES
 
 
@@ -97,14 +108,80 @@ def load_conditions(path, defaults, max_rows):
     return conditions
 
 
-# NaN passes every comparison a schema makes (poll_timeout_seconds=nan would poll forever).
-_not_finite = [f"{key}: {value!r}" for key, value in non_finite(config)]
-if _not_finite:
-    raise WorkflowError(
-        f"config {', '.join(_not_finite)}: not a finite number; give a number "
-        "(see config/README.md)"
-    )
-validate(config, "../schemas/config.schema.yaml")
+# Snakemake options (as its command line parses them) that do something other than run jobs.
+NO_JOB_OPTIONS = (
+    "dryrun",
+    "touch",
+    "lint",
+    "list_target_rules",
+    "list_rules",
+    "print_compilation",
+    "containerize",
+    "generate_unit_tests",
+    "dag",
+    "rulegraph",
+    "filegraph",
+    "d3dag",
+    "unlock",
+    "cleanup_metadata",
+    "conda_cleanup_envs",
+    "conda_create_envs_only",
+    "list_conda_envs",
+    "cleanup_shadow",
+    "container_cleanup_images",
+    "list_changes",
+    "list_input_changes",
+    "list_params_changes",
+    "list_untracked",
+    "summary",
+    "detailed_summary",
+    "archive",
+    "delete_all_output",
+    "delete_temp_output",
+)
+
+
+def runs_jobs():
+    """Whether this command runs jobs: not -n, --report, --lint, --dag, --summary, --touch...
+
+    This file is parsed before Snakemake decides what to do: the command line's options,
+    in the frame of snakemake.cli.args_to_api, say it. Used as a library, or inside a
+    cluster job (the main process has checked), Snakemake gets no preflight.
+    """
+    if not workflow.is_main_process or workflow.output_settings.dryrun:
+        return False
+    frame = sys._getframe()
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "args_to_api" and code.co_filename.endswith(
+            os.path.join("snakemake", "cli.py")
+        ):
+            args = frame.f_locals.get("args")
+            if getattr(args, "report", None) and not getattr(
+                args, "report_after_run", False
+            ):
+                return False
+            return not any(getattr(args, name, None) for name in NO_JOB_OPTIONS)
+        frame = frame.f_back
+    return False
+
+
+def config_schema():
+    schema_file = workflow.current_basedir.join("../schemas/config.schema.yaml")
+    with workflow.sourcecache.open(schema_file) as handle:
+        return yaml.safe_load(handle)
+
+
+# One line per problem, naming the key (the schema's own messages would show regexes). NaN
+# passes every comparison a schema makes (poll_timeout_seconds=nan would poll forever).
+problems = [
+    f"{key}: {value!r} is not a finite number; give a number"
+    for key, value in non_finite(config)
+]
+problems += config_problems(config, config_schema())
+if problems:
+    raise ConfigError(problems)
+validate(config, "../schemas/config.schema.yaml")  # sets the defaults
 CONDITIONS = {
     condition.name: condition
     for condition in load_conditions(
@@ -112,9 +189,10 @@ CONDITIONS = {
     )
 }
 # A token must not travel in clear text; without a token, stop before any job. The token
-# is not looked for when linting (lint needs no secrets) nor again inside cluster jobs.
+# is not looked for when linting or reporting (no request is sent) nor inside cluster jobs.
 check_base_url(config["api_base_url"])
-if workflow.check_envvars and workflow.is_main_process:
+RUNS_JOBS = runs_jobs()
+if workflow.check_envvars and (RUNS_JOBS or workflow.output_settings.dryrun):
     check_token(config["api_base_url"])
 
 
@@ -127,14 +205,23 @@ def ticket_dir(modality):
         return Path(path)
 
 
-# What the run would buy, said before any job (`snakemake -n` shows it), and the budget guard:
-# a run that would buy more than max_samples stops here, before any request.
-if workflow.is_main_process:
+# The budget guard: a run that would buy more than max_samples stops here, before any
+# request. What the run would buy is said by `snakemake -n`, and by a run once the service
+# has answered the preflight.
+if RUNS_JOBS or workflow.output_settings.dryrun:
     PURCHASES = plan_purchases(CONDITIONS.values(), ticket_dir, config["api_base_url"])
-    print(describe(PURCHASES), file=sys.stderr)
     _over = budget_problem(PURCHASES, config["max_samples"])
     if _over:
         raise WorkflowError(_over)
+# Before any job: the API answers, takes the token and has every model the table needs.
+if RUNS_JOBS:
+    problem = service_problem(
+        config["api_base_url"], {c.model_id for c in CONDITIONS.values()}
+    )
+    if problem:
+        raise PreflightError(problem)
+if RUNS_JOBS or workflow.output_settings.dryrun:
+    print(describe(PURCHASES), file=sys.stderr)
 # Counts as text from log1p-CPM values would be mislabelled: refuse before any job.
 if config["outputs"]["counts_tsv"] and not config["as_counts"]:
     raise WorkflowError(
@@ -197,6 +284,7 @@ def final_outputs():
         targets += expand(
             "results/report/{modality}/{name}", modality=present, name=names
         )
+        targets += reference_report_targets(present)
     return targets
 
 
@@ -209,9 +297,18 @@ def get_batch_conditions(wildcards):
     return [CONDITIONS[name] for name in get_batch(wildcards)]
 
 
-def get_wire_bodies(wildcards):
-    """The request bodies: a parameter, so that editing a row reruns its batch only."""
-    return {name: CONDITIONS[name].wire_body() for name in get_batch(wildcards)}
+def get_queries_digest(wildcards):
+    """A short digest of a batch's requests, models and order: "3 queries, sha256 1a2b…".
+
+    A parameter, so that editing a row reruns its batch only; short, so that the rerun
+    reason of -n fits on a line (the requests themselves would run to pages).
+    """
+    names = get_batch(wildcards)
+    queries = [[n, CONDITIONS[n].model_id, CONDITIONS[n].wire_body()] for n in names]
+    text = json.dumps(queries, sort_keys=True, separators=(",", ":"))
+    return (
+        f"{len(names)} queries, sha256 {hashlib.sha256(text.encode()).hexdigest()[:16]}"
+    )
 
 
 def get_model_ids(wildcards):
@@ -244,6 +341,12 @@ def get_run_summaries(wildcards):
         modality=wildcards.modality,
         batch=BATCHES[wildcards.modality],
     )
+
+
+def get_provenance_files(wildcards):
+    """What made each modality's merged data (rule merge), for the report."""
+    present = [m for m in MODALITIES if conditions_of(m)]
+    return expand("results/{modality}/provenance.json", modality=present)
 
 
 def figure_outputs():
@@ -283,6 +386,62 @@ def figure_labels(title):
             "modality": wildcards.modality,
             "figure": title,
             "data": data_source(input.expression),
+        }
+
+    return labels
+
+
+# --- the report of the reference-conditioning and metadata-prediction families ------------
+
+
+def has_reference_rows(modality):
+    """Whether a condition of `modality` is conditioned on a reference sample."""
+    return any(
+        getattr(c, "reference", None)
+        for c in CONDITIONS.values()
+        if c.modality == modality
+    )
+
+
+def predicted_metadata_on():
+    """Whether metadata is predicted for the generated samples (outputs: predicted_metadata)."""
+    return bool(config.get("outputs", {}).get("predicted_metadata", False))
+
+
+def reference_report_targets(modalities):
+    """The round trip (with predicted metadata) and the MA plots (with reference rows)."""
+    targets = []
+    if predicted_metadata_on():
+        targets += expand(
+            "results/report/{modality}/{name}",
+            modality=modalities,
+            name=["round_trip.tsv", "round_trip.html", "round_trip.svg"],
+        )
+    targets += expand(
+        "results/report/{modality}/{name}",
+        modality=[m for m in modalities if has_reference_rows(m)],
+        name=["ma_plots.svg", "top_changed_genes.tsv", "top_changed_genes.html"],
+    )
+    return targets
+
+
+def get_requests(wildcards):
+    """What each condition of a modality asked for: {condition: {metadata key: value}}."""
+    return {
+        name: dict(getattr(c, "metadata", None) or {})
+        for name, c in CONDITIONS.items()
+        if c.modality == wildcards.modality
+    }
+
+
+def reference_labels(title):
+    """Report labels of the round trip and MA plots; `data` as for the other figures."""
+
+    def labels(wildcards, input):
+        return {
+            "modality": wildcards.modality,
+            "figure": title,
+            "data": data_source(input.metadata),
         }
 
     return labels

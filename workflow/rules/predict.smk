@@ -20,8 +20,10 @@ rule predict:
     resources:
         synthbio_api=get_in_flight,
     params:
-        conditions=get_batch,
-        model_id=get_model_ids,
+        # The batch's conditions in table order, and their models: not rerun triggers (a
+        # changed batch rewrites its query folder, the input), so that -n stays readable.
+        conditions=lambda wildcards, resources: get_batch(wildcards),
+        model_id=lambda wildcards, resources: get_model_ids(wildcards),
         base_url=config["api_base_url"],
         as_counts=config["as_counts"],
         # Answered queries are remembered across runs, per modality (see README, "Reruns");
@@ -34,6 +36,8 @@ rule predict:
         poll_interval=lambda wildcards, resources: config["poll_interval_seconds"],
         poll_timeout=lambda wildcards, resources: config["poll_timeout_seconds"],
         resubmit_failed=lambda wildcards, resources: config["resubmit_failed"],
+        # Seconds between two "running for N s" lines of a waiting query in the log.
+        heartbeat=lambda wildcards, resources: config["progress_interval_seconds"],
         # Bounds of each result download (size per sample asked, deadline): config `download`.
         download_limits=lambda wildcards, resources: config["download"],
     wrapper:

@@ -10,8 +10,10 @@ rule write_queries:
     conda:
         "../envs/synthbio.yaml"
     params:
-        conditions=get_batch_conditions,
-        # The requests themselves: a change to a row reruns its batch (and only it).
-        bodies=get_wire_bodies,
+        # A digest of the requests (and models): a change to a row reruns its batch, and
+        # only it, with a rerun reason that fits on a line.
+        queries=get_queries_digest,
+        # The conditions themselves: not a rerun trigger (the digest is).
+        conditions=lambda wildcards, resources: get_batch_conditions(wildcards),
     script:
         "../scripts/write_queries.py"

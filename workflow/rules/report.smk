@@ -29,17 +29,19 @@ rule report_figures:
         "../scripts/report_figures.py"
 
 
-# The table as the workflow read it (defaults applied); a small local job.
+# The table as the workflow read it (defaults applied), and what the data was made with
+# (service, table, options: its labels, which workflow.rst reads); a small local job.
 rule report_conditions:
     input:
         # local(): under a module prefix, the table stays where the host's config says.
         table=local(config["conditions"]),
+        provenance=get_provenance_files,
     output:
         report(
             "results/report/conditions.html",
             caption="../report/conditions.rst",
             category="Conditions table",
-            labels={"table": "conditions as run"},
+            labels=lambda wildcards, input: provenance_labels(input.provenance),
         ),
     log:
         "logs/report/conditions.log",

@@ -22,7 +22,7 @@ import sys
 import warnings
 
 from synthbio_pipeline.client.constants import KEYRING_SERVICE, KEYRING_USER, TOKEN_ENV
-from synthbio_pipeline.errors import MissingTokenError
+from synthbio_pipeline.errors import KeyringUnavailableError, MissingTokenError
 
 log = logging.getLogger(__name__)
 
@@ -84,15 +84,47 @@ def set_token(*args: bool | str | None, use_keyring: bool = False, token: str | 
 
 
 def store_in_keyring(token: str) -> None:
-    """Store ``token`` in the system keyring under the vendor client's entry; raise when that fails."""
+    """Store ``token`` in the system keyring under the vendor client's entry; raise
+    :class:`KeyringUnavailableError` (one line, offering the environment) when that fails."""
+    check_keyring()
+    try:
+        _keyring().set_password(KEYRING_SERVICE, KEYRING_USER, token)
+    except Exception as error:  # KeyringError, or a backend's own (D-Bus, locked collection)
+        raise KeyringUnavailableError(_no_keyring_message(f"storing failed: {type(error).__name__}")) from None
+
+
+def check_keyring() -> None:
+    """Raise :class:`KeyringUnavailableError` unless a system keyring can store a token.
+
+    Headless machines (servers, HPC login nodes) usually have none: keyring then picks its
+    ``fail`` backend, which refuses everything, or is set to ``null``, which stores nothing.
+    """
     keyring = _keyring()
     if keyring is None:
-        raise RuntimeError("the 'keyring' package is not usable here")
-    keyring.set_password(KEYRING_SERVICE, KEYRING_USER, token)
+        raise KeyringUnavailableError(_no_keyring_message("the keyring package cannot be imported"))
+    try:
+        from keyring.backends import fail, null
+
+        backend = keyring.get_keyring()
+    except Exception as error:
+        raise KeyringUnavailableError(_no_keyring_message(type(error).__name__)) from None
+    if isinstance(backend, (fail.Keyring, null.Keyring)):  # refuses everything / keeps nothing
+        name = f"{type(backend).__module__}.{type(backend).__name__}"
+        raise KeyringUnavailableError(_no_keyring_message(f"keyring backend {name}"))
+
+
+def _no_keyring_message(detail: str) -> str:
+    return (
+        f"no usable system keyring on this machine ({detail}), so the token was not stored; "
+        f"set it in the environment instead: export {TOKEN_ENV}=... (to keep it across sessions, "
+        "put that line in a file only you can read, chmod 600, and source it from your shell's startup file)"
+    )
 
 
 def _reason(error: Exception) -> str:
     # A keyring backend's message may quote what it was given: show the kind of error only.
+    if isinstance(error, KeyringUnavailableError):
+        return str(error).split(", so the token", 1)[0]  # ours: "no usable system keyring ... (backend)"
     return type(error).__name__ if not isinstance(error, RuntimeError) else str(error)
 
 

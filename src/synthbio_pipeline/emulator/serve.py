@@ -79,7 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="refuse submissions with 429 while C queries are in flight (default: no cap)",
     )
     parser.add_argument(
-        "--genes", type=int, default=DEFAULT_GENES, help=f"genes per sample (default: {DEFAULT_GENES:,})"
+        "--genes", type=_gene_count, default=DEFAULT_GENES, help=f"genes per sample (default: {DEFAULT_GENES:,})"
     )
     parser.add_argument(
         "--token",
@@ -114,6 +114,20 @@ def exposure_warning(host: str, tokens: list[str]) -> str | None:
         f"submit queries and steer faults {who}. The emulator is a test tool; bind it to 127.0.0.1 "
         "unless you mean this. Clients only send a token over plain http to a loopback address."
     )
+
+
+def _gene_count(text: str) -> int:
+    """--genes: a whole number from 1 to the number of gene ids the emulator has."""
+    from .generate import ensembl_gene_ids
+
+    known = len(ensembl_gene_ids())
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a whole number of genes, not {text!r}") from None
+    if not 1 <= count <= known:
+        raise argparse.ArgumentTypeError(f"1 to {known:,} (the human Ensembl gene ids the emulator has), not {count:,}")
+    return count
 
 
 def run(args: argparse.Namespace) -> int:

@@ -694,8 +694,9 @@ def start_emulator(
     ``max_in_flight`` caps the queries in flight (more are refused with 429), as a busy
     service caps a customer's concurrency.
     """
-    if genes < 1:
-        raise ValueError(f"genes must be at least 1, not {genes}")
+    known = len(generate.ensembl_gene_ids())
+    if not 1 <= genes <= known:
+        raise ValueError(f"genes must be 1 to {known:,} (the human Ensembl gene ids the emulator has), not {genes:,}")
     config = EmulatorConfig(
         tokens=frozenset(tokens),
         latency=float(latency),

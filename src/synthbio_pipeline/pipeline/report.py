@@ -48,6 +48,7 @@ __all__ = [
     "ReportData",
     "ReportError",
     "compute_report",
+    "condition_styles",
     "condition_summary",
     "conditions_frame",
     "data_source",
@@ -97,6 +98,21 @@ class ReportData:
     pca_gene_ids: list[str]
     correlation: np.ndarray
     metadata: pd.DataFrame
+
+    @property
+    def single_cell(self) -> bool:
+        """Whether the samples are single cells (their models' modality)."""
+        from synthbio_pipeline.vocabulary.models import SINGLE_CELL, get_model, is_known_model
+
+        if "model_id" not in self.metadata:
+            return False
+        models = {str(m) for m in self.metadata["model_id"].dropna().unique()}
+        return bool(models) and all(is_known_model(m) and get_model(m).modality == SINGLE_CELL for m in models)
+
+    @property
+    def unit(self) -> str:
+        """What one sample is: ``cell`` or ``sample``."""
+        return "cell" if self.single_cell else "sample"
 
     @property
     def is_emulator(self) -> bool:
@@ -421,9 +437,15 @@ def conditions_frame(conditions: Sequence[Any]) -> pd.DataFrame:
 
 
 def write_conditions_page(
-    table_path: str | os.PathLike, out: str | os.PathLike, defaults: dict[str, Any] | None = None
+    table_path: str | os.PathLike,
+    out: str | os.PathLike,
+    defaults: dict[str, Any] | None = None,
+    provenance: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
-    """An HTML page of the conditions table as the workflow runs it (:func:`conditions_frame`)."""
+    """An HTML page of the conditions table as the workflow runs it (:func:`conditions_frame`).
+
+    ``provenance`` (:func:`~synthbio_pipeline.pipeline.provenance.read_provenance`) adds a
+    note of the service and options that made the data."""
     from synthbio_pipeline.pipeline.conditions import read_conditions
 
     conditions = read_conditions(table_path, defaults=defaults)
@@ -435,8 +457,25 @@ def write_conditions_page(
     ]
     if defaults:
         notes.append("defaults: " + ", ".join(f"{key} = {value}" for key, value in defaults.items()))
+    if provenance:
+        options = ", ".join(f"{key} = {_plain(value)}" for key, value in provenance.get("options", {}).items())
+        notes.append(
+            f"Predicted by {', '.join(provenance.get('api_base_url', [])) or 'an unrecorded service'} "
+            f"({' + '.join(provenance.get('data', []))}), {provenance.get('made', '')}; options: {options}."
+        )
     write_html_table(frame, out, title="Conditions table", notes=notes)
     return frame
+
+
+def _plain(value: Any) -> str:
+    """A config value as the config file would show it: true, [a, b], {seed: 42}."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{key}: {_plain(item)}" for key, item in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_plain(item) for item in value) + "]"
+    return str(value)
 
 
 _HTML_STYLE = """
@@ -542,13 +581,24 @@ def _save(figure, path: str | os.PathLike) -> Path:
     return path
 
 
-def _colours(n: int) -> list[tuple[Any, str]]:
-    """(colour, marker) per condition: distinct up to 20 colours, then markers vary too."""
+def condition_styles(n: int) -> list[tuple[Any, str]]:
+    """(colour, marker) per condition: ten distinct colours, each condition its own shape.
+
+    tab20's pairs (dark and light of one hue) cannot be told apart in a scatter; ten colours
+    times circle, square, triangle... keep 20 conditions (and more) distinguishable.
+    """
     from matplotlib import colormaps
 
-    palette = colormaps["tab10" if n <= 10 else "tab20"].colors
-    markers = "osD^vP*X"
-    return [(palette[i % len(palette)], markers[(i // len(palette)) % len(markers)]) for i in range(n)]
+    palette = colormaps["tab10"].colors
+    # Neighbours differ in colour and shape, so overlapping clusters stay apart; the
+    # (colour, shape) pairs repeat only after 100 conditions.
+    markers = "os^Dv<>ph*"
+    return [(palette[i % 10], markers[(i + i // 10) % 10]) for i in range(n)]
+
+
+def _slanted(labels: Sequence[str]) -> bool:
+    """Whether x labels must be slanted to stay apart (many, or long)."""
+    return len(labels) > 4 or (len(labels) > 1 and max(len(label) for label in labels) * len(labels) > 45)
 
 
 def _strip_plot(data: ReportData, values: np.ndarray, path, *, title: str, ylabel: str) -> Path:
@@ -557,22 +607,24 @@ def _strip_plot(data: ReportData, values: np.ndarray, path, *, title: str, ylabe
     # Slanted labels take height: grow the figure so the plot area keeps its size.
     named = n <= MAX_NAMED_CONDITIONS
     figure = _figure(
-        max(6.0, 0.38 * min(n, MAX_NAMED_CONDITIONS) + 2.5), 4.2 + (0.055 * longest if 4 < n and named else 0.0)
+        max(6.0, 0.38 * min(n, MAX_NAMED_CONDITIONS) + 2.5),
+        4.2 + (0.055 * longest if named and _slanted(data.conditions) else 0.0),
     )
     axes = figure.add_subplot()
     rng = np.random.default_rng(0)  # fixed jitter: reproducible figures
     conditions = np.asarray(data.sample_conditions)
-    for i, ((colour, marker), condition) in enumerate(zip(_colours(n), data.conditions)):
+    for i, ((colour, marker), condition) in enumerate(zip(condition_styles(n), data.conditions)):
         y = values[conditions == condition]
         x = i + rng.uniform(-0.18, 0.18, len(y))
         axes.scatter(x, y, s=18, color=colour, marker=marker, alpha=0.8, linewidths=0, zorder=3)
         axes.hlines(np.median(y), i - 0.3, i + 0.3, color="black", linewidth=1.5, zorder=2)
     if named:
+        slanted = _slanted(data.conditions)
         axes.set_xticks(
             range(n),
             data.conditions,
-            rotation=45 if n > 4 else 0,
-            ha="right" if n > 4 else "center",
+            rotation=45 if slanted else 0,
+            ha="right" if slanted else "center",
             rotation_mode="anchor",
         )
         axes.set_xlabel("condition (black bar: median)")
@@ -580,6 +632,8 @@ def _strip_plot(data: ReportData, values: np.ndarray, path, *, title: str, ylabe
         axes.set_xticks([])
         axes.set_xlabel(f"{n:,} conditions, in table order (black bar: median; names in the summary table)")
     axes.set_xlim(-0.6, n - 0.4)
+    # From zero: a small spread must look small (a few % of 20,000 detected genes is noise).
+    axes.set_ylim(0, max(float(np.max(values, initial=0)), 1.0) * 1.08)
     axes.set_ylabel(ylabel)
     from matplotlib.ticker import MaxNLocator
 
@@ -598,9 +652,18 @@ def _thousands():
 
 
 def plot_library_sizes(data: ReportData, path: str | os.PathLike) -> Path:
-    """Total counts per sample, one column of points per condition, with the median."""
+    """Total counts per sample, one column of points per condition, with the median;
+    for single cells, the distribution of counts per cell of each condition."""
     if data.library_sizes is None:
         raise ReportError("library sizes need counts; this expression file holds log1p-CPM (as_counts: false)")
+    if data.single_cell:
+        return _distribution_plot(
+            data,
+            data.library_sizes,
+            path,
+            title=f"Counts per cell ({len(data.samples):,} cells)",
+            ylabel="counts per cell (total UMIs)",
+        )
     return _strip_plot(
         data,
         data.library_sizes,
@@ -611,7 +674,16 @@ def plot_library_sizes(data: ReportData, path: str | os.PathLike) -> Path:
 
 
 def plot_detected_genes(data: ReportData, path: str | os.PathLike) -> Path:
-    """Genes with a count above 0 per sample, one column of points per condition."""
+    """Genes with a count above 0 per sample, one column of points per condition;
+    for single cells, the distribution of genes per cell of each condition."""
+    if data.single_cell:
+        return _distribution_plot(
+            data,
+            data.detected_genes,
+            path,
+            title=f"Genes per cell (count > 0, of {data.n_genes:,} genes)",
+            ylabel="genes detected per cell",
+        )
     return _strip_plot(
         data,
         data.detected_genes,
@@ -621,15 +693,105 @@ def plot_detected_genes(data: ReportData, path: str | os.PathLike) -> Path:
     )
 
 
+#: Up to this many cells of a condition are drawn as points over its violin.
+MAX_POINTS_PER_CONDITION = 300
+
+
+def _distribution_plot(data: ReportData, values: np.ndarray, path, *, title: str, ylabel: str) -> Path:
+    """Single-cell QC: per condition, a violin of the cells' values, its quartiles and median,
+    and the cells themselves as points (up to MAX_POINTS_PER_CONDITION), y from zero."""
+    n = len(data.conditions)
+    named = n <= MAX_NAMED_CONDITIONS
+    longest = max((len(c) for c in data.conditions), default=0)
+    figure = _figure(
+        max(6.0, 0.45 * min(n, MAX_NAMED_CONDITIONS) + 2.5),
+        4.4 + (0.045 * (longest + 11) if named and _slanted(data.conditions) else 0.0),
+    )
+    axes = figure.add_subplot()
+    rng = np.random.default_rng(0)
+    conditions = np.asarray(data.sample_conditions)
+    for i, ((colour, marker), condition) in enumerate(zip(condition_styles(n), data.conditions)):
+        y = values[conditions == condition].astype(float)
+        if len(y) >= 3 and np.ptp(y) > 0:
+            parts = axes.violinplot(y, positions=[i], widths=0.8, showextrema=False)
+            for body in parts["bodies"]:
+                body.set_facecolor(colour)
+                body.set_edgecolor(colour)
+                body.set_alpha(0.3)
+        q1, median, q3 = np.percentile(y, [25, 50, 75])
+        axes.vlines(i, q1, q3, color="black", linewidth=3, zorder=3)
+        axes.hlines(median, i - 0.25, i + 0.25, color="black", linewidth=1.5, zorder=4)
+        shown = y if len(y) <= MAX_POINTS_PER_CONDITION else rng.choice(y, MAX_POINTS_PER_CONDITION, replace=False)
+        x = i + rng.uniform(-0.15, 0.15, len(shown))
+        axes.scatter(x, shown, s=8, color=colour, marker=marker, alpha=0.6, linewidths=0, zorder=2)
+    if named:
+        slanted = _slanted(data.conditions)
+        axes.set_xticks(
+            range(n),
+            [f"{c} ({int((conditions == c).sum()):,} cells)" if n <= 8 else c for c in data.conditions],
+            rotation=45 if slanted else 0,
+            ha="right" if slanted else "center",
+            rotation_mode="anchor",
+        )
+        axes.set_xlabel("condition (violin: distribution over cells; bar: quartiles; line: median)")
+    else:
+        axes.set_xticks([])
+        axes.set_xlabel(f"{n:,} conditions, in table order (names in the summary table)")
+    axes.set_xlim(-0.6, n - 0.4)
+    axes.set_ylim(0, max(float(np.max(values, initial=0)), 1.0) * 1.08)
+    axes.set_ylabel(ylabel)
+    from matplotlib.ticker import MaxNLocator
+
+    axes.yaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.yaxis.set_major_formatter(_thousands())
+    axes.grid(axis="y", alpha=0.3)
+    axes.set_title(data.title(title), loc="left")
+    return _save(figure, path)
+
+
+def _nothing_to_compare(data: ReportData, path, *, title: str, reason: str) -> Path:
+    """A small figure that says why there is no plot, instead of a plot that says nothing."""
+    figure = _figure(6.5, 2.4)
+    axes = figure.add_subplot()
+    axes.set_axis_off()
+    axes.text(0.0, 0.55, reason, ha="left", va="center", wrap=True, fontsize="medium", color="#374151")
+    axes.set_title(data.title(title), loc="left")
+    return _save(figure, path)
+
+
+def _nothing_to_compare_reason(data: ReportData, what: str) -> str | None:
+    """Why ``what`` (a PCA, a heat map) would show nothing here, or ``None`` if it would show something."""
+    n, samples, unit = len(data.conditions), len(data.samples), data.unit
+    if n < 2:
+        names = data.conditions[0] if data.conditions else "none"
+        return (
+            f"Nothing to compare: one condition ({names}, {samples:,} {unit}s).\n"
+            f"{what} compares conditions; add a condition to the table to see one."
+        )
+    return None
+
+
 def plot_pca(data: ReportData, path: str | os.PathLike) -> Path:
-    """The samples on the first two principal components of log1p-CPM, coloured by condition."""
+    """The samples on the first two principal components of log1p-CPM, coloured by condition.
+
+    With one condition (or fewer than three samples) there is nothing to compare: the figure
+    says so instead. Both axes have the same scale, so that a component explaining little
+    variance does not look as long as one explaining much.
+    """
+    genes = len(data.pca_gene_ids)
+    title = f"PCA of log1p-CPM ({genes:,} most variable genes, {len(data.samples):,} {data.unit}s)"
+    reason = _nothing_to_compare_reason(data, "A PCA")
+    if reason is None and len(data.samples) < 3:
+        reason = f"Nothing to compare: {len(data.samples)} {data.unit}s; a PCA needs three or more."
+    if reason is not None:
+        return _nothing_to_compare(data, path, title=title, reason=reason)
     n = len(data.conditions)
     named = n <= MAX_NAMED_CONDITIONS
     columns = math.ceil(n / 22) if named else 0
     figure = _figure(6.5 + 1.9 * columns, max(5.0, min(0.21 * n / max(columns, 1) + 1.5, 9.0)) if named else 5.5)
     axes = figure.add_subplot()
     conditions = np.asarray(data.sample_conditions)
-    for (colour, marker), condition in zip(_colours(n), data.conditions):
+    for (colour, marker), condition in zip(condition_styles(n), data.conditions):
         points = data.pca[conditions == condition]
         axes.scatter(
             points[:, 0],
@@ -645,6 +807,7 @@ def plot_pca(data: ReportData, path: str | os.PathLike) -> Path:
     pc1, pc2 = data.explained_variance * 100
     axes.set_xlabel(f"PC1 ({pc1:.1f}% of variance)")
     axes.set_ylabel(f"PC2 ({pc2:.1f}% of variance)")
+    axes.set_aspect("equal", adjustable="datalim")
     axes.grid(alpha=0.3)
     if named:
         axes.legend(
@@ -667,15 +830,17 @@ def plot_pca(data: ReportData, path: str | os.PathLike) -> Path:
             ha="right",
             fontsize="small",
         )
-    genes = len(data.pca_gene_ids)
-    axes.set_title(
-        data.title(f"PCA of log1p-CPM ({genes:,} most variable genes, {len(data.samples):,} samples)"), loc="left"
-    )
+    axes.set_title(data.title(title), loc="left")
     return _save(figure, path)
 
 
 def plot_condition_correlation(data: ReportData, path: str | os.PathLike) -> Path:
-    """Heat map of the Pearson correlation of mean log1p-CPM between conditions."""
+    """Heat map of the Pearson correlation of mean log1p-CPM between conditions (with one
+    condition there is nothing to compare, and the figure says so)."""
+    title = "Correlation of mean log1p-CPM between conditions"
+    reason = _nothing_to_compare_reason(data, "A correlation heat map")
+    if reason is not None:
+        return _nothing_to_compare(data, path, title=title, reason=reason)
     n = len(data.conditions)
     named = n <= MAX_NAMED_CONDITIONS
     side = max(5.5, 0.32 * n + 3.5) if named else 8.0
@@ -724,7 +889,7 @@ def plot_condition_correlation(data: ReportData, path: str | os.PathLike) -> Pat
                     color="black" if value > middle or i == j else "white",
                 )
     figure.colorbar(image, ax=axes, label="Pearson r of condition means (diagonal: 1, grey)", shrink=0.8)
-    axes.set_title(data.title("Correlation of mean log1p-CPM between conditions"), loc="left")
+    axes.set_title(data.title(title), loc="left")
     return _save(figure, path)
 
 

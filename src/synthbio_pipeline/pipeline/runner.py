@@ -42,10 +42,17 @@ from synthbio_pipeline.client.http import SynthesizeClient
 from synthbio_pipeline.errors import (
     AmbiguousSubmissionError,
     APIConnectionError,
+    APIStatusError,
+    AuthenticationError,
+    DownloadRefusedError,
+    MissingTokenError,
     NotFoundError,
+    PollTimeoutError,
     QueryFailedError,
     RateLimitError,
     ResultError,
+    ServerError,
+    ValidationError,
 )
 from synthbio_pipeline.files import atomic_path
 from synthbio_pipeline.formats.parquet import merge_parts, write_part
@@ -57,6 +64,9 @@ TICKET_NAME = ".synthbio-query.json"
 WORK_DIR_SUFFIX = ".work"
 #: Written next to a condition's finished part in a batch's work folder: the body it answers.
 DONE_NAME = ".done.json"
+#: Seconds between two "still running" lines of a query in the job log (config:
+#: progress_interval_seconds); the status changes are logged as well.
+DEFAULT_HEARTBEAT_SECONDS = 60.0
 
 
 @dataclass
@@ -71,7 +81,18 @@ class Ticket:
     submissions: int = 1
 
     def matches(self, body_sha256: str, model_id: str, base_url: str) -> bool:
-        return (self.body_sha256, self.model_id, self.base_url) == (body_sha256, model_id, base_url)
+        return not self.changes(body_sha256, model_id, base_url)
+
+    def changes(self, body_sha256: str, model_id: str, base_url: str) -> list[str]:
+        """What differs from the query this ticket is for: the service URL, the model, the query."""
+        changed = []
+        if self.base_url != base_url:
+            changed.append(f"the service URL ({self.base_url} -> {base_url})")
+        if self.model_id != model_id:
+            changed.append(f"the model ({self.model_id} -> {model_id})")
+        if self.body_sha256 != body_sha256:
+            changed.append("the query")
+        return changed
 
 
 def body_sha256(body: dict) -> str:
@@ -127,6 +148,66 @@ def load_ambiguous(ticket_path: Path) -> dict | None:
     return note if isinstance(note, dict) else None
 
 
+class Progress:
+    """Logs, for every query still waiting on the service, a line every ``interval`` seconds.
+
+    "lung_normal: running for 60 s": status changes alone can leave a job log silent for
+    the whole of a long query. One thread serves all the queries of a batch; each query's
+    lines come at whole multiples of ``interval`` from when it began waiting. An
+    ``interval`` of 0 or less logs nothing.
+    """
+
+    def __init__(self, log: logging.Logger = logger, interval: float = DEFAULT_HEARTBEAT_SECONDS):
+        self.log = log
+        self.interval = float(interval)
+        self._waiting: dict[str, list] = {}  # condition -> [began, status, next line due]
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> Progress:
+        if self.interval > 0:
+            self._thread = threading.Thread(target=self._run, name="progress", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        with self._lock:
+            self._closed = True
+            self._changed.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+
+    def waiting(self, condition: str, status: str) -> None:
+        """``condition`` waits on the service, with this last status (its clock starts at the first call)."""
+        with self._lock:
+            entry = self._waiting.get(condition)
+            if entry is None:
+                now = time.monotonic()
+                self._waiting[condition] = [now, status, now + self.interval]
+                self._changed.notify_all()
+            else:
+                entry[1] = status
+
+    def finished(self, condition: str) -> None:
+        with self._lock:
+            self._waiting.pop(condition, None)
+
+    def _run(self) -> None:
+        with self._lock:
+            while not self._closed:
+                now = time.monotonic()
+                for condition, entry in self._waiting.items():
+                    began, status, due = entry
+                    if due <= now:
+                        shown = "" if status == "running" else f" (status {status})"
+                        self.log.info("%s: running for %.0f s%s", condition, due - began, shown)
+                        entry[2] = due + self.interval * max(1, int((now - due) // self.interval) + 1)
+                due = min((entry[2] for entry in self._waiting.values()), default=None)
+                self._changed.wait(None if due is None else max(0.0, due - time.monotonic()))
+
+
 def run_prediction(
     query_path: str | os.PathLike,
     *,
@@ -143,6 +224,8 @@ def run_prediction(
     cpu_lock: ContextManager | None = None,
     ticket_path: str | os.PathLike | None = None,
     keep_ticket: bool = False,
+    heartbeat: float = DEFAULT_HEARTBEAT_SECONDS,
+    progress: Progress | None = None,
     download_limits: DownloadLimits | None = None,
 ) -> dict[str, Any]:
     """Submit (or resume) the query in ``query_path``, wait, download, parse, write parts.
@@ -150,7 +233,9 @@ def run_prediction(
     ``cpu_lock``, when given, is held while the result is parsed: a batch runs many
     queries at once but parses one result at a time, on one core.
 
-    Each change of status is logged with the time since polling began. A ``failed``
+    Each change of status is logged with the time since polling began, and while the
+    query runs, a line every ``heartbeat`` seconds ("lung: running for 60 s"); ``progress``
+    is the batch's :class:`Progress`, which logs those lines for all its queries. A ``failed``
     query is resubmitted at most ``resubmit_failed`` times (default 0: a failure usually
     means metadata the model refuses, and every submission costs credits). The token is
     read from the environment (or keyring) inside the job: it is never a parameter.
@@ -163,63 +248,83 @@ def run_prediction(
     ticket_path = Path(ticket_path) if ticket_path is not None else outputs / TICKET_NAME
     started = time.monotonic()
 
-    with SynthesizeClient(base_url, model_id=model_id, download_limits=download_limits) as client:
+    own_progress = Progress(log, heartbeat) if progress is None else nullcontext(progress)
+    with (
+        own_progress as progress,
+        SynthesizeClient(base_url, model_id=model_id, download_limits=download_limits) as client,
+    ):
         ticket = load_ticket(ticket_path)
-        if ticket is not None and not ticket.matches(digest, model_id, client.base_url):
-            log.info("%s: the query changed since model query %s; submitting afresh", condition, ticket.query_id)
+        changes = [] if ticket is None else ticket.changes(digest, model_id, client.base_url)
+        if changes:
+            log.info(
+                "%s: %s changed since model query %s; submitting afresh",
+                condition,
+                " and ".join(changes),
+                ticket.query_id,
+            )
             ticket = None
 
         def on_status(status: str, payload: dict, elapsed: float) -> None:
             log.info("%s: status %s after %.1f s", condition, status, elapsed)
+            progress.waiting(condition, status)
 
         submitted_before, unknown_ids = 0, 0
-        while True:
-            if ticket is None:
-                earlier = load_ambiguous(ticket_path)
-                if earlier is not None and earlier.get("body_sha256") == digest:
-                    log.warning(
-                        "%s: submitting again: an earlier submission of this query (%s) was sent but its answer "
-                        "was lost, so the service may have accepted (and charged for) it; the API has no way to "
-                        "tell, so this query may be paid for twice (note: %s)",
+        try:
+            while True:
+                if ticket is None:
+                    earlier = load_ambiguous(ticket_path)
+                    if earlier is not None and earlier.get("body_sha256") == digest:
+                        log.warning(
+                            "%s: submitting again: an earlier submission of this query (%s) was sent but its "
+                            "answer was lost, so the service may have accepted (and charged for) it; the API has "
+                            "no way to tell, so this query may be paid for twice (note: %s)",
+                            condition,
+                            earlier.get("when", "time unknown"),
+                            ambiguous_note_path(ticket_path),
+                        )
+                    try:
+                        query_id = _submit_when_admitted(client, model_id, body, condition, started + poll_timeout, log)
+                    except AmbiguousSubmissionError as error:
+                        note = record_ambiguous(ticket_path, digest, model_id, client.base_url, str(error))
+                        raise AmbiguousSubmissionError(f"{condition}: {error} (recorded in {note})") from None
+                    ticket = Ticket(query_id, digest, model_id, client.base_url, submitted_before + 1)
+                    save_ticket(ticket_path, ticket)
+                    ambiguous_note_path(ticket_path).unlink(missing_ok=True)
+                    log.info("%s: submitted to %s as model query %s", condition, model_id, query_id)
+                else:
+                    log.info(
+                        "%s: resuming model query %s (already submitted; not sending it again)",
                         condition,
-                        earlier.get("when", "time unknown"),
-                        ambiguous_note_path(ticket_path),
+                        ticket.query_id,
                     )
                 try:
-                    query_id = _submit_when_admitted(client, model_id, body, condition, started + poll_timeout, log)
-                except AmbiguousSubmissionError as error:
-                    note = record_ambiguous(ticket_path, digest, model_id, client.base_url, str(error))
-                    raise AmbiguousSubmissionError(f"{condition}: {error} (recorded in {note})") from None
-                ticket = Ticket(query_id, digest, model_id, client.base_url, submitted_before + 1)
-                save_ticket(ticket_path, ticket)
-                ambiguous_note_path(ticket_path).unlink(missing_ok=True)
-                log.info("%s: submitted to %s as model query %s", condition, model_id, query_id)
-            else:
-                log.info(
-                    "%s: resuming model query %s (already submitted; not sending it again)", condition, ticket.query_id
-                )
-            try:
-                ready = client.wait(
-                    ticket.query_id, poll_interval=poll_interval, poll_timeout=poll_timeout, on_status=on_status
-                )
-                break
-            except NotFoundError:
-                # The server does not know the id (it was never accepted, or has been purged).
-                unknown_ids += 1
-                if unknown_ids > R.MAX_UNKNOWN_ID_RESUBMISSIONS:
-                    raise
-                what = f"{condition}: model query {ticket.query_id}"
-                log.warning(
-                    R.retry_line(
-                        what, "unknown to the server, submitting afresh", unknown_ids, R.MAX_UNKNOWN_ID_RESUBMISSIONS
+                    progress.waiting(condition, "submitted")
+                    ready = client.wait(
+                        ticket.query_id, poll_interval=poll_interval, poll_timeout=poll_timeout, on_status=on_status
                     )
-                )
-            except QueryFailedError:
-                if ticket.submissions > resubmit_failed:
-                    raise
-                what = f"{condition}: model query {ticket.query_id}"
-                log.warning(R.retry_line(what, "failed, resubmitting", ticket.submissions, resubmit_failed))
-            submitted_before, ticket = ticket.submissions, None
+                    break
+                except NotFoundError:
+                    # The server does not know the id (it was never accepted, or has been purged).
+                    unknown_ids += 1
+                    if unknown_ids > R.MAX_UNKNOWN_ID_RESUBMISSIONS:
+                        raise
+                    what = f"{condition}: model query {ticket.query_id}"
+                    log.warning(
+                        R.retry_line(
+                            what,
+                            "unknown to the server, submitting afresh",
+                            unknown_ids,
+                            R.MAX_UNKNOWN_ID_RESUBMISSIONS,
+                        )
+                    )
+                except QueryFailedError:
+                    if ticket.submissions > resubmit_failed:
+                        raise
+                    what = f"{condition}: model query {ticket.query_id}"
+                    log.warning(R.retry_line(what, "failed, resubmitting", ticket.submissions, resubmit_failed))
+                submitted_before, ticket = ticket.submissions, None
+        finally:
+            progress.finished(condition)
 
         summary = _download_and_write(
             client,
@@ -238,6 +343,7 @@ def run_prediction(
         ticket_path.unlink(missing_ok=True)
     summary["seconds"] = round(time.monotonic() - started, 2)
     summary["submissions"] = ticket.submissions
+    summary["base_url"] = ticket.base_url  # where the query went (the report's provenance)
     log.info(
         "%s: wrote %d samples x %d genes (%s) in %.1f s",
         condition,
@@ -316,6 +422,8 @@ def run_batch(
     in_flight: int = 1,
     ticket_dir: str | os.PathLike | None = None,
     log: logging.Logger = logger,
+    heartbeat: float = DEFAULT_HEARTBEAT_SECONDS,
+    name: str | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     """Run many predictions in one job: ``in_flight`` queries at a time, one parse at a time.
@@ -332,6 +440,11 @@ def run_batch(
     the outputs) after success: when the batch runs again (a row of it was edited), its
     unchanged conditions download their answered queries again rather than buy them again.
     Delete the folder to buy every query afresh. ``options`` are :func:`run_prediction`'s.
+
+    Progress goes to ``log``: a line per waiting query every ``heartbeat`` seconds, and a
+    line each time a query is done ("batch 0003: 7 of 10 ready"; ``name`` defaults to
+    "batch" and the output's folder). A failure's error carries a note naming its condition
+    and how many of the batch failed (:func:`failure_line` puts them in one line).
     """
     if not queries:
         raise ValueError("a batch needs at least one query")
@@ -344,6 +457,15 @@ def run_batch(
     tickets = Path(ticket_dir) if ticket_dir is not None else work.with_name(f".{Path(expression_out).name}.tickets")
     tickets.mkdir(parents=True, exist_ok=True)
     cpu_lock = threading.Lock()
+    name = name or f"batch {Path(expression_out).parent.name}"
+    ready = 0
+    ready_lock = threading.Lock()
+
+    def count_ready() -> None:
+        nonlocal ready
+        with ready_lock:
+            ready += 1
+            log.info("%s: %d of %d ready", name, ready, len(queries))
 
     def one(query: BatchQuery) -> dict[str, Any]:
         folder = work / query.condition
@@ -353,6 +475,7 @@ def run_batch(
         note = _done_note(done)
         if expression.exists() and metadata.exists() and note is not None and note["body_sha256"] == digest:
             log.info("%s: already done in an earlier run of this batch", query.condition)
+            count_ready()
             return note["summary"]
         done.unlink(missing_ok=True)
         summary = run_prediction(
@@ -365,13 +488,16 @@ def run_batch(
             cpu_lock=cpu_lock,
             ticket_path=tickets / f"{query.condition}.json",
             keep_ticket=True,
+            progress=progress,
             **options,
         )
         with atomic_path(done, durable=True) as temporary:
             temporary.write_text(json.dumps({"body_sha256": digest, "summary": summary}) + "\n")
+        count_ready()
         return summary
 
-    with ThreadPoolExecutor(max_workers=max(1, min(in_flight, len(queries))), thread_name_prefix="query") as pool:
+    workers = max(1, min(in_flight, len(queries)))
+    with Progress(log, heartbeat) as progress, ThreadPoolExecutor(workers, thread_name_prefix="query") as pool:
         futures = [pool.submit(one, query) for query in queries]
         # Every query is waited for, so that a failure does not abandon paid queries in flight.
         errors = [future.exception() for future in futures]
@@ -379,7 +505,10 @@ def run_batch(
     if failed:
         for condition, error in failed:
             log.error("%s: %s", condition, error)
-        raise failed[0][1]
+        first_condition, first = failed[0]
+        others = f"; {len(failed)} of the {len(queries)} conditions of {name} failed" if len(failed) > 1 else ""
+        first.add_note(f"condition {first_condition}{others}")
+        raise first
     summaries = [future.result() for future in futures]
     with cpu_lock:
         merge_parts(
@@ -407,3 +536,49 @@ def _done_note(path: Path) -> dict | None:
     except (FileNotFoundError, ValueError):
         return None
     return note if isinstance(note, dict) and {"body_sha256", "summary"} <= note.keys() else None
+
+
+def failure_line(error: BaseException) -> str:
+    """One line for the console: what failed (the condition, from :func:`run_batch`'s note)
+    and what to do. The traceback belongs in the job's log."""
+    notes = " ".join(getattr(error, "__notes__", []))
+    what = " ".join(str(error).split()) or type(error).__name__
+    if len(what) > 300:
+        what = what[:297] + "..."
+    where = f"{notes}: " if notes else ""
+    return f"{where}{what} — {_advice(error)}"
+
+
+def _advice(error: BaseException) -> str:
+    rerun = "then rerun: submitted queries are resumed, not bought again"
+    if isinstance(error, MissingTokenError):
+        return "set SYNTHESIZE_API_KEY or run `synthbio-pipeline token set`"
+    if isinstance(error, AuthenticationError):
+        return f"the token was refused: set SYNTHESIZE_API_KEY or run `synthbio-pipeline token set`, {rerun}"
+    if isinstance(error, ValidationError):
+        return "the service refused the query: fix that row of the conditions table"
+    if isinstance(error, RateLimitError):
+        return f"the service kept refusing for load: lower --resources synthbio_api or queries_per_job, {rerun}"
+    if isinstance(error, ServerError):
+        return f"the service has trouble: wait a little, {rerun}"
+    if isinstance(error, APIStatusError):
+        return f"an answer the workflow did not expect: check api_base_url, {rerun}"
+    if isinstance(error, AmbiguousSubmissionError):
+        return (
+            "the service may have accepted (and charged for) this query; a rerun submits it again, so it may be "
+            "paid for twice (a note beside the tickets records it)"
+        )
+    if isinstance(error, DownloadRefusedError):
+        return (
+            f"a download limit was hit ({error.limit}); if the result is genuine, raise the setting the message "
+            f"names, {rerun}"
+        )
+    if isinstance(error, APIConnectionError):  # and APITimeoutError
+        return f"check that the service at api_base_url is reachable, {rerun}"
+    if isinstance(error, PollTimeoutError):
+        return "raise poll_timeout_seconds, or rerun: polling resumes the same model query"
+    if isinstance(error, QueryFailedError):
+        return "check the condition's metadata; resubmit_failed in the config retries it (each try is paid for)"
+    if isinstance(error, ResultError):
+        return "the result could not be read: rerun; if it persists, report it with this job's log"
+    return "see the job's log for the traceback"

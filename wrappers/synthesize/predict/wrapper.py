@@ -5,6 +5,10 @@ downloads and parses the result. Several queries (a batch) run at once, as many 
 job's ``synthbio_api`` resource, and are parsed one at a time into one expression and one
 metadata part. The API token is read from SYNTHESIZE_API_KEY (or the system keyring)
 inside the job: it is never a parameter.
+
+The log gets every status change, a line per waiting query every ``heartbeat`` seconds
+(params; default 60) and a line each time a query is ready. A failure is one line on the
+console (what failed, what to do); its traceback goes to the log only.
 """
 
 __author__ = "synthbio-snakemake contributors"
@@ -16,6 +20,7 @@ import sys
 from pathlib import Path
 
 # Appended: a rerun resumes the same model queries, and its log tells the whole story.
+console = sys.stderr
 sys.stderr = open(snakemake.log[0], "a") if snakemake.log else sys.stderr
 logging.basicConfig(
     stream=sys.stderr,
@@ -24,7 +29,13 @@ logging.basicConfig(
 )
 
 from synthbio_pipeline.client.download import DownloadLimits
-from synthbio_pipeline.pipeline.runner import BatchQuery, run_batch
+from synthbio_pipeline.pipeline.runner import BatchQuery, failure_line, run_batch
+
+
+def download_limits():
+    """Optional {bytes_per_value, deadline_seconds}: bounds of each result download (size, time)."""
+    limits = snakemake.params.get("download_limits") or {}
+    return DownloadLimits(**limits) if limits else None
 
 
 def required(name):
@@ -44,50 +55,57 @@ def query_files():
     return files
 
 
-files = query_files()
-conditions = snakemake.params.get("conditions") or snakemake.params.get("condition")
-if conditions is None:
-    conditions = [path.stem for path in files]
-elif isinstance(conditions, str):
-    conditions = [conditions]
-if len(files) == 1 and len(conditions) == 1:
-    by_condition = {conditions[0]: files[0]}
-else:
-    # Folders list their files by name; the conditions' order is the output's sample order.
-    by_stem = {path.stem: path for path in files}
-    missing = [name for name in conditions if name not in by_stem]
-    if missing:
-        raise ValueError(f"No query file for condition(s) {', '.join(missing)} among {len(files)} input files")
-    by_condition = {name: by_stem[name] for name in conditions}
+def main():
+    files = query_files()
+    conditions = snakemake.params.get("conditions") or snakemake.params.get("condition")
+    if conditions is None:
+        conditions = [path.stem for path in files]
+    elif isinstance(conditions, str):
+        conditions = [conditions]
+    if len(files) == 1 and len(conditions) == 1:
+        by_condition = {conditions[0]: files[0]}
+    else:
+        # Folders list their files by name; the conditions' order is the output's sample order.
+        by_stem = {path.stem: path for path in files}
+        missing = [name for name in conditions if name not in by_stem]
+        if missing:
+            raise ValueError(f"No query file for condition(s) {', '.join(missing)} among {len(files)} input files")
+        by_condition = {name: by_stem[name] for name in conditions}
 
-model_id = required("model_id")
-as_counts = snakemake.params.get("as_counts", True)
-if not isinstance(as_counts, bool):
-    raise ValueError(f"Parameter as_counts must be True or False, not {as_counts!r}")
+    model_id = required("model_id")
+    as_counts = snakemake.params.get("as_counts", True)
+    if not isinstance(as_counts, bool):
+        raise ValueError(f"Parameter as_counts must be True or False, not {as_counts!r}")
 
-# Optional {bytes_per_value, deadline_seconds}: bounds of each result download (size, time).
-limits = snakemake.params.get("download_limits") or {}
-download_limits = DownloadLimits(**limits) if limits else None
+    summary = run_batch(
+        [
+            BatchQuery(name, path, model_id if isinstance(model_id, str) else model_id[name])
+            for name, path in by_condition.items()
+        ],
+        expression_out=snakemake.output.expression,
+        metadata_out=snakemake.output.metadata,
+        in_flight=int(snakemake.resources.get("synthbio_api", 1)),
+        ticket_dir=snakemake.params.get("ticket_dir"),
+        base_url=snakemake.params.get("base_url"),
+        poll_interval=float(snakemake.params.get("poll_interval", 2.0)),
+        poll_timeout=float(snakemake.params.get("poll_timeout", 900.0)),
+        as_counts=as_counts,
+        resubmit_failed=int(snakemake.params.get("resubmit_failed", 0)),
+        heartbeat=float(snakemake.params.get("heartbeat", 60.0)),
+        download_limits=download_limits(),
+        log=logging.getLogger("synthesize.predict"),
+    )
 
-summary = run_batch(
-    [
-        BatchQuery(name, path, model_id if isinstance(model_id, str) else model_id[name])
-        for name, path in by_condition.items()
-    ],
-    expression_out=snakemake.output.expression,
-    metadata_out=snakemake.output.metadata,
-    in_flight=int(snakemake.resources.get("synthbio_api", 1)),
-    ticket_dir=snakemake.params.get("ticket_dir"),
-    base_url=snakemake.params.get("base_url"),
-    poll_interval=float(snakemake.params.get("poll_interval", 2.0)),
-    poll_timeout=float(snakemake.params.get("poll_timeout", 900.0)),
-    as_counts=as_counts,
-    resubmit_failed=int(snakemake.params.get("resubmit_failed", 0)),
-    download_limits=download_limits,
-    log=logging.getLogger("synthesize.predict"),
-)
+    if snakemake.output.get("summary"):
+        # Per condition: model query id, model version, samples, seconds, submissions.
+        with open(snakemake.output.summary, "w") as out:
+            json.dump(summary, out, indent=2)
 
-if snakemake.output.get("summary"):
-    # Per condition: model query id, model version, samples, seconds, submissions.
-    with open(snakemake.output.summary, "w") as out:
-        json.dump(summary, out, indent=2)
+
+try:
+    main()
+except Exception as error:
+    logging.getLogger("synthesize.predict").exception("the job failed")
+    where = f" (traceback: {snakemake.log[0]})" if snakemake.log else ""
+    print(f"predict failed: {failure_line(error)}{where}", file=console)
+    sys.exit(1)
