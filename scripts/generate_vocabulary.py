@@ -34,7 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from synthbio_pipeline.files import atomic_path
-from synthbio_pipeline.vocabulary.metadata import METADATA_GROUPS, METADATA_KEYS, MetadataKey
+from synthbio_pipeline.vocabulary.families import GEM2, GEM2_MODEL_IDS, GEM2_OPERATION_SPECS
+from synthbio_pipeline.vocabulary.gem2 import GEM1_SHAPE_FIELDS, GEM2_FIELDS, OPTION_FIELDS, gem2_modes
+from synthbio_pipeline.vocabulary.metadata import GEM2_METADATA_KEYS, METADATA_GROUPS, METADATA_KEYS, MetadataKey
 from synthbio_pipeline.vocabulary.models import (
     DEFAULT_MODALITY,
     MODALITIES,
@@ -307,7 +309,12 @@ def readme_option_columns() -> list[str]:
 
 def _key_value_markdown(key: MetadataKey) -> str:
     """A key's values for the docs: its choices, or its format with the examples in it as code."""
-    if key.choices:
+    if key.items is not None:
+        if not key.items.one_of:
+            return f"a list of {key.items.noun} objects (fields not documented by the vendor: the server judges them)"
+        shapes = " or ".join(f'`{{"{alt.name}": ...}}` ({_examples_as_code(alt)})' for alt in key.items.one_of)
+        text = f"a list of {key.items.noun}s, each exactly one of {shapes}"
+    elif key.choices:
         text = ", ".join(_code(choice) for choice in key.choices)
     elif key.expected:
         text = _examples_as_code(key)
@@ -320,7 +327,11 @@ def _examples_as_code(key: MetadataKey) -> str:
     """``a Cellosaurus id like `CVCL_0030```: the words (or quoted phrases) of ``expected``
     that are valid values, as code."""
 
+    quoting = "'" in key.expected  # with quoted examples, only those are values
+
     def example(match: re.Match[str]) -> str:
+        if quoting and match["quoted"] is None:
+            return match[0]
         word = match["quoted"] if match["quoted"] is not None else match["word"]
         valid = key.pattern.fullmatch(word) if key.pattern is not None else key.numeric and word.isdigit()
         return _code(word) if valid else match[0]
@@ -333,6 +344,15 @@ def readme_metadata_keys() -> list[str]:
     keys = sorted(METADATA_KEYS.values(), key=lambda key: METADATA_GROUPS.index(key.group))  # stable: API order within
     return _table(
         ("metadata key", "group", "value"), ((_code(key.name), key.group, _key_value_markdown(key)) for key in keys)
+    )
+
+
+def readme_gem2_metadata_keys() -> list[str]:
+    """config/README.md: GEM-2's metadata keys, their groups and values."""
+    keys = sorted(GEM2_METADATA_KEYS.values(), key=lambda key: METADATA_GROUPS.index(key.group))
+    return _table(
+        ("GEM-2 metadata key", "group", "value"),
+        ((_code(key.name), key.group, _key_value_markdown(key)) for key in keys),
     )
 
 
@@ -368,6 +388,57 @@ def readme_models() -> list[str]:
     return _table(("model id", "family", "modality", "kind", "modes", "input keys", "default total_count"), rows)
 
 
+def readme_gem2_operations() -> list[str]:
+    """README.md: GEM-2's operations, what their items carry and what they return."""
+    results = {
+        "gem-2-expression": "`counts`, `metadata`, `latents`",
+        "gem-2-metadata-prediction": "`predicted_metadata`, `classifier_probabilities`, `latents.encoded`; no counts",
+        "gem-2-autoencode": "`counts`, `model_release_id`, `vae_run_id`",
+    }
+    modes = "; ".join(f"{modality}: {', '.join(map(_code, gem2_modes(modality)))}" for modality in MODALITIES)
+    rows = (
+        (
+            _code(spec.name),
+            spec.meaning,
+            ", ".join(map(_code, spec.item_keys))
+            + (f" (optional {_and(map(_code, spec.optional_item_keys))})" if spec.optional_item_keys else ""),
+            f"`num_samples` each; `sampling_strategy` ({modes})" if spec.draws_samples else "one per item",
+            results[spec.result_kind],
+        )
+        for spec in GEM2_OPERATION_SPECS
+    )
+    return _table(("operation", "what it does", "item keys", "outputs", "each output has"), rows)
+
+
+def readme_gem2_models() -> list[str]:
+    """README.md: the GEM-2 model ids and what each runs."""
+    groups: dict[tuple, list] = {}
+    for row in GEM2_MODEL_IDS.values():
+        groups.setdefault((row.operation, row.modality, row.member is not None), []).append(row)
+    lines = []
+    for (operation, modality, members), rows in groups.items():
+        ids = [row.model_id for row in rows if not row.ensemble]
+        ensembles = any(row.ensemble for row in rows)
+        cell = ", ".join(map(_code, ids)) + (" (each also with `-ensemble`)" if ensembles else "")
+        if members:
+            cell += " (ensemble members)"
+        lines.append(
+            (
+                cell,
+                _code(operation) if operation else "the body's `operation`",
+                modality or "the body's `inputs.modality`",
+            )
+        )
+    fields = f"top-level {_and(map(_code, GEM2_FIELDS))}; `options`: {_and(map(_code, OPTION_FIELDS))}"
+    gem1 = f"{_and(map(_code, (f for f in GEM1_SHAPE_FIELDS if f not in GEM2_FIELDS)))} at the top level"
+    return [
+        *_table(("model id", "operation", "modality"), lines),
+        "",
+        f"Bodies: {fields}. A compatibility id also takes GEM-1's shape (`inputs` a list of items, "
+        f"{gem1}). `{GEM2}` needs `operation` and `inputs.modality`; a compatibility id may leave them out.",
+    ]
+
+
 # --- the sections, and the files they live in ----------------------------------------------
 
 
@@ -387,8 +458,11 @@ SECTIONS = (
     Section("config/README.md", "default-keys", readme_default_keys, "inline"),
     Section("config/README.md", "option-columns", readme_option_columns),
     Section("config/README.md", "metadata-keys", readme_metadata_keys),
+    Section("config/README.md", "gem2-metadata-keys", readme_gem2_metadata_keys),
     Section("README.md", "query-words", readme_query_words, "inline"),
     Section("README.md", "models", readme_models),
+    Section("README.md", "gem2-models", readme_gem2_models),
+    Section("README.md", "gem2-operations", readme_gem2_operations),
 )
 
 _YAML_MARKERS = re.compile(

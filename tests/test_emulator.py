@@ -19,6 +19,7 @@ import requests
 from conftest import EMULATOR_TOKEN
 
 from synthbio_pipeline.emulator import body_hash, encode_ints, gene_order, generate
+from synthbio_pipeline.vocabulary.families import GEM2_MODEL_IDS
 from synthbio_pipeline.vocabulary.models import MODELS
 from synthbio_pipeline.vocabulary.query import example_wire_query
 
@@ -72,14 +73,16 @@ def bulk_query(strategy="sample generation", **options) -> dict:
 # --- control plane -------------------------------------------------------------------------
 
 
-def test_list_models_lists_every_model_of_the_table(emulator):
+def test_list_models_lists_every_model_of_the_table_and_gem2(emulator):
     answer = requests.get(f"{emulator.url}/api/models", headers=AUTH, timeout=10)
     assert answer.status_code == 200
     assert answer.headers["Content-Type"] == "application/json"
     models = answer.json()["models"]
-    assert [model["model_id"] for model in models] == [spec.model_id for spec in MODELS]
-    assert all(set(model) == {"model_id", "modality", "kind"} for model in models)
-    assert {model["kind"] for model in models} == {"baseline", "reference-conditioning", "predict-metadata"}
+    gem1 = [model for model in models if model["family"] == "gem-1"]
+    assert [model["model_id"] for model in gem1] == [spec.model_id for spec in MODELS]
+    assert all(set(model) == {"model_id", "family", "modality", "kind"} for model in gem1)
+    assert {model["kind"] for model in gem1} == {"baseline", "reference-conditioning", "predict-metadata"}
+    assert [model["model_id"] for model in models if model["family"] == "gem-2"] == list(GEM2_MODEL_IDS)
 
 
 @pytest.mark.parametrize("model_id", ["gem-1-bulk", "gem-1-sc"])
@@ -89,7 +92,7 @@ def test_example_query_is_the_wire_example(emulator, model_id):
     assert answer.json() == {"example_query": example_wire_query(model_id)}
 
 
-@pytest.mark.parametrize("model_id", ["gem-9", "gem-2-bulk_predict-metadata", "gem-1-sc_reference"])
+@pytest.mark.parametrize("model_id", ["gem-9", "gem-2-bulk_predict", "gem-1-sc_reference"])
 def test_unknown_models_are_404(emulator, model_id):
     base = f"{emulator.url}/api/models/{model_id}"
     assert requests.get(f"{base}/example-query", headers=AUTH, timeout=10).status_code == 404
@@ -448,7 +451,7 @@ def test_cli_prints_its_url_and_stops_on_sigterm():
 def test_vendor_client_works_unchanged(emulator):
     pysynthbio = pytest.importorskip("pysynthbio")
     listed = {model["model_id"] for model in pysynthbio.list_models(api_base_url=emulator.url)["models"]}
-    assert listed == {spec.model_id for spec in MODELS}
+    assert listed == {spec.model_id for spec in MODELS} | set(GEM2_MODEL_IDS)
     assert pysynthbio.get_example_query("gem-1-bulk", api_base_url=emulator.url)["example_query"]["inputs"]
     result = pysynthbio.predict_query(
         example_wire_query("gem-1-bulk"), model_id="gem-1-bulk", api_base_url=emulator.url, poll_interval_seconds=1

@@ -67,11 +67,24 @@ def test_model_id_addresses_any_model_in_the_table():
 
 def test_an_unknown_model_id_is_passed_through_for_the_server_to_judge():
     query = {
+        "model_id": "gem-9-bulk",
+        "mode": "mean estimation",
+        "inputs": [{"metadata": {"whatever_gem9_takes": 1}, "num_samples": 1}],
+    }
+    assert to_wire(query)[0] == "gem-9-bulk"
+
+
+def test_a_gem2_id_gets_gem2s_checks_in_the_querys_own_words():
+    query = {
         "model_id": "gem-2-bulk",
         "mode": "mean estimation",
-        "inputs": [{"metadata": {"whatever_gem2_takes": 1}, "num_samples": 1}],
+        "inputs": [{"metadata": {"tissue": "liver"}, "num_samples": 1}],
     }
-    assert to_wire(query)[0] == "gem-2-bulk"
+    model_id, body = to_wire(query)
+    assert model_id == "gem-2-bulk" and body["sampling_strategy"] == "mean estimation"
+    query["mode"] = "best guess"
+    query["inputs"][0]["metadata"]["tissue_ontology_id"] = "UBERON:0002107"
+    assert sorted(messages(query)) == ["inputs[0].metadata.tissue_ontology_id", "mode"]
 
 
 def messages(query):

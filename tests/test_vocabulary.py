@@ -204,6 +204,20 @@ def test_readme_lists_every_model():
     assert [row[0] for row in rows] == [f"`{spec.model_id}`" for spec in MODELS]
 
 
+def test_the_docs_list_every_gem2_id_operation_and_metadata_key():
+    from synthbio_pipeline.vocabulary.families import GEM2_MODEL_IDS, GEM2_OPERATION_SPECS
+    from synthbio_pipeline.vocabulary.metadata import GEM2_METADATA_KEYS
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    ids = " ".join(row[0] for row in markdown_table(readme, "| model id | operation | modality |"))
+    named = set(re.findall(r"`([^`]+)`", ids))
+    assert {model_id.removesuffix("-ensemble") for model_id in GEM2_MODEL_IDS} == named - {"-ensemble"}
+    operations = markdown_table(readme, "| operation | what it does |")
+    assert [row[0] for row in operations] == [f"`{spec.name}`" for spec in GEM2_OPERATION_SPECS]
+    keys = markdown_table((ROOT / "config/README.md").read_text(encoding="utf-8"), "| GEM-2 metadata key |")
+    assert sorted(row[0] for row in keys) == sorted(f"`{name}`" for name in GEM2_METADATA_KEYS)
+
+
 # --- the table itself --------------------------------------------------------------------------
 
 

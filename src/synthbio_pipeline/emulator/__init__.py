@@ -8,6 +8,10 @@ reference's profile moved by the perturbation) and metadata prediction (:mod:`.a
 recovers the metadata the generator used). What it returns is synthetic: plausible and
 deterministic, but not a model prediction.
 
+It serves GEM-1's baseline models and every GEM-2 id and operation (:mod:`.gem2`); with
+``self_hosted=True`` (``--self-hosted``) it is a self-hosted model container answering
+``predict`` at once with an Arrow IPC stream (:mod:`.self_hosted`).
+
 In process::
 
     with start_emulator(tokens=["secret"], latency=0.5, genes=2000) as emulator:

@@ -41,9 +41,11 @@ Kinds of fault:
   expired. A hit on an answer that is not ready yet is carried over to the next ready answer
   (at most one is carried);
 - ``truncate`` (download only): only ``keep_fraction`` of the body is sent, with a matching
-  ``Content-Length``: a complete answer holding a corrupt document; ``short`` (download
-  only): the full ``Content-Length`` is announced but the connection closes after
-  ``keep_fraction`` of the body.
+  ``Content-Length``: a complete answer holding a corrupt document; ``short`` (download, and
+  predict): the full ``Content-Length`` is announced but the connection closes after
+  ``keep_fraction`` of the body; a self-hosted emulator's Arrow stream stops after
+  ``keep_fraction`` of its samples (whole record batches), without its end-of-stream
+  marker, and the connection closes.
 
 The first rule that hits a request decides its fault (every fraction rule still draws, so
 the draws do not depend on which rules hit). ``FaultPlan.injected`` (``stats()["faults"]``)
@@ -73,7 +75,12 @@ STATUS_FAULTS = ("429", "500", "502", "503", "504")
 #: Faults the transport acts out, after the endpoint has answered.
 TRANSPORT_FAULTS = ("drop_after", "stall", "truncate", "short")
 KINDS = (*STATUS_FAULTS, "drop", "drop_after", "stall", "failed", "expire_url", "truncate", "short")
-ONLY_ON = {"failed": "status", "expire_url": "status", "truncate": "download", "short": "download"}
+ONLY_ON = {
+    "failed": ("status",),
+    "expire_url": ("status",),
+    "truncate": ("download",),
+    "short": ("download", "predict"),
+}
 RULE_FIELDS = ("endpoint", "fault", "fraction", "requests", "retry_after", "stall_seconds", "keep_fraction")
 #: ``Retry-After`` as an HTTP date is this many seconds ahead.
 HTTP_DATE_AHEAD = 2
@@ -99,8 +106,9 @@ class FaultRule:
             raise FaultPlanError(f"fault plan: unknown endpoint {self.endpoint!r}; one of {', '.join(ENDPOINTS)}")
         if self.fault not in KINDS:
             raise FaultPlanError(f"fault plan: unknown fault {self.fault!r}; one of {', '.join(KINDS)}")
-        if ONLY_ON.get(self.fault, self.endpoint) != self.endpoint:
-            raise FaultPlanError(f"fault plan: {self.fault!r} applies to the {ONLY_ON[self.fault]} endpoint only")
+        if self.endpoint not in ONLY_ON.get(self.fault, (self.endpoint,)):
+            where = " and ".join(ONLY_ON[self.fault])
+            raise FaultPlanError(f"fault plan: {self.fault!r} applies to the {where} endpoint only")
         if (self.fraction is None) == (not self.requests):
             raise FaultPlanError(f"fault plan: a {self.fault!r} rule needs either 'fraction' or 'requests'")
         if self.fraction is not None and not (_is_number(self.fraction) and 0 <= self.fraction <= 1):

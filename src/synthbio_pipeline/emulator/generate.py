@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from synthbio_pipeline.vocabulary.metadata import METADATA_KEYS, PERTURBATIONAL
+from synthbio_pipeline.vocabulary.metadata import METADATA_KEYS, PERTURBATIONAL, MetadataKey
 from synthbio_pipeline.vocabulary.models import BULK, MEAN_ESTIMATION, SINGLE_CELL, get_model
 
 MODEL_VERSION = "emulator-2"
@@ -72,6 +72,14 @@ _EFFECT_SIZE: dict[str, tuple[float, float]] = {
     "perturbation_time": (0.01, 0.5),
     "library_selection": (0.05, 0.4),
     "library_layout": (0.02, 0.2),
+    # GEM-2: the tissue by name; each element of a perturbation list moves its own genes.
+    "tissue": (0.12, 1.3),
+    "bioactive_entity_perturbations": (0.02, 1.5),
+    "gene_perturbations": (0.005, 2.0),
+    "infection_perturbations": (0.04, 1.0),
+    # Not metadata: a GEM-2 release, and an ensemble member, are each a slightly different model.
+    "release": (0.01, 0.2),
+    "ensemble-member": (0.01, 0.15),
 }
 _DEFAULT_EFFECT = (0.01, 0.3)
 #: Pairs that mean "nothing was done" and so move no gene.
@@ -206,27 +214,32 @@ def _pair_latent(key: str, value_json: str) -> np.ndarray:
 _NO_EFFECT = (np.zeros(0, dtype=np.intp), np.zeros(0))
 
 
+def _neutral(key: str, value: Any) -> bool:
+    return value is None or (isinstance(value, str) and (key, value) in _NEUTRAL)
+
+
 def pair_effect(n: int, key: str, value: Any) -> tuple[np.ndarray, np.ndarray]:
     """The genes (indexes into a gene set of size ``n``) one metadata pair moves, and their natural-log
     fold changes; none for a pair that means "nothing was done" (``perturbation_type: control``).
+    ``value`` may be any JSON value (a GEM-2 molecule is an object).
 
     The arrays are cached and shared: never modify them.
     """
-    if value is None or (key, value) in _NEUTRAL:
+    if _neutral(key, value):
         return _NO_EFFECT
     return _pair_effect(n, key, json.dumps(value, sort_keys=True), *_EFFECT_SIZE.get(key, _DEFAULT_EFFECT))
 
 
 def pair_latent(key: str, value: Any) -> np.ndarray:
     """One metadata pair's shift of the mean of its latent group (:func:`latent_group`); shared, read-only."""
-    if value is None or (key, value) in _NEUTRAL:
+    if _neutral(key, value):
         return np.zeros(LATENT_DIM)
     return _pair_latent(key, json.dumps(value, sort_keys=True))
 
 
-def latent_group(key: str) -> str:
-    """The latent group a metadata key feeds: biological, technical or perturbation."""
-    group = METADATA_KEYS[key].group if key in METADATA_KEYS else "biological"
+def latent_group(key: str, keys: Mapping[str, MetadataKey] = METADATA_KEYS) -> str:
+    """The latent group a metadata key feeds (in the vocabulary ``keys``): biological, technical or perturbation."""
+    group = keys[key].group if key in keys else "biological"
     return "perturbation" if group == PERTURBATIONAL else group
 
 
@@ -238,19 +251,41 @@ class Condition:
     latent_means: dict[str, np.ndarray]
 
 
-def condition(tables: GeneTables, metadata: Mapping[str, Any], modality: str = BULK) -> Condition:
-    """The profile of an input's metadata: base expression moved by every pair's effect."""
+def modality_profile(tables: GeneTables, modality: str = BULK) -> np.ndarray:
+    """The base log profile of a modality (single-cell sees another slice of the transcriptome)."""
     log_profile = tables.log_base.copy()
-    means = {group: np.zeros(LATENT_DIM) for group in LATENT_GROUPS}
     if modality in _MODALITY_EFFECT:
         genes, lfc = _pair_effect(tables.n, "modality", modality, *_MODALITY_EFFECT[modality])
         log_profile[genes] += lfc
+    return log_profile
+
+
+def metadata_pairs(metadata: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
+    """``(key, value)`` of every pair that has an effect, in a fixed order. A list value (GEM-2's
+    perturbation lists) gives one pair per element: each molecule moves its own genes."""
     for key, value in sorted(metadata.items()):
-        if value is None or (key, value) in _NEUTRAL:
-            continue
+        for element in value if isinstance(value, list) else [value]:
+            if not _neutral(key, element):
+                yield key, element
+
+
+def condition(
+    tables: GeneTables,
+    metadata: Mapping[str, Any],
+    modality: str = BULK,
+    *,
+    keys: Mapping[str, MetadataKey] = METADATA_KEYS,
+    base: np.ndarray | None = None,
+) -> Condition:
+    """The profile of an input's metadata: the modality's base expression (or ``base``, a log
+    profile such as a reference sample's) moved by every pair's effect. ``keys``: the
+    vocabulary that says which latent group each key feeds."""
+    log_profile = modality_profile(tables, modality) if base is None else np.array(base, dtype=float)
+    means = {group: np.zeros(LATENT_DIM) for group in LATENT_GROUPS}
+    for key, value in metadata_pairs(metadata):
         genes, lfc = pair_effect(tables.n, key, value)
         log_profile[genes] += lfc
-        means[latent_group(key)] += pair_latent(key, value)
+        means[latent_group(key, keys)] += pair_latent(key, value)
     return Condition(log_profile, means)
 
 

@@ -88,6 +88,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="T",
         help="accepted bearer token (repeatable); without one, any non-empty token is accepted",
     )
+    parser.add_argument(
+        "--self-hosted",
+        action="store_true",
+        help="act as a self-hosted model container: POST /api/models/{id}/predict answers at once with an "
+        "Arrow IPC stream (pysynthbio: SYNTHESIZE_SELF_HOSTED=1); no token needed unless --token is given",
+    )
     parser.add_argument("--url-ttl", type=float, default=300.0, help="lifetime of a signed download URL in seconds")
     parser.add_argument("--workdir", default=None, help="keep result files here (default: a temporary folder)")
     parser.add_argument(
@@ -148,10 +154,15 @@ def run(args: argparse.Namespace) -> int:
         workdir=args.workdir,
         faults=args.faults,
         max_in_flight=args.max_in_flight,
+        self_hosted=args.self_hosted,
     )
     try:
-        auth = f"{len(args.token)} token(s) accepted" if args.token else "any bearer token accepted"
-        print(f"Synthesize Bio API emulator at {emulator.url} ({auth}; synthetic data, not a model)", flush=True)
+        if args.token:
+            auth = f"{len(args.token)} token(s) accepted"
+        else:
+            auth = "no token needed" if args.self_hosted else "any bearer token accepted"
+        what = "self-hosted model container emulator" if args.self_hosted else "Synthesize Bio API emulator"
+        print(f"{what} at {emulator.url} ({auth}; synthetic data, not a model)", flush=True)
         while not stop.wait(SIGNAL_CHECK_SECONDS):
             pass
     finally:

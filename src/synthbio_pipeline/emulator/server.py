@@ -23,6 +23,10 @@ reference conditioning by :mod:`.reference`, metadata prediction by :mod:`.annot
 candidates include every metadata value the emulator has been sent, :attr:`EmulatorApp.seen`).
 Queries are refused (422) with the client's own checks (:func:`~synthbio_pipeline.vocabulary.query.wire_problems`),
 given the emulator's gene count, so a ``counts`` vector of another length is refused too.
+
+GEM-2 (:mod:`.gem2`) is one hook per endpoint; in self-hosted mode (``self_hosted=True``:
+a model container) ``predict`` answers at once with an Arrow IPC stream (:mod:`.self_hosted`),
+sent in chunks as it is generated, and the token is required only when tokens are given.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ import time
 import traceback
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -52,7 +56,7 @@ from urllib.parse import parse_qs, urlsplit
 from synthbio_pipeline.vocabulary.models import MODELS, get_model, is_known_model
 from synthbio_pipeline.vocabulary.query import example_wire_query, wire_problems
 
-from . import annotate, generate, reference
+from . import annotate, gem2, generate, reference, self_hosted
 from .faults import HTTP_DATE_AHEAD, STATUS_FAULTS, TRANSPORT_FAULTS, FaultPlan, FaultRule
 
 DOWNLOAD_CHUNK_BYTES = 1 << 20
@@ -87,6 +91,8 @@ class Response:
     content_type: str = "application/json"
     headers: dict[str, str] = field(default_factory=dict)
     file: Path | None = None
+    #: A body sent as it is made (chunked transfer encoding), e.g. an Arrow stream.
+    chunks: Iterable[bytes] | None = None
     #: A fault the transport acts out: ``drop``, ``stall``, ``truncate`` or ``short``.
     fault: FaultRule | None = None
 
@@ -153,6 +159,9 @@ class EmulatorConfig:
     #: At most this many queries in flight (submitted, not yet ready or failed) at once;
     #: a submission beyond it is refused with 429 and ``Retry-After``. ``None``: no cap.
     max_in_flight: int | None = None
+    #: A self-hosted model container: ``predict`` answers at once with an Arrow stream, and
+    #: without ``tokens`` no token is needed.
+    self_hosted: bool = False
 
 
 @dataclass
@@ -169,6 +178,8 @@ class Job:
     thread: threading.Thread | None = None
     #: Set by a ``failed`` fault: the query has failed for good, whatever its generation does.
     forced_failure: str | None = None
+    #: Writes the result to a path (``cancelled`` is asked between samples); default: by the model's kind.
+    write: Callable[..., Any] | None = None
 
     def status(self, latency: float) -> str:
         """The status the API reports: finished phases show only once ``latency`` has passed."""
@@ -215,6 +226,7 @@ class Stats:
                 "auth_failures": self.counters["auth_failures"],
                 "peak_in_flight": self.counters["peak_in_flight"],
                 "refused_over_capacity": self.counters["refused_over_capacity"],
+                "streamed": self.counters["streamed"],
             }
 
 
@@ -323,6 +335,8 @@ class EmulatorApp:
         return answer
 
     def _authenticate(self, request: Request) -> Response | None:
+        if self.config.self_hosted and not self.config.tokens:
+            return None  # a container without auth
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
@@ -336,10 +350,15 @@ class EmulatorApp:
     # -- endpoints
 
     def endpoint_list_models(self, request: Request) -> Response:
-        models = [{"model_id": spec.model_id, "modality": spec.modality, "kind": spec.kind} for spec in MODELS]
-        return Response.json(200, {"models": models})
+        models = [
+            {"model_id": spec.model_id, "family": spec.family, "modality": spec.modality, "kind": spec.kind}
+            for spec in MODELS
+        ]
+        return Response.json(200, {"models": models + gem2.listed_models()})
 
     def endpoint_example_query(self, request: Request, model_id: str) -> Response:
+        if gem2.is_served(model_id):
+            return Response.json(200, {"example_query": gem2.example_query(model_id, self.config.genes)})
         if not is_known_model(model_id):
             return Response.error(404, f"unknown model: {model_id}")
         return Response(200, self._example_query(model_id))
@@ -359,18 +378,54 @@ class EmulatorApp:
             return self._examples[model_id]
 
     def endpoint_predict(self, request: Request, model_id: str) -> Response:
-        if not is_known_model(model_id):
+        if not (is_known_model(model_id) or gem2.is_served(model_id)):
             return Response.error(404, f"unknown model: {model_id}")
         try:
             body = json.loads(request.body.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as error:
             return Response.error(400, f"the request body is not JSON: {error}")
+        if gem2.is_served(model_id):
+            return self._predict_gem2(model_id, body)
         # The client's own checks, under the wire's names; the emulator knows its gene count.
         problems = wire_problems(model_id, body, genes=self.config.genes)
         if problems:
             errors = [{"path": problem.path, "message": problem.message} for problem in problems]
             return Response.json(422, {"error": "Invalid query", "errors": errors})
-        job = self._submit(model_id, body)
+        if self.config.self_hosted:
+            return self._stream(body, self._gem1_stream(model_id, body))
+        return self._accepted(self._submit(model_id, body))
+
+    def _predict_gem2(self, model_id: str, body: Any) -> Response:
+        checked, problems = gem2.check(model_id, body, self.config.genes)
+        if problems:
+            return Response.json(422, gem2.invalid_body(problems))
+        plan = gem2.plan(checked)
+        if self.config.self_hosted:
+            return self._stream(body, self_hosted.gem2_stream(plan, self.config.genes))
+
+        def write(path: Path, cancelled: Callable[[], bool], extra: dict[str, Any]) -> None:
+            gem2.write_result(path, plan, genes=self.config.genes, extra=extra, cancelled=cancelled)
+
+        return self._accepted(self._submit(model_id, body, write))
+
+    def _gem1_stream(self, model_id: str, body: Mapping[str, Any]) -> Iterable[bytes]:
+        """A GEM-1 query's self-hosted answer: the samples (or predictions) its hosted result holds."""
+        kind = get_model(model_id).kind
+        for item in body["inputs"]:
+            self.seen.add(item.get("metadata"))
+        if kind == "predict-metadata":
+            return self_hosted.gem1_metadata_stream(model_id, body, self.config.genes, self.seen.snapshot())
+        plan = (reference.plan_query if kind == "reference-conditioning" else generate.plan_query)(model_id, body)
+        return self_hosted.gem1_stream(plan, self.config.genes)
+
+    def _stream(self, body: Mapping[str, Any], chunks: Iterable[bytes]) -> Response:
+        """A self-hosted answer: the Arrow stream, sent as it is generated."""
+        self.stats.count_submission(body_hash(body))
+        self.stats.bump("streamed")
+        return Response(200, content_type=self_hosted.CONTENT_TYPE, chunks=chunks)
+
+    def _accepted(self, job: Job | None) -> Response:
+        """The answer to a submission: its query id, or 429 when too many are in flight."""
         if job is None:
             self.stats.bump("refused_over_capacity")
             answer = Response.error(429, f"too many queries in flight (at most {self.config.max_in_flight})")
@@ -443,10 +498,12 @@ class EmulatorApp:
 
     # -- jobs
 
-    def _submit(self, model_id: str, body: dict[str, Any]) -> Job | None:
-        """Accept a query, or ``None`` when ``max_in_flight`` queries are already in flight."""
+    def _submit(self, model_id: str, body: dict[str, Any], write: Callable[..., Any] | None = None) -> Job | None:
+        """Accept a query, or ``None`` when ``max_in_flight`` queries are already in flight.
+
+        ``write(path, cancelled, extra)`` writes its result (default: by the model's kind)."""
         query_id = uuid.uuid4().hex
-        job = Job(query_id, model_id, body, time.monotonic(), self.workdir / f"{query_id}.json")
+        job = Job(query_id, model_id, body, time.monotonic(), self.workdir / f"{query_id}.json", write=write)
         with self._jobs_lock:
             in_flight = sum(
                 1 for other in self._jobs.values() if other.status(self.config.latency) in ("queued", "running")
@@ -456,8 +513,9 @@ class EmulatorApp:
             self._jobs[query_id] = job
         self.stats.record_in_flight(in_flight + 1)
         self.stats.count_submission(body_hash(body))
-        for item in body["inputs"]:
-            self.seen.add(item.get("metadata"))
+        if write is None:  # GEM-1: metadata prediction knows the values it has been sent
+            for item in body["inputs"]:
+                self.seen.add(item.get("metadata"))
         job.thread = threading.Thread(target=self._run, args=(job,), name=f"emulator-{query_id[:8]}", daemon=True)
         job.thread.start()
         return job
@@ -482,6 +540,9 @@ class EmulatorApp:
 
     def _generate(self, job: Job) -> None:
         """Write a job's result: expression (baseline, reference conditioning) or predicted metadata."""
+        if job.write is not None:
+            job.write(job.path, self._stopping.is_set, {"query_id": job.query_id})
+            return
         kind = get_model(job.model_id).kind
         options = {"genes": self.config.genes, "extra": {"query_id": job.query_id}, "cancelled": self._stopping.is_set}
         if kind == "predict-metadata":
@@ -562,7 +623,40 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
+    def _write_chunks(self, response: Response) -> None:
+        """A body of unknown length, in chunked transfer encoding, written as it is made."""
+        try:
+            self.send_response(response.status)
+            self.send_header("Content-Type", response.content_type)
+            self.send_header("Transfer-Encoding", "chunked")
+            for name, value in response.headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            fault = response.fault
+            # ``short``: whole record batches up to keep_fraction of the samples, then nothing more.
+            cut = fault is not None and fault.fault == "short"
+            keep = int(getattr(response.chunks, "total_rows", 0) * fault.keep_fraction) if cut else 0
+            for chunk in response.chunks:
+                if cut and getattr(response.chunks, "rows_sent", 0) > keep:
+                    self.wfile.flush()
+                    self._hang_up()
+                    return
+                if chunk:
+                    self.wfile.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+                if self.server.app.stopping.is_set():
+                    self._hang_up()
+                    return
+            self.wfile.write(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client went away mid-stream
+        except Exception:  # a bug while generating: the stream ends without its end marker
+            traceback.print_exc(limit=3)
+            self._hang_up()
+
     def _write(self, response: Response) -> None:
+        if response.chunks is not None:
+            self._write_chunks(response)
+            return
         size = response.file.stat().st_size if response.file is not None else len(response.body)
         fault = response.fault.fault if response.fault is not None else None
         sent = int(size * response.fault.keep_fraction) if fault in ("truncate", "short") else size
@@ -683,6 +777,7 @@ def start_emulator(
     workdir: str | Path | None = None,
     faults: FaultPlan | dict | str | Path | None = None,
     max_in_flight: int | None = None,
+    self_hosted: bool = False,
 ) -> Emulator:
     """Start an emulator serving in a background thread; ``port=0`` picks a free port.
 
@@ -692,7 +787,9 @@ def start_emulator(
     keeps the result files (default: a temporary folder removed by :meth:`Emulator.stop`);
     ``faults`` is a fault plan (see :mod:`synthbio_pipeline.emulator.faults`);
     ``max_in_flight`` caps the queries in flight (more are refused with 429), as a busy
-    service caps a customer's concurrency.
+    service caps a customer's concurrency. ``self_hosted`` makes it a model container: every
+    ``predict`` is answered at once with an Arrow IPC stream, and no token is needed unless
+    ``tokens`` are given.
     """
     known = len(generate.ensembl_gene_ids())
     if not 1 <= genes <= known:
@@ -705,5 +802,6 @@ def start_emulator(
         workdir=Path(workdir) if workdir is not None else None,
         faults=FaultPlan.load(faults),
         max_in_flight=None if max_in_flight is None else int(max_in_flight),
+        self_hosted=bool(self_hosted),
     )
     return Emulator(host, port, config).start()

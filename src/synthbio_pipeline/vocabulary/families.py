@@ -1,4 +1,11 @@
-"""Which shape of result a model id answers with: the model id -> result kind mapping.
+"""The model families' ids: what each GEM-2 id runs, and which shape of result any id answers with.
+
+The GEM-2 ids are data: the operations (:data:`GEM2_OPERATION_SPECS`: per operation its
+item keys, metadata groups, whether it draws samples, its result kind) and the table of ids
+the service answers (:data:`GEM2_MODEL_IDS`: ``gem-2``, whose body names the operation and
+modality, and each compatibility id with the operation and modality it stands for, built from
+:data:`GEM2_MODALITIES`, :data:`GEM2_SUFFIX_OPERATIONS` and :data:`GEM2_ENSEMBLE_MEMBERS`).
+The query shape and its checks are in :mod:`.gem2`.
 
 The vendor's client (pysynthbio 4.2.4) maps nothing on the wire: a model id goes into the URL
 path as given, and the server resolves GEM-2's compatibility ids. The client reads the id
@@ -20,9 +27,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from synthbio_pipeline.vocabulary.models import get_model, is_known_model
+from synthbio_pipeline.vocabulary.metadata import METADATA_GROUPS
+from synthbio_pipeline.vocabulary.models import BULK, SINGLE_CELL, get_model, is_known_model
 
 # --- result kinds (the parser's vocabulary: formats/result_json.py and formats/arrow_stream.py) --
 
@@ -47,21 +56,86 @@ GEM1_EXTRA_IDS = {"gem-1-bulk_condition-on-sample-ids": EXPRESSION}
 # --- GEM-2 ---------------------------------------------------------------------------------
 
 GEM2 = "gem-2"
-GEM2_OPERATIONS = {
-    "predict-expression": GEM2_EXPRESSION,
-    "predict-expression-from-reference": GEM2_EXPRESSION,
-    "predict-metadata": GEM2_METADATA_PREDICTION,
-    "autoencode": GEM2_AUTOENCODE,
-}
+PREDICT_EXPRESSION = "predict-expression"
+FROM_REFERENCE = "predict-expression-from-reference"
+PREDICT_METADATA = "predict-metadata"
+AUTOENCODE = "autoencode"
+
+
+@dataclass(frozen=True)
+class Gem2Operation:
+    """One GEM-2 operation: what its query items carry and what its result is."""
+
+    name: str
+    #: The shape of its result (one of :data:`RESULT_KINDS`).
+    result_kind: str
+    #: Keys every item of ``inputs.items`` must carry, and keys it may carry besides.
+    item_keys: tuple[str, ...]
+    optional_item_keys: tuple[str, ...]
+    #: The groups of GEM-2's metadata vocabulary an item's ``metadata`` may carry.
+    metadata_groups: tuple[str, ...]
+    #: Whether it draws samples (``num_samples`` per item, ``options.sampling_strategy``);
+    #: otherwise it answers one output per item.
+    draws_samples: bool
+    #: What it does, in words (docs).
+    meaning: str
+
+    @property
+    def takes_output_total(self) -> bool:
+        return "output_total" in self.item_keys + self.optional_item_keys
+
+
+GEM2_OPERATION_SPECS: tuple[Gem2Operation, ...] = (
+    Gem2Operation(
+        PREDICT_EXPRESSION,
+        GEM2_EXPRESSION,
+        item_keys=("metadata", "num_samples"),
+        optional_item_keys=("output_total",),
+        metadata_groups=METADATA_GROUPS,
+        draws_samples=True,
+        meaning="expression from metadata",
+    ),
+    Gem2Operation(
+        FROM_REFERENCE,
+        GEM2_EXPRESSION,
+        item_keys=("counts", "num_samples"),
+        optional_item_keys=("metadata", "output_total"),
+        metadata_groups=METADATA_GROUPS,
+        draws_samples=True,
+        meaning="a reference sample's expression moved to the item's metadata (perturbations)",
+    ),
+    Gem2Operation(
+        PREDICT_METADATA,
+        GEM2_METADATA_PREDICTION,
+        item_keys=("counts",),
+        optional_item_keys=(),
+        metadata_groups=(),
+        draws_samples=False,
+        meaning="the metadata of a sample's counts, with class probabilities",
+    ),
+    Gem2Operation(
+        AUTOENCODE,
+        GEM2_AUTOENCODE,
+        item_keys=("counts",),
+        optional_item_keys=("output_total",),
+        metadata_groups=(),
+        draws_samples=False,
+        meaning="a sample's counts encoded and decoded (reconstruction), with the release that did it",
+    ),
+)
+GEM2_OPERATION_BY_NAME = {operation.name: operation for operation in GEM2_OPERATION_SPECS}
+#: Each operation's result kind.
+GEM2_OPERATIONS = {operation.name: operation.result_kind for operation in GEM2_OPERATION_SPECS}
 #: The operation a compatibility id's suffix names.
 GEM2_SUFFIX_OPERATIONS = {
-    "baseline": "predict-expression",
-    "reference-conditioning": "predict-expression-from-reference",
-    "predict-metadata": "predict-metadata",
-    "metadata": "predict-metadata",
-    "autoencode": "autoencode",
+    "baseline": PREDICT_EXPRESSION,
+    "reference-conditioning": FROM_REFERENCE,
+    "predict-metadata": PREDICT_METADATA,
+    "metadata": PREDICT_METADATA,
+    "autoencode": AUTOENCODE,
 }
-GEM2_MODALITIES = {"bulk": "bulk", "sc": "single-cell"}
+#: A compatibility id's modality word -> the modality (``inputs.modality`` of a ``gem-2`` body).
+GEM2_MODALITIES = {"bulk": BULK, "sc": SINGLE_CELL}
 #: The reference-conditioning ensemble's members, addressable one by one.
 GEM2_ENSEMBLE_MEMBERS = ("4w6l3p61", "p3rz5xv7", "x4s7hdmu")
 
@@ -73,6 +147,52 @@ GEM2_ALIAS = re.compile(
 GEM2_MEMBER = re.compile(
     rf"gem-2-(?P<modality>{'|'.join(GEM2_MODALITIES)})_reference-conditioning-(?P<member>{'|'.join(GEM2_ENSEMBLE_MEMBERS)})"
 )
+
+
+@dataclass(frozen=True)
+class Gem2ModelId:
+    """A GEM-2 model id the service answers: what it runs, on which modality.
+
+    ``operation`` and ``modality`` are ``None`` for ``gem-2`` itself: its body names them.
+    """
+
+    model_id: str
+    operation: str | None
+    modality: str | None
+    ensemble: bool = False
+    #: The reference-conditioning ensemble member it addresses, if it is one.
+    member: str | None = None
+
+    @property
+    def compatibility(self) -> bool:
+        """A compatibility id (the id names the operation and modality), not ``gem-2``."""
+        return self.operation is not None
+
+
+def _gem2_model_ids() -> dict[str, Gem2ModelId]:
+    """``gem-2``, then per modality word: the bare id and one per suffix, each also with
+    ``-ensemble``, then the reference-conditioning ensemble's members."""
+    rows = [Gem2ModelId(GEM2, None, None)]
+    for word, modality in GEM2_MODALITIES.items():
+        for suffix in (None, *GEM2_SUFFIX_OPERATIONS):
+            model_id = f"gem-2-{word}" + (f"_{suffix}" if suffix else "")
+            operation = GEM2_SUFFIX_OPERATIONS[suffix or "baseline"]
+            rows.append(Gem2ModelId(model_id, operation, modality))
+            rows.append(Gem2ModelId(f"{model_id}-ensemble", operation, modality, ensemble=True))
+        for member in GEM2_ENSEMBLE_MEMBERS:
+            rows.append(
+                Gem2ModelId(f"gem-2-{word}_reference-conditioning-{member}", FROM_REFERENCE, modality, member=member)
+            )
+    return {row.model_id: row for row in rows}
+
+
+#: Every GEM-2 model id the service answers (the emulator serves these), by id.
+GEM2_MODEL_IDS: dict[str, Gem2ModelId] = _gem2_model_ids()
+
+
+def gem2_model(model_id: str) -> Gem2ModelId | None:
+    """The row of a GEM-2 model id the service answers, or ``None``."""
+    return GEM2_MODEL_IDS.get(model_id)
 
 
 def is_gem2(model_id: str) -> bool:
@@ -87,7 +207,7 @@ def gem2_operation(model_id: str, query: Mapping[str, Any] | None = None) -> str
     ``gem-2-ensemble`` (no modality, no suffix) names no operation, as in the vendor's client.
     """
     if model_id == GEM2:
-        operation = (query or {}).get("operation")
+        operation = query.get("operation") if isinstance(query, Mapping) else None
         return operation if isinstance(operation, str) and operation in GEM2_OPERATIONS else None
     alias = GEM2_ALIAS.fullmatch(model_id)
     if alias and (alias["modality"] or alias["suffix"]):
@@ -109,7 +229,9 @@ def result_kind(model_id: str, query: Mapping[str, Any] | None = None) -> str | 
 
 
 __all__ = [
+    "AUTOENCODE",
     "EXPRESSION",
+    "FROM_REFERENCE",
     "GEM2",
     "GEM2_ALIAS",
     "GEM2_AUTOENCODE",
@@ -117,10 +239,19 @@ __all__ = [
     "GEM2_EXPRESSION",
     "GEM2_MEMBER",
     "GEM2_METADATA_PREDICTION",
+    "GEM2_MODALITIES",
+    "GEM2_MODEL_IDS",
     "GEM2_OPERATIONS",
+    "GEM2_OPERATION_BY_NAME",
+    "GEM2_OPERATION_SPECS",
     "GEM2_SUFFIX_OPERATIONS",
     "METADATA_PREDICTION",
+    "PREDICT_EXPRESSION",
+    "PREDICT_METADATA",
     "RESULT_KINDS",
+    "Gem2ModelId",
+    "Gem2Operation",
+    "gem2_model",
     "gem2_operation",
     "is_gem2",
     "result_kind",

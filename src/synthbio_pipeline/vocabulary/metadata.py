@@ -4,8 +4,9 @@ A vocabulary is a table of :class:`MetadataKey` rows: the key, its group (biolog
 perturbational, technical) and what its values may be (a closed list of choices, a format
 given as a regular expression plus its description in words, a number, or free text).
 ``VOCABULARIES`` names each table; a model row (:mod:`.models`) says which one its inputs
-speak. GEM-1's is ``METADATA_KEYS``; another family's (GEM-2 names tissues, carries
-perturbation lists) becomes another table here, not new code.
+speak. GEM-1's is ``METADATA_KEYS``; GEM-2's is ``GEM2_METADATA_KEYS`` (it names tissues, and
+carries perturbations as lists of objects: a key whose value is such a list has ``items``, a
+:class:`ListItems` row saying what one element is).
 
 The values are checked for format only: values outside a model's vocabulary are refused by
 the API itself.
@@ -22,7 +23,7 @@ from typing import Any
 
 from synthbio_pipeline.errors import Problem
 from synthbio_pipeline.vocabulary.values import too_long
-from synthbio_pipeline.vocabulary.words import did_you_mean, quoted
+from synthbio_pipeline.vocabulary.words import did_you_mean, listed, quoted
 
 BIOLOGICAL, PERTURBATIONAL, TECHNICAL = "biological", "perturbational", "technical"
 #: The groups of metadata keys, in the order the docs list them.
@@ -43,14 +44,39 @@ class MetadataKey:
     numeric: bool = False
     #: More for the docs: what the value means, or the values commonly seen.
     note: str = ""
+    #: The value is a list of JSON objects, each one of these (GEM-2's perturbation lists).
+    items: ListItems | None = None
 
     def describe(self) -> str:
         """The allowed values in words (schema descriptions and docs)."""
-        if self.choices:
+        if self.items is not None:
+            text = self.items.describe()
+        elif self.choices:
             text = f"one of {quoted(self.choices)}"
         else:
             text = self.expected or "free text"
         return f"{text} ({self.note})" if self.note else text
+
+
+@dataclass(frozen=True)
+class ListItems:
+    """What one element of a list-valued metadata key is: a JSON object.
+
+    With ``one_of``, an element carries exactly one of those keys and nothing else, its value
+    checked as that :class:`MetadataKey` says (a molecule is ``{"smiles": ...}``,
+    ``{"entity_ontology_id": ...}`` or ``{"entity": ...}``). Without, any object is taken and
+    the server judges its fields (the vendor documents none).
+    """
+
+    #: One element, in words: ``molecule``.
+    noun: str
+    one_of: tuple[MetadataKey, ...] = ()
+
+    def describe(self) -> str:
+        if not self.one_of:
+            return f"a list of {self.noun} objects (their fields are not documented: the server judges them)"
+        shapes = " or ".join(f'{{"{key.name}": {key.expected or "text"}}}' for key in self.one_of)
+        return f"a list of {self.noun}s, each exactly one of {shapes}"
 
 
 #: A number and a unit: ``10 um``, ``24 hours``.
@@ -152,8 +178,55 @@ METADATA_KEYS: dict[str, MetadataKey] = {
     )
 }
 
+#: Text with something other than spaces in it.
+NOT_BLANK = re.compile(r"\s*\S.*", re.DOTALL)
+
+# The metadata keys of GEM-2 (pysynthbio 4.2.4's README example and tests): the tissue by name,
+# GEM-1's sample type, age and library keys, and perturbations as lists of objects.
+GEM2_METADATA_KEYS: dict[str, MetadataKey] = {
+    key.name: key
+    for key in (
+        MetadataKey(
+            "tissue",
+            BIOLOGICAL,
+            NOT_BLANK,
+            expected="a tissue name, e.g. 'liver'",
+            note="a name, not an UBERON id",
+        ),
+        METADATA_KEYS["sample_type"],
+        METADATA_KEYS["age_years"],
+        MetadataKey(
+            "bioactive_entity_perturbations",
+            PERTURBATIONAL,
+            items=ListItems(
+                "molecule",
+                one_of=(
+                    MetadataKey(
+                        "smiles",
+                        PERTURBATIONAL,
+                        re.compile(r"[A-Za-z0-9@+\-\[\]()=#$%:/\\.*]+"),
+                        expected="a SMILES string such as 'CCO'",
+                    ),
+                    MetadataKey(
+                        "entity_ontology_id",
+                        PERTURBATIONAL,
+                        NOT_BLANK,
+                        expected="an ontology id such as 'CHEMBL3261331'",
+                    ),
+                    MetadataKey("entity", PERTURBATIONAL, NOT_BLANK, expected="a supported name such as 'ethanol'"),
+                ),
+            ),
+            note="SMILES and ontology ids need a release with molecules enabled",
+        ),
+        MetadataKey("gene_perturbations", PERTURBATIONAL, items=ListItems("gene perturbation")),
+        MetadataKey("infection_perturbations", PERTURBATIONAL, items=ListItems("infection perturbation")),
+        METADATA_KEYS["library_selection"],
+        METADATA_KEYS["library_layout"],
+    )
+}
+
 #: Every metadata vocabulary, by the name a model row gives in ``vocabulary``.
-VOCABULARIES: dict[str, dict[str, MetadataKey]] = {"gem-1": METADATA_KEYS}
+VOCABULARIES: dict[str, dict[str, MetadataKey]] = {"gem-1": METADATA_KEYS, "gem-2": GEM2_METADATA_KEYS}
 
 
 def metadata_problems(
@@ -171,6 +244,9 @@ def metadata_problems(
             problems.append(Problem(where, unknown_key_message(key, keys)))
             continue
         if value is None:
+            continue
+        if spec.items is not None:
+            problems += list_problems(spec, value, where)
             continue
         message = metadata_value_problem(spec, value)
         if message:
@@ -200,6 +276,34 @@ def metadata_value_problem(spec: MetadataKey, value: Any) -> str | None:
     if spec.pattern is not None and not spec.pattern.fullmatch(value):
         return f"{value!r} is malformed: expected {spec.expected}"
     return None
+
+
+def list_problems(spec: MetadataKey, value: Any, path: str) -> list[Problem]:
+    """Problems of a list-valued key's value: a list of objects, each as ``spec.items`` says."""
+    items = spec.items
+    if not isinstance(value, list):
+        return [Problem(path, f"must be a list of {items.noun} objects (may be empty), not {value!r}")]
+    problems = []
+    names = [key.name for key in items.one_of]
+    for index, element in enumerate(value):
+        where = f"{path}[{index}]"
+        if not isinstance(element, Mapping):
+            problems.append(Problem(where, f"each {items.noun} is an object, not {element!r}"))
+            continue
+        if not items.one_of:
+            continue
+        given = [name for name in element if name in names]
+        others = [name for name in element if name not in names]
+        if len(given) != 1 or others:
+            found = ", ".join(repr(name) for name in element) or "no key"
+            one_of = listed([repr(name) for name in names], "or")
+            problems.append(Problem(where, f"a {items.noun} has exactly one key, {one_of}; found {found}"))
+            continue
+        key = next(key for key in items.one_of if key.name == given[0])
+        message = metadata_value_problem(key, element[key.name])
+        if message:
+            problems.append(Problem(f"{where}.{key.name}", message))
+    return problems
 
 
 def unknown_key_message(key: str, keys: Mapping[str, MetadataKey] = METADATA_KEYS) -> str:

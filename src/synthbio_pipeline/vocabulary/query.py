@@ -19,6 +19,8 @@ from typing import Any
 
 from synthbio_pipeline.errors import Problem, QueryValidationError
 from synthbio_pipeline.vocabulary.counts import counts_problems
+from synthbio_pipeline.vocabulary.families import gem2_model
+from synthbio_pipeline.vocabulary.gem2 import gem2_problems
 from synthbio_pipeline.vocabulary.metadata import VOCABULARIES, MetadataKey, metadata_problems
 from synthbio_pipeline.vocabulary.models import (
     BULK,
@@ -171,6 +173,9 @@ def query_problems(query: Any, genes: int | None = None) -> list[Problem]:
     """
     if not isinstance(query, Mapping):
         return [_not_a_mapping(query)]
+    model_id = query.get("model_id")
+    if isinstance(model_id, str) and gem2_model(model_id) is not None:
+        return _gem2_query_problems(model_id, query, genes)
     problems: list[Problem] = []
     spec = _check_model(query, problems)
     return problems + _request_problems(spec, query, _mode_field(query), genes)
@@ -183,8 +188,10 @@ def wire_problems(model_id: str, body: Any, genes: int | None = None) -> list[Pr
     the mode under its wire name ``sampling_strategy``. A model id this package does not
     know gets the checks every query gets (options, inputs, ``num_samples``). The server
     knows its gene order: ``genes`` is its length, and a ``counts`` input of another length
-    is refused.
+    is refused. A GEM-2 id gets GEM-2's checks (:func:`~synthbio_pipeline.vocabulary.gem2.gem2_problems`).
     """
+    if gem2_model(model_id) is not None:
+        return gem2_problems(model_id, body, n_genes=genes)
     if not isinstance(body, Mapping):
         return [_not_a_mapping(body)]
     spec = get_model(model_id) if is_known_model(model_id) else None
@@ -273,6 +280,20 @@ def metadata_keys_of(spec: ModelSpec) -> dict[str, MetadataKey] | None:
     if spec.vocabulary is None:
         return None
     return {name: key for name, key in VOCABULARIES[spec.vocabulary].items() if key.group in spec.metadata_groups}
+
+
+def _gem2_query_problems(model_id: str, query: Mapping[str, Any], genes: int | None) -> list[Problem]:
+    """A query addressed to a GEM-2 id: GEM-2's checks on the body :func:`to_wire` sends (in
+    GEM-1's shape, rsynthbio's ``mode`` is sent as ``sampling_strategy``; its problems keep
+    the name the query used)."""
+    body = {key: value for key, value in query.items() if key != "model_id"}
+    uses_mode = "mode" in body and isinstance(body.get("inputs"), list)
+    if uses_mode:
+        body = {(WIRE_MODE if key == "mode" else key): value for key, value in body.items()}
+    problems = gem2_problems(model_id, body, n_genes=genes)
+    if uses_mode:
+        problems = [Problem("mode", p.message) if p.path == WIRE_MODE else p for p in problems]
+    return problems
 
 
 def num_samples_problems(value: Any, path: str) -> list[Problem]:
