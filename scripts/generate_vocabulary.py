@@ -47,7 +47,16 @@ from synthbio_pipeline.vocabulary.models import (
     modalities_of_mode,
     model_for_modality,
 )
-from synthbio_pipeline.vocabulary.options import BOOLEAN, FALSE_WORDS, QUERY_OPTIONS, TRUE_WORDS, QueryOption
+from synthbio_pipeline.vocabulary.options import (
+    ALL_OPTIONS,
+    BOOLEAN,
+    FALSE_WORDS,
+    LIST,
+    LIST_SEPARATOR,
+    MODEL_OPTIONS,
+    TRUE_WORDS,
+    QueryOption,
+)
 from synthbio_pipeline.vocabulary.query import WIRE_MODE
 from synthbio_pipeline.vocabulary.words import listed
 
@@ -104,7 +113,20 @@ def _boolean_spellings(quote: Callable[[str], str]) -> str:
 def _option_expected(option: QueryOption, quote: Callable[[str], str]) -> str:
     if option.type == BOOLEAN:
         return f"{quote(TRUE_WORDS[0])} or {quote(FALSE_WORDS[0])} (also {_boolean_spellings(quote)})"
+    if option.type == LIST:
+        words = _or(map(quote, option.choices))
+        return f"one or more of {words}, separated by {quote(LIST_SEPARATOR)}"
     return option.expected()
+
+
+def _only_for(option: QueryOption) -> str:
+    """``; rows with a reference only`` for an option only some models take."""
+    if option.name not in MODEL_OPTIONS:
+        return ""
+    kinds = {spec.kind for spec in MODELS if option.name in spec.options}
+    if kinds == {"reference-conditioning"}:
+        return "; rows with a reference only"
+    return f"; {_or(sorted(kinds))} models only"
 
 
 def _model_default(modality: str, option: QueryOption) -> object:
@@ -140,6 +162,9 @@ def _option_cell_pattern(option: QueryOption) -> str:
     if option.type == BOOLEAN:
         pairs = zip(TRUE_WORDS, FALSE_WORDS, strict=True)
         return rf"^\s*(?i:{'|'.join(word for pair in pairs for word in pair)})\s*$"
+    if option.type == LIST:
+        word = f"(?:{_words_pattern(option.choices)})"
+        return _cell(rf"{word}(?:\s*{_escape(LIST_SEPARATOR)}\s*{word})*")
     if option.minimum is None:
         return r"^\s*[+-]?[0-9]+\s*$"
     if option.minimum == 1:
@@ -210,13 +235,13 @@ def conditions_columns() -> list[str]:
             ("description", f"a model id such as {example} (overrides modality)"),
         ],
     )
-    for option in QUERY_OPTIONS.values():
+    for option in ALL_OPTIONS.values():
         lines += _yaml_property(
             option.name,
             [
                 ("type", "string"),
                 ("pattern", _option_cell_pattern(option)),
-                ("description", f"{_option_expected(option, str)}: {option.meaning}"),
+                ("description", f"{_option_expected(option, str)}: {option.meaning}{_only_for(option)}"),
             ],
         )
     for key in METADATA_KEYS.values():
@@ -245,11 +270,14 @@ def config_defaults() -> list[str]:
             ("description", f"How samples are drawn: {_modes_text(str)}; the model's own when not set."),
         ],
     )
-    for option in QUERY_OPTIONS.values():
+    for option in ALL_OPTIONS.values():
         fields: list[tuple[str, object]] = [("type", option.type)]
         if option.minimum is not None:
             fields.append(("minimum", option.minimum))
-        fields.append(("description", f"{_sentence(option.meaning)}. When not set: {option.default}."))
+        if option.type == LIST:
+            fields += [("items", {"enum": list(option.choices)}), ("minItems", 1), ("uniqueItems", True)]
+        default = _and(option.default_value) if option.type == LIST else option.default
+        fields.append(("description", f"{_sentence(option.meaning)}{_only_for(option)}. When not set: {default}."))
         lines += _yaml_property(option.name, fields)
     return lines
 
@@ -293,14 +321,16 @@ def readme_option_columns() -> list[str]:
             "the modality's model",
         ),
     ]
-    for option in QUERY_OPTIONS.values():
+    for option in ALL_OPTIONS.values():
         default = _code(option.default) if option.type == BOOLEAN else option.default
+        if option.type == LIST:
+            default = _and(map(_code, option.default_value))
         if option.model_default:
             default += " (" + ", ".join(f"{_model_default(m, option):,} {m}" for m in MODALITIES) + ")"
         rows.append(
             (
                 f"`{option.name}`",
-                f"{_sentence(_option_expected(option, _code))}: {option.meaning}.",
+                f"{_sentence(_option_expected(option, _code))}: {option.meaning}{_only_for(option)}.",
                 f"`defaults.{option.name}`, else {default}",
             )
         )
@@ -358,7 +388,7 @@ def readme_gem2_metadata_keys() -> list[str]:
 
 def readme_default_keys() -> list[str]:
     """config/README.md, the ``defaults`` row: the keys it takes."""
-    return [", ".join(_code(name) for name in ("modality", "mode", *QUERY_OPTIONS))]
+    return [", ".join(_code(name) for name in ("modality", "mode", *ALL_OPTIONS))]
 
 
 def readme_query_words() -> list[str]:
@@ -367,7 +397,7 @@ def readme_query_words() -> list[str]:
     modes = " | ".join(map(_code, SAMPLING_STRATEGIES)) + (f"; {only}" if only else "")
     return [
         f"`modality` ({' | '.join(map(_code, MODALITIES))}) and `mode` ({modes}), plus optional "
-        f"{_and(map(_code, QUERY_OPTIONS))}"
+        f"{_and(map(_code, ALL_OPTIONS))}"
     ]
 
 

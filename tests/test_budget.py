@@ -86,3 +86,13 @@ def test_a_dry_run_says_what_the_run_would_buy_and_what_tickets_hold(make_emulat
     assert "gem-1-bulk (bulk): 1 queries, 2 samples to buy; 1 queries (2 samples) already bought" in said
     assert json.loads(ticket.read_text())["query_id"] == "q-lung"
     assert sum(emulator.stats()["requests"].values()) == 0
+
+
+def test_metadata_predictions_count_against_the_budget_with_the_rows(tmp_path):
+    from synthbio_pipeline.pipeline.budget import with_purchases
+
+    plan = plan_purchases(conditions(tmp_path), lambda modality: tmp_path / modality, URL)
+    combined = with_purchases(plan, [("gem-1-bulk_predict-metadata", "bulk", 1, 50)])
+    assert budget_problem(plan, 60) is None
+    assert "105 samples in 4 model queries" in budget_problem(combined, 60)
+    assert plan["gem-1-bulk"].samples == 50 and "gem-1-bulk_predict-metadata" not in plan  # not changed

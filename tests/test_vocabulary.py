@@ -17,7 +17,7 @@ from conftest import EMULATOR_TOKEN
 
 from synthbio_pipeline.client.http import SynthesizeClient
 from synthbio_pipeline.errors import Problem, ValidationError
-from synthbio_pipeline.pipeline.conditions import OPTION_COLUMNS, REQUIRED_COLUMNS
+from synthbio_pipeline.pipeline.conditions import OPTION_COLUMNS, REFERENCE_COLUMNS, REQUIRED_COLUMNS
 from synthbio_pipeline.vocabulary.metadata import (
     METADATA_GROUPS,
     METADATA_KEYS,
@@ -33,7 +33,15 @@ from synthbio_pipeline.vocabulary.models import (
     SAMPLING_STRATEGIES,
     get_model,
 )
-from synthbio_pipeline.vocabulary.options import BOOLEAN, FALSE_WORDS, MODEL_OPTIONS, QUERY_OPTIONS, TRUE_WORDS
+from synthbio_pipeline.vocabulary.options import (
+    ALL_OPTIONS,
+    BOOLEAN,
+    FALSE_WORDS,
+    LIST,
+    MODEL_OPTIONS,
+    QUERY_OPTIONS,
+    TRUE_WORDS,
+)
 from synthbio_pipeline.vocabulary.query import example_wire_query, metadata_keys_of, query_problems, wire_problems
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,18 +118,20 @@ def test_broken_markers_are_refused(change):
 def test_config_schema_enums_are_the_vocabulary():
     properties = schema("config.schema.yaml")["properties"]
     defaults = properties["defaults"]["properties"]
-    assert list(defaults) == ["modality", "mode", *QUERY_OPTIONS]
+    assert list(defaults) == ["modality", "mode", *ALL_OPTIONS]
     assert defaults["modality"]["enum"] == list(MODALITIES)
     assert defaults["mode"]["enum"] == list(SAMPLING_STRATEGIES)
-    for name, option in QUERY_OPTIONS.items():
+    for name, option in ALL_OPTIONS.items():
         assert defaults[name]["type"] == option.type
         assert defaults[name].get("minimum") == option.minimum
+        if option.type == LIST:
+            assert defaults[name]["items"]["enum"] == list(option.choices) and defaults[name]["uniqueItems"]
     assert properties["outputs"]["properties"]["h5ad"]["items"]["enum"] == list(MODALITIES)
 
 
 def test_conditions_schema_columns_are_the_vocabulary():
     properties = schema("conditions.schema.yaml")["properties"]
-    assert list(properties) == [*REQUIRED_COLUMNS, *OPTION_COLUMNS, *METADATA_KEYS]
+    assert list(properties) == [*REQUIRED_COLUMNS, *OPTION_COLUMNS, *METADATA_KEYS, *REFERENCE_COLUMNS]
     for key in METADATA_KEYS.values():
         assert properties[key.name]["description"] == f"API metadata key ({key.group}): {key.describe()}"
 
@@ -166,11 +176,15 @@ def test_model_and_option_cell_patterns_follow_the_vocabulary():
     assert not cell_accepted(properties["modality"]["pattern"], "spatial")
     for model in MODELS:
         assert cell_accepted(properties["model_id"]["pattern"], model.model_id)
-    for name, option in QUERY_OPTIONS.items():
+    for name, option in ALL_OPTIONS.items():
         pattern = properties[name]["pattern"]
         if option.type == BOOLEAN:
             assert all(cell_accepted(pattern, word.upper()) for word in TRUE_WORDS + FALSE_WORDS)
             assert not cell_accepted(pattern, "maybe")
+        elif option.type == LIST:
+            assert cell_accepted(pattern, " ; ".join(option.choices)) and cell_accepted(pattern, option.choices[0])
+            assert not cell_accepted(pattern, "") and not cell_accepted(pattern, f"{option.choices[0]};")
+            assert not cell_accepted(pattern, f"{option.choices[0]},{option.choices[1]}")
         else:
             assert cell_accepted(pattern, "12") and not cell_accepted(pattern, "1.5")
             assert cell_accepted(pattern, "0") == (option.minimum is None or option.minimum <= 0)

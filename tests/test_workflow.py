@@ -16,7 +16,7 @@ import yaml
 from snakemake_runs import ROOT, SNAKEFILE, copy_config, files_under, output_of, snakemake
 
 from synthbio_pipeline.formats.parquet import load_expression
-from synthbio_pipeline.pipeline.conditions import OPTION_COLUMNS, REQUIRED_COLUMNS, read_conditions
+from synthbio_pipeline.pipeline.conditions import OPTION_COLUMNS, REFERENCE_COLUMNS, REQUIRED_COLUMNS, read_conditions
 from synthbio_pipeline.vocabulary.metadata import METADATA_KEYS
 
 GENES = 500
@@ -38,7 +38,7 @@ def test_snakefmt_is_clean():
 
 def test_conditions_schema_names_every_column_the_library_reads():
     schema = yaml.safe_load((ROOT / "workflow/schemas/conditions.schema.yaml").read_text())
-    assert set(schema["properties"]) == {*REQUIRED_COLUMNS, *OPTION_COLUMNS, *METADATA_KEYS}
+    assert set(schema["properties"]) == {*REQUIRED_COLUMNS, *OPTION_COLUMNS, *METADATA_KEYS, *REFERENCE_COLUMNS}
     assert schema["required"] == list(REQUIRED_COLUMNS)
 
 

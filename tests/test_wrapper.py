@@ -64,3 +64,18 @@ def test_wrapper_refuses_a_missing_required_param(wrapper_test_dir, make_emulato
     log = (wrapper_test_dir / "test" / "logs" / "predict" / "lung.log").read_text()
     assert "ValueError: Missing required parameter: model_id" in log, output_of(run)
     assert emulator.stats()["requests"] == {}
+
+
+def test_meta_yaml_documents_every_model_family_it_serves():
+    """meta.yaml parses (as snakemake-wrappers' docs build reads it) and names each GEM-1 family,
+    with the inputs and outputs each one uses."""
+    import yaml
+
+    from synthbio_pipeline.vocabulary.models import MODELS
+
+    meta = yaml.safe_load((WRAPPER / "meta.yaml").read_text())
+    text = meta["description"] + " ".join(str(item) for item in meta["input"] + meta["output"] + meta["params"])
+    for kind in {spec.kind for spec in MODELS}:
+        assert kind.replace("-", " ") in text.replace("-", " "), kind
+    names = {key for item in meta["input"] + meta["output"] for key in item}
+    assert {"columns", "samples", "gene_order", "predicted_metadata", "classifier_probs"} <= names

@@ -129,6 +129,7 @@ def _config_defaults(path: Path | None) -> dict:
 
 def _validate(args) -> int:
     from synthbio_pipeline.pipeline.conditions import ConditionsError, read_conditions
+    from synthbio_pipeline.pipeline.references import reference_problems
 
     config = args.config if args.config is not None else (WORKFLOW_CONFIG if WORKFLOW_CONFIG.is_file() else None)
     try:
@@ -138,6 +139,12 @@ def _validate(args) -> int:
         return 1
     except SynthbioError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 1
+    # Reference rows: their files and samples (the overlap with the model's genes is checked
+    # by the workflow, which knows the model's gene order).
+    problems = reference_problems(conditions, args.table)
+    if problems:
+        print(ConditionsError(problems), file=sys.stderr)
         return 1
     samples = sum(condition.num_samples for condition in conditions)
     print(f"{len(conditions)} conditions, {samples} samples, OK")

@@ -183,3 +183,7 @@ class DownloadRefusedError(SynthbioError):
     def __init__(self, message: str, *, limit: str):
         super().__init__(message)
         self.limit = limit
+
+
+class GeneOrderError(SynthbioError, ValueError):
+    """A result whose gene order is not the one its query's counts were sent in (a stale cache)."""

@@ -14,11 +14,20 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from synthbio_pipeline.client.http import check_base_url
-from synthbio_pipeline.pipeline.budget import budget_problem, describe, plan_purchases
+from synthbio_pipeline.pipeline.budget import (
+    budget_problem,
+    describe,
+    plan_purchases,
+    with_purchases,
+)
 from synthbio_pipeline.pipeline.conditions import (
     ConditionsError,
     TableProblem,
     read_conditions,
+)
+from synthbio_pipeline.pipeline.predict_metadata import (
+    describe_plan,
+    planned_predictions,
 )
 from synthbio_pipeline.pipeline.provenance import provenance_labels
 from synthbio_pipeline.vocabulary.values import non_finite
@@ -30,13 +39,32 @@ from synthbio_pipeline.pipeline.preflight import (
     config_problems,
     service_problem,
 )
-from synthbio_pipeline.vocabulary.models import MODALITIES
+from synthbio_pipeline.pipeline.references import (
+    CountsFiles,
+    annotation_problems,
+    gene_order_path,
+    known_gene_order,
+    raise_if_problems,
+    read_annotations,
+    read_gene_order,
+    reference_problems,
+)
+from synthbio_pipeline.vocabulary.models import (
+    MODALITIES,
+    MODALITY_MODELS,
+    PREDICT_METADATA_MODELS,
+)
+
+MODALITY_OF_MODEL = {model: modality for modality, model in MODALITY_MODELS.items()}
 
 
 wildcard_constraints:
     condition=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     modality="|".join(map(re.escape, MODALITIES)),
     batch=r"[0-9]+",
+    name=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    service=r"[A-Za-z0-9._-]+",
+    model="|".join(map(re.escape, MODALITY_MODELS.values())),
 
 
 # The wrapper directory, found from this file, so that it resolves whatever the working
@@ -215,8 +243,14 @@ if RUNS_JOBS or workflow.output_settings.dryrun:
         raise WorkflowError(_over)
 # Before any job: the API answers, takes the token and has every model the table needs.
 if RUNS_JOBS:
+    # The rows' models, and metadata prediction's (outputs: predicted_metadata, annotate).
+    _predicting = {e["modality"] for e in config["annotate"]}
+    if config["outputs"]["predicted_metadata"]:
+        _predicting |= {c.modality for c in CONDITIONS.values()}
     problem = service_problem(
-        config["api_base_url"], {c.model_id for c in CONDITIONS.values()}
+        config["api_base_url"],
+        {c.model_id for c in CONDITIONS.values()}
+        | {PREDICT_METADATA_MODELS[m] for m in _predicting},
     )
     if problem:
         raise PreflightError(problem)
@@ -228,6 +262,174 @@ if config["outputs"]["counts_tsv"] and not config["as_counts"]:
         "outputs: counts_tsv: true needs as_counts: true (with as_counts: false there are "
         "no counts to write); switch one of them"
     )
+# Metadata prediction reads counts: log1p-CPM cannot be sent.
+if config["outputs"]["predicted_metadata"] and not config["as_counts"]:
+    raise WorkflowError(
+        "outputs: predicted_metadata: true needs as_counts: true (the model reads counts); "
+        "switch one of them"
+    )
+ANNOTATIONS = {entry.name: entry for entry in read_annotations(config["annotate"])}
+
+
+def prefixed(path):
+    """A path as this workflow's rules see it (under a module's prefix, if any)."""
+    try:
+        return workflow.modifier.path_modifier.replace_prefix(path)
+    except AttributeError:
+        return path
+
+
+def own_outputs(paths):
+    """The paths that lie in this workflow's results/ or resources/ (under its prefix)."""
+    roots = [os.path.abspath(prefixed(root)) for root in ("results", "resources")]
+    return [
+        path
+        for path in paths
+        if any(
+            os.path.commonpath([os.path.abspath(path), root]) == root for root in roots
+        )
+    ]
+
+
+# A reference or annotate file that this workflow writes would make the run depend on its
+# own output (and change under the rows that use it): it must be a copy kept elsewhere.
+_own = own_outputs(
+    [c.reference for c in CONDITIONS.values() if c.is_reference]
+    + [entry.path for entry in ANNOTATIONS.values()]
+)
+if _own:
+    raise WorkflowError(
+        f"{', '.join(sorted(set(_own)))}: a reference or annotate file inside this workflow's "
+        "results/ (or resources/) would be rewritten by the run that reads it; copy it out "
+        "first (for example to references/) and name the copy"
+    )
+
+
+def gene_order_file(modality):
+    """The gene order the counts of a modality's references are aligned to: the config's
+    file, or the cache the rule gene_order fills (resources/gene_order/{service}/{model}.json).
+    """
+    configured = config["gene_order_files"].get(modality)
+    if configured:
+        return configured
+    return gene_order_path(config["api_base_url"], MODALITY_MODELS[modality])
+
+
+def gene_order_input(modality):
+    """gene_order_file as an input of a rule (a configured file is the user's, never prefixed)."""
+    path = gene_order_file(modality)
+    return local(path) if config["gene_order_files"].get(modality) else path
+
+
+def reference_conditions(modality):
+    return [c for c in CONDITIONS.values() if c.modality == modality and c.is_reference]
+
+
+def gene_order_modalities():
+    """The modalities whose gene order the run needs: reference rows or annotate files."""
+    wanted = {c.modality for c in CONDITIONS.values() if c.is_reference}
+    wanted |= {entry.modality for entry in ANNOTATIONS.values()}
+    return [m for m in MODALITIES if m in wanted]
+
+
+def known_gene_orders():
+    """{modality: gene order} for those known before any job: configured, cached, or in
+    this workflow's own results of the baseline model from this service (free to read).
+    """
+    orders = {}
+    for modality in gene_order_modalities():
+        configured = config["gene_order_files"].get(modality)
+        if configured and not os.path.exists(configured):
+            raise WorkflowError(
+                f"gene_order_files.{modality}: {configured} does not exist (config/README.md, "
+                "'Reference conditioning')"
+            )
+        path = configured or prefixed(gene_order_file(modality))
+        if os.path.exists(path):
+            orders[modality] = read_gene_order(path)
+            continue
+        known = known_gene_order(
+            prefixed(f"results/predictions/{modality}"),
+            MODALITY_MODELS[modality],
+            config["api_base_url"],
+        )
+        if known is not None:
+            orders[modality] = known[0]
+    return orders
+
+
+def gene_order_checks(wildcards):
+    """What the gene_order job checks once it knows the order: the reference rows and annotate
+    files of its modality (when the order was not known before the run, this is where their
+    overlap with the model's genes is first checked, before any of their queries is written).
+    """
+    modality = MODALITY_OF_MODEL[wildcards.model]
+    return {
+        "table": config["conditions"],
+        "conditions": reference_conditions(modality),
+        "annotations": [a for a in ANNOTATIONS.values() if a.modality == modality],
+    }
+
+
+# Reference and annotate files are checked here, before any job: every problem with them
+# (missing file or sample, gene symbols, values that are not counts, the other modality's
+# data, and too little overlap with the model's genes when the gene order is known) stops
+# the run with the table's file:line and the file and sample. When the gene order must first
+# be bought (the first reference run against a service), the gene_order job checks the
+# overlap before any reference or annotate query is written. Only the main process reads
+# the files.
+def samples_of(modality):
+    return sum(c.num_samples for c in CONDITIONS.values() if c.modality == modality)
+
+
+_files = CountsFiles()
+if workflow.is_main_process and gene_order_modalities():
+    _orders = known_gene_orders()
+    raise_if_problems(
+        reference_problems(
+            CONDITIONS.values(), config["conditions"], _orders, files=_files
+        ),
+        annotation_problems(ANNOTATIONS.values(), _orders, files=_files, first=256),
+    )
+    for _modality in gene_order_modalities():
+        if _modality not in _orders:
+            print(
+                f"The gene order of {MODALITY_MODELS[_modality]} is not known yet: one sample "
+                "of it will be bought to learn it (config/README.md, 'Reference conditioning').",
+                file=sys.stderr,
+            )
+# What metadata prediction would buy, said before any job (each query is paid for).
+if workflow.is_main_process and (
+    config["outputs"]["predicted_metadata"] or ANNOTATIONS
+):
+    _plan = planned_predictions(
+        {
+            m: samples_of(m)
+            for m in MODALITIES
+            if config["outputs"]["predicted_metadata"]
+        },
+        {
+            name: (entry.modality, len(_files.open(entry.path).samples))
+            for name, entry in ANNOTATIONS.items()
+        },
+        config["predict_metadata_batch"],
+    )
+    print(describe_plan(_plan), file=sys.stderr)
+    # The budget guard again, with metadata prediction's samples (before any job buys them).
+    if RUNS_JOBS or workflow.output_settings.dryrun:
+        _modality_of = {m: modality for modality, m in PREDICT_METADATA_MODELS.items()}
+        _over = budget_problem(
+            with_purchases(
+                PURCHASES,
+                [
+                    (model, _modality_of[model], queries, samples)
+                    for model, _, queries, samples in _plan
+                ],
+            ),
+            config["max_samples"],
+        )
+        if _over:
+            raise WorkflowError(f"{_over} (metadata prediction included)")
 
 
 def conditions_of(modality):
@@ -278,6 +480,21 @@ def final_outputs():
         targets += expand("results/{modality}/log1p_cpm.parquet", modality=present)
     if outputs["counts_tsv"]:
         targets += expand("results/{modality}/counts.tsv.gz", modality=present)
+    # The aligned references (the report compares each reference-conditioned condition with them).
+    targets += [
+        f"results/{m}/references.parquet" for m in present if reference_conditions(m)
+    ]
+    if outputs["predicted_metadata"]:
+        targets += expand(
+            "results/{modality}/{table}.parquet",
+            modality=present,
+            table=["predicted_metadata", "classifier_probs"],
+        )
+    targets += expand(
+        "results/annotate/{name}/{table}.parquet",
+        name=list(ANNOTATIONS),
+        table=["predicted_metadata", "classifier_probs"],
+    )
     if outputs["report"]:
         targets.append("results/report/conditions.html")
         names = [f"{f}.svg" for f in report_figures()] + ["summary.html", "summary.tsv"]
@@ -301,14 +518,68 @@ def get_queries_digest(wildcards):
     """A short digest of a batch's requests, models and order: "3 queries, sha256 1a2b…".
 
     A parameter, so that editing a row reruns its batch only; short, so that the rerun
-    reason of -n fits on a line (the requests themselves would run to pages).
+    reason of -n fits on a line (the requests themselves would run to pages). A reference
+    row's request is digested without its counts (44,590 numbers do not belong in params);
+    its reference file is an input of the batch, so editing the file reruns the batches
+    that use it.
     """
     names = get_batch(wildcards)
-    queries = [[n, CONDITIONS[n].model_id, CONDITIONS[n].wire_body()] for n in names]
+    queries = [
+        [
+            n,
+            CONDITIONS[n].model_id,
+            CONDITIONS[n].wire_body(),
+            CONDITIONS[n].reference,
+            CONDITIONS[n].reference_sample,
+        ]
+        for n in names
+    ]
     text = json.dumps(queries, sort_keys=True, separators=(",", ":"))
     return (
         f"{len(names)} queries, sha256 {hashlib.sha256(text.encode()).hexdigest()[:16]}"
     )
+
+
+def get_query_inputs(wildcards):
+    """write_queries' inputs: for a batch with reference rows, their files (editing one
+    reruns the batches that use it, and only them) and the model's gene order."""
+    refs = [c for c in get_batch_conditions(wildcards) if c.is_reference]
+    if not refs:
+        return {}
+    return {
+        "references": [local(p) for p in dict.fromkeys(c.reference for c in refs)],
+        "gene_order": gene_order_input(wildcards.modality),
+    }
+
+
+def get_predict_inputs(wildcards):
+    """predict's inputs: the batch's queries and the columns its samples get; with reference
+    rows, the gene order their counts were sent in (a result in another order is refused).
+    """
+    prefix = f"results/queries/{wildcards.modality}/{wildcards.batch}"
+    inputs = {"queries": prefix, "columns": f"{prefix}.columns.json"}
+    if any(c.is_reference for c in get_batch_conditions(wildcards)):
+        inputs["gene_order"] = gene_order_input(wildcards.modality)
+    return inputs
+
+
+def get_alignment_inputs(wildcards):
+    refs = reference_conditions(wildcards.modality)
+    return {
+        "gene_order": gene_order_input(wildcards.modality),
+        "references": [local(p) for p in dict.fromkeys(c.reference for c in refs)],
+    }
+
+
+def get_annotate_inputs(wildcards):
+    entry = ANNOTATIONS[wildcards.name]
+    return {"counts": local(entry.path), "gene_order": gene_order_input(entry.modality)}
+
+
+def get_metadata_in_flight(wildcards):
+    """Queries the metadata-prediction job of a modality keeps in flight."""
+    chunks = -(-samples_of(wildcards.modality) // config["predict_metadata_batch"])
+    return max(1, min(chunks, config["queries_per_job"]))
 
 
 def get_model_ids(wildcards):

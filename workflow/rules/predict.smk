@@ -8,7 +8,8 @@
 
 rule predict:
     input:
-        queries="results/queries/{modality}/{batch}",
+        # The queries, the columns their samples get, and (reference rows) the gene order.
+        unpack(get_predict_inputs),
     output:
         expression="results/predictions/{modality}/{batch}/expression.parquet",
         metadata="results/predictions/{modality}/{batch}/metadata.parquet",

@@ -2,8 +2,13 @@
 
 
 rule write_queries:
+    input:
+        # A batch with reference rows: their files and the model's gene order.
+        unpack(get_query_inputs),
     output:
-        directory("results/queries/{modality}/{batch}"),
+        queries=directory("results/queries/{modality}/{batch}"),
+        # Per condition, the columns its samples' metadata rows get (reference provenance).
+        columns="results/queries/{modality}/{batch}.columns.json",
     log:
         "logs/queries/{modality}/{batch}.log",
     localrule: True

@@ -45,12 +45,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from synthbio_pipeline.errors import MergeError, ResultError
+from synthbio_pipeline.errors import GeneOrderError, MergeError, ResultError
 from synthbio_pipeline.files import atomic_path
 from synthbio_pipeline.formats.parquet_footer import chunk_layout, stitch_expression
 from synthbio_pipeline.formats.result_json import log_cpm, open_result
 from synthbio_pipeline.vocabulary.metadata import METADATA_KEYS
-from synthbio_pipeline.vocabulary.options import BOOLEAN, INTEGER, QUERY_OPTIONS
+from synthbio_pipeline.vocabulary.models import get_model, is_known_model
+from synthbio_pipeline.vocabulary.options import BOOLEAN, INTEGER, LIST, LIST_SEPARATOR, MODEL_OPTIONS, QUERY_OPTIONS
 
 if TYPE_CHECKING:  # pandas only where a DataFrame is returned: it costs ~45 MB RSS to import
     import pandas as pd
@@ -112,12 +113,17 @@ def write_part(
     expression_out: str | os.PathLike,
     metadata_out: str | os.PathLike,
     as_counts: bool = True,
+    extra_columns: dict[str, Any] | None = None,
+    expected_genes: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Turn one downloaded result into the condition's expression and metadata parts.
 
     ``result_path`` is a JSON result document, or a reader already open that yields the same
     samples (``gene_order``, ``model_version``, ``top_level``, ``samples(expected)``: a
     self-hosted Arrow stream's, :func:`~synthbio_pipeline.formats.arrow_stream.write_arrow_part`).
+    ``extra_columns`` (name -> value) are added to every metadata row of the condition (a
+    reference row's provenance). ``expected_genes``, when given, is the gene order the query's
+    counts were sent in: a result in another order raises :class:`GeneOrderError`.
 
     Samples are parsed on a second thread (numpy parses counts without the GIL) while this
     one appends each sample's values to one spool file per gene block. Each block is then
@@ -132,6 +138,12 @@ def write_part(
     dtype = np.dtype(np.int32 if as_counts else np.float32)
     with _open_source(result_path, expected) as reader, contextlib.ExitStack() as stack:
         genes = reader.gene_order
+        if expected_genes is not None and list(expected_genes) != genes:
+            raise GeneOrderError(
+                f"condition {condition}: the result's gene order ({len(genes):,} genes) is not the one its reference "
+                f"counts were sent in ({len(expected_genes):,} genes): the cached gene order is stale. Delete it "
+                "(resources/gene_order/) and rerun; the query was paid for, its answer is not used"
+            )
         bounds = [(start, min(start + ROW_GROUP_GENES, len(genes))) for start in range(0, len(genes), ROW_GROUP_GENES)]
         spools = [stack.enter_context(tempfile.TemporaryFile()) for _ in bounds]
         metadata_rows = []
@@ -149,6 +161,8 @@ def write_part(
             "orientation": "genes x samples",
             RUN_ID: new_run_id(),
         }
+        if is_known_model(model_id):
+            label["modality"] = get_model(model_id).modality
         schema = expression_schema(ids, pa.from_numpy_dtype(dtype), label)
         _write_expression(expression_out, schema, genes, spools, bounds, dtype)
         model_version = reader.model_version
@@ -161,6 +175,7 @@ def write_part(
         model_version=model_version,
         backend=backend,
         body=body,
+        extra_columns=extra_columns or {},
     )
     write_metadata(metadata, metadata_out, label)
     return {
@@ -343,12 +358,22 @@ def expression_schema(ids: Sequence[str], value_type: pa.DataType, label: dict) 
 _STR, _STRING, _EMPTY = ("object", "str"), ("object", "string"), ("empty", "object")
 _INT64, _NULLABLE_INT64, _NULLABLE_BOOL = ("int64", "int64"), ("int64", "Int64"), ("bool", "boolean")
 #: The column type of each kind of query option (arrow type, pandas kind).
-_OPTION_TYPES = {INTEGER: (pa.int64(), _NULLABLE_INT64), BOOLEAN: (pa.bool_(), _NULLABLE_BOOL)}
+_OPTION_TYPES = {
+    INTEGER: (pa.int64(), _NULLABLE_INT64),
+    BOOLEAN: (pa.bool_(), _NULLABLE_BOOL),
+    LIST: (pa.large_string(), _STR),
+}
 
 
-def _metadata_table(ids, rows, *, condition, model_id, query_id, model_version, backend, body) -> pa.Table:
+def _metadata_table(
+    ids, rows, *, condition, model_id, query_id, model_version, backend, body, extra_columns=None
+) -> pa.Table:
     """One row per sample, built with pyarrow (no pandas import on the write path), with the
-    pandas metadata ``DataFrame.to_parquet`` would write for the frame this used to build."""
+    pandas metadata ``DataFrame.to_parquet`` would write for the frame this used to build.
+
+    The query options' columns are every model's (``QUERY_OPTIONS``), then those only the
+    model takes (a reference-conditioning model's ``conditioning``); ``extra_columns`` follow (text, whole numbers,
+    booleans, or None: an all-null column)."""
     inputs = body.get("inputs", [])
     requested = inputs[0].get("metadata", {}) if len(inputs) == 1 else {}
     keys = [key for key in METADATA_KEYS if any(key in row for row in rows) or key in requested]
@@ -369,9 +394,24 @@ def _metadata_table(ids, rows, *, condition, model_id, query_id, model_version, 
         "sampling_strategy": text(body.get("sampling_strategy")),
         "num_samples": (_constant_array(n, pa.int64(), n), _INT64),
     }
-    for name, option in QUERY_OPTIONS.items():
+    own = get_model(model_id).options if is_known_model(model_id) else ()
+    options = {**QUERY_OPTIONS, **{n: o for n, o in MODEL_OPTIONS.items() if n in own or n in body}}
+    for name, option in options.items():
         arrow_type, kind = _OPTION_TYPES[option.type]
-        columns[name] = (_constant_array(body.get(name), arrow_type, n), kind)
+        value = body.get(name)
+        if option.type == LIST:
+            columns[name] = text(None if value is None else LIST_SEPARATOR.join(map(str, value)))
+        else:
+            columns[name] = (_constant_array(value, arrow_type, n), kind)
+    for name, value in (extra_columns or {}).items():
+        if name in columns:
+            raise ValueError(f"extra column {name!r} is one of the metadata table's own")
+        if value is None or isinstance(value, str):
+            columns[name] = text(value)
+        elif isinstance(value, bool):
+            columns[name] = (_constant_array(value, pa.bool_(), n), _NULLABLE_BOOL)
+        else:
+            columns[name] = (_constant_array(value, pa.int64(), n), _NULLABLE_INT64)
     for key in keys:
         # Metadata is text, as the API spells it: a column has one type in every part. A key that
         # names a column of ours is the server's say, kept beside ours, never in its place.
@@ -473,6 +513,9 @@ def merge_parts(
         raise MergeError(f"sample ids appear in more than one part: {', '.join(repeated[:5])}")
     value_type = pa.int32() if kinds == {COUNTS} else pa.float32()
     backends = sorted({label["backend"] for label in labels})
+    # A part names its model; a merged batch (merged again per modality) names its models.
+    models = sorted({m for label in labels for m in [label.get("model_id"), *label.get("model_ids", [])] if m})
+    modalities = {label.get("modality") for label in labels}
     label = {
         "values": kinds.pop(),
         "backend": backends[0] if len(backends) == 1 else backends,
@@ -483,6 +526,11 @@ def merge_parts(
     }
     if label[RUN_ID] is None:
         del label[RUN_ID]
+    # Which models and which modality made the samples (a reference file's modality is checked with it).
+    if models:
+        label["model_ids"] = models
+    if len(modalities) == 1 and None not in modalities:
+        label["modality"] = modalities.pop()
     schema = expression_schema(ids, value_type, label)
 
     # Both files are written in full before either is renamed into place (the metadata first):

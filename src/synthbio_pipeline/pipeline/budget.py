@@ -11,7 +11,7 @@ run would buy; :func:`budget_problem` compares it with ``max_samples`` (config; 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from synthbio_pipeline.client.http import resolve_base_url
@@ -53,6 +53,17 @@ def plan_purchases(
             entry.queries += 1
             entry.samples += condition.num_samples
     return plan
+
+
+def with_purchases(plan: Mapping[str, Purchase], extra: Iterable[tuple[str, str, int, int]]) -> dict[str, Purchase]:
+    """A copy of ``plan`` with more queries bought: ``(model id, modality, queries, samples)`` each
+    (metadata prediction's, which the table's rows do not show)."""
+    combined = {model: replace(entry) for model, entry in plan.items()}
+    for model_id, modality, queries, samples in extra:
+        entry = combined.setdefault(model_id, Purchase(model_id, modality))
+        entry.queries += queries
+        entry.samples += samples
+    return combined
 
 
 def describe(plan: Mapping[str, Purchase]) -> str:

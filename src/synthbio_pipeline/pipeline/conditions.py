@@ -6,7 +6,11 @@
 ``condition`` and ``num_samples`` are required; every metadata key of the API may be a
 column (an empty cell means "not set"); ``modality``, ``mode`` (or its synonym
 ``sampling_strategy``), ``model_id`` and the query options (``seed``, ``total_count``,
-``deterministic_latents``) override the defaults per row. :func:`read_conditions` checks
+``deterministic_latents``, ``conditioning``, ``fixed_total_count``) override the defaults per
+row. A row with a ``reference`` (a counts file) and ``reference_sample`` (a sample in it) is
+reference-conditioned: it uses the modality's reference-conditioning model, and its metadata
+may only be perturbation keys (the rest is inferred from the reference). The files
+themselves are checked by :mod:`synthbio_pipeline.pipeline.references`. :func:`read_conditions` checks
 the whole table before anything is sent and raises one :class:`ConditionsError` listing
 every problem with its file, line, condition and column. The vocabulary and its rules live
 in :mod:`synthbio_pipeline.vocabulary`: each row is turned into a query, checked there, and
@@ -27,8 +31,24 @@ from typing import Any
 from synthbio_pipeline.errors import SynthbioError
 from synthbio_pipeline.files import atomic_path
 from synthbio_pipeline.vocabulary.metadata import METADATA_KEYS
-from synthbio_pipeline.vocabulary.models import DEFAULT_MODALITY, MODALITY_MODELS, get_model, is_known_model
-from synthbio_pipeline.vocabulary.options import BOOLEAN, FALSE_WORDS, QUERY_OPTIONS, TRUE_WORDS
+from synthbio_pipeline.vocabulary.models import (
+    BASELINE,
+    DEFAULT_MODALITY,
+    MODALITY_MODELS,
+    REFERENCE_CONDITIONING,
+    REFERENCE_MODELS,
+    get_model,
+    is_known_model,
+)
+from synthbio_pipeline.vocabulary.options import (
+    ALL_OPTIONS,
+    BOOLEAN,
+    FALSE_WORDS,
+    LIST,
+    LIST_SEPARATOR,
+    QUERY_OPTIONS,
+    TRUE_WORDS,
+)
 from synthbio_pipeline.vocabulary.query import MODEL_FIELDS, WIRE_MODE, query_problems, to_wire
 from synthbio_pipeline.vocabulary.values import parse_finite, parse_whole, too_long
 from synthbio_pipeline.vocabulary.words import did_you_mean
@@ -47,7 +67,9 @@ WINDOWS_RESERVED = frozenset(
 )
 REQUIRED_COLUMNS = ("condition", "num_samples")
 #: The columns that override the config's defaults: the model's fields, then the query options.
-OPTION_COLUMNS = (*MODEL_FIELDS, *QUERY_OPTIONS)
+OPTION_COLUMNS = (*MODEL_FIELDS, *ALL_OPTIONS)
+#: A reference-conditioned row's counts file (relative to the working directory) and its sample.
+REFERENCE_COLUMNS = ("reference", "reference_sample")
 
 
 @dataclass(frozen=True)
@@ -99,20 +121,36 @@ class Condition:
     mode: str | None
     num_samples: int
     metadata: dict[str, Any] = field(default_factory=dict)
-    #: The query options (seed, total_count, deterministic_latents) set by the row or a config default.
+    #: The query options (seed, total_count, ...) set by the row or a config default.
     options: dict[str, Any] = field(default_factory=dict)
+    #: A reference-conditioned row's counts file, as the table gives it, and its sample (None:
+    #: the file's only sample).
+    reference: str | None = None
+    reference_sample: str | None = None
 
-    def query(self) -> dict[str, Any]:
-        """The user-facing query of this condition (rsynthbio's vocabulary)."""
+    @property
+    def is_reference(self) -> bool:
+        return self.reference is not None
+
+    def query(self, counts: list[int] | None = None) -> dict[str, Any]:
+        """The user-facing query of this condition (rsynthbio's vocabulary).
+
+        A reference row's input carries ``counts``, the reference aligned to the model's gene
+        order (:mod:`synthbio_pipeline.pipeline.references`); without them the query has none.
+        """
         query: dict[str, Any] = {"model_id": self.model_id, "modality": self.modality}
         if self.mode is not None:
             query["mode"] = self.mode
-        query["inputs"] = [{"metadata": dict(self.metadata), "num_samples": self.num_samples}]
+        item: dict[str, Any] = {"metadata": dict(self.metadata), "num_samples": self.num_samples}
+        if counts is not None:
+            item = {"counts": counts, **item}
+        query["inputs"] = [item]
         return {**query, **self.options}
 
-    def wire_body(self) -> dict[str, Any]:
-        """The exact JSON body of ``POST /api/models/{model_id}/predict``."""
-        return to_wire(self.query(), validate=False)[1]
+    def wire_body(self, counts: list[int] | None = None) -> dict[str, Any]:
+        """The exact JSON body of ``POST /api/models/{model_id}/predict`` (a reference row's
+        without its ``counts`` unless they are given)."""
+        return to_wire(self.query(counts), validate=False)[1]
 
 
 def read_conditions(
@@ -147,11 +185,19 @@ def read_conditions(
     return conditions
 
 
-def write_query(condition: Condition, path: str | Path) -> None:
-    """Write a condition's wire body as JSON, atomically."""
+def write_query(condition: Condition, path: str | Path, counts: list[int] | None = None) -> None:
+    """Write a condition's wire body as JSON, atomically (a reference row's with its ``counts``,
+    on one line: 44,590 numbers one per line would be a 300,000-line file)."""
+    if condition.is_reference and counts is None:
+        raise ValueError(f"condition {condition.name!r} has a reference: its query needs the aligned counts")
+    body = condition.wire_body(counts)
+    # allow_nan=False: NaN or infinity never reaches a query file (JSON has no such numbers).
+    if counts is None:
+        text = json.dumps(body, indent=2, ensure_ascii=False, allow_nan=False)
+    else:
+        text = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     with atomic_path(path) as temporary:
-        # allow_nan=False: NaN or infinity never reaches a query file (JSON has no such numbers).
-        temporary.write_text(json.dumps(condition.wire_body(), indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+        temporary.write_text(text + "\n")
 
 
 # --- reading ---------------------------------------------------------------------------
@@ -239,9 +285,11 @@ def _check_header(header: list[str], problems: _Problems) -> None:
             problems.add(1, None, f"column {position} has no name")
         elif name in seen:
             problems.add(1, name, "the column appears twice")
-        elif name not in REQUIRED_COLUMNS and name not in OPTION_COLUMNS and name not in METADATA_KEYS:
-            hint = did_you_mean(name, [*METADATA_KEYS, *OPTION_COLUMNS, *REQUIRED_COLUMNS])
-            allowed = "; allowed: condition, num_samples, the API metadata keys and " + ", ".join(OPTION_COLUMNS)
+        elif name not in (*REQUIRED_COLUMNS, *OPTION_COLUMNS, *REFERENCE_COLUMNS) and name not in METADATA_KEYS:
+            hint = did_you_mean(name, [*METADATA_KEYS, *OPTION_COLUMNS, *REFERENCE_COLUMNS, *REQUIRED_COLUMNS])
+            allowed = "; allowed: condition, num_samples, the API metadata keys and " + ", ".join(
+                (*OPTION_COLUMNS, *REFERENCE_COLUMNS)
+            )
             problems.add(1, name, f"unknown column{hint or allowed}")
         seen.add(name)
     if "mode" in header and WIRE_MODE in header:
@@ -283,12 +331,28 @@ def _condition_of(
         seen[name.lower()] = (name, line)
 
     cells = {column: value.strip() for column, value in record.items() if value.strip() != ""}
+    reference, reference_sample = cells.get("reference"), cells.get("reference_sample")
+    if reference_sample is not None and reference is None:
+        bad("reference_sample", "names a sample of a reference file: give the file in the 'reference' column too")
     modality, modality_column = _pick(cells, defaults, "modality")
     mode, mode_column = _pick(cells, defaults, "mode", synonym=WIRE_MODE)
     model_id = cells.get("model_id")
     if modality is None:
         modality = get_model(model_id).modality if model_id and is_known_model(model_id) else DEFAULT_MODALITY
-    model_id = model_id or MODALITY_MODELS.get(modality)
+    if model_id and is_known_model(model_id):
+        kind = get_model(model_id).kind
+        takes = get_model(model_id).options
+        if reference is not None and kind != REFERENCE_CONDITIONING:
+            bad("model_id", f"a row with a reference needs a reference-conditioning model, not {model_id} ({kind})")
+        elif reference is None and kind == REFERENCE_CONDITIONING:
+            bad("reference", f"model {model_id} generates from a reference sample: give its counts file here")
+    else:
+        kind = REFERENCE_CONDITIONING if reference is not None else BASELINE
+        takes = None
+    models = REFERENCE_MODELS if reference is not None else MODALITY_MODELS
+    model_id = model_id or models.get(modality)
+    if takes is None:
+        takes = get_model(model_id).options if model_id and is_known_model(model_id) else ()
     if mode is None and model_id and is_known_model(model_id):
         mode = get_model(model_id).default_mode
 
@@ -299,14 +363,32 @@ def _condition_of(
         query["mode"] = mode
     columns = {"modality": modality_column, "mode": mode_column, "model_id": "model_id"}
     options = {}
-    for key, option in QUERY_OPTIONS.items():
+    for key, option in ALL_OPTIONS.items():
         value, column = _pick(cells, defaults, key)
         if isinstance(value, str) and too_long(value):
             bad(column, f"{value[:20]}... {too_long(value)}")
             continue
-        if value is not None:
-            options[key] = _parse_bool(value) if option.type == BOOLEAN else _parse_int(value)
-            columns[key] = column
+        if value is None:
+            continue
+        if key not in QUERY_OPTIONS and key not in takes:
+            # A config default of a model's own option (conditioning) is for the rows of that model.
+            if column == key:
+                hint = "give the row a reference" if kind != REFERENCE_CONDITIONING else f"{model_id} does not take it"
+                bad(key, f"only rows with a reference take {key!r} ({hint}, or leave the cell empty)")
+            continue
+        options[key] = _parse_option(option.type, value)
+        columns[key] = column
+    if (
+        reference is not None
+        and "total_count" in cells
+        and options.get("fixed_total_count") is not True
+        and not any(problem.column == "fixed_total_count" for problem in problems[before:])
+    ):
+        bad(
+            "total_count",
+            "a reference row keeps its reference's library size unless fixed_total_count is true: "
+            "set fixed_total_count to true, or leave total_count empty",
+        )
     metadata = {key: _parse_metadata(key, value) for key, value in cells.items() if key in METADATA_KEYS}
     num_samples = _parse_int(cells.get("num_samples", ""))
     if isinstance(num_samples, str) and too_long(num_samples):
@@ -317,6 +399,8 @@ def _condition_of(
 
     for found in query_problems(query):
         path = found.path
+        if path.startswith("inputs[0].counts"):
+            continue  # a reference row's counts come from its file, checked with it
         if path.startswith("inputs[0].metadata."):
             bad(path.split(".", 2)[2], found.message)
         elif path == "inputs[0].num_samples":
@@ -344,6 +428,8 @@ def _condition_of(
         num_samples=num_samples,
         metadata=metadata,
         options=options,
+        reference=reference,
+        reference_sample=reference_sample,
     )
 
 
@@ -359,6 +445,21 @@ def _pick(cells: Mapping[str, str], defaults: Mapping[str, Any], key: str, synon
 
 def _parse_int(value: Any) -> Any:
     return parse_whole(value)  # a whole number of bounded length, else left as written (the check names it)
+
+
+def _parse_option(kind: str, value: Any) -> Any:
+    if kind == BOOLEAN:
+        return _parse_bool(value)
+    if kind == LIST:
+        return _parse_list(value)
+    return _parse_int(value)
+
+
+def _parse_list(value: Any) -> Any:
+    """``biological;technical`` (a cell, or a config default written as text) -> a list."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(LIST_SEPARATOR)]
+    return value
 
 
 def _parse_bool(value: Any) -> Any:

@@ -412,9 +412,10 @@ def conditions_frame(conditions: Sequence[Any]) -> pd.DataFrame:
     key any row sets (in the API's key order)."""
     from synthbio_pipeline.vocabulary.metadata import METADATA_KEYS
     from synthbio_pipeline.vocabulary.models import get_model, is_known_model
-    from synthbio_pipeline.vocabulary.options import QUERY_OPTIONS
+    from synthbio_pipeline.vocabulary.options import ALL_OPTIONS
 
-    options = [key for key in QUERY_OPTIONS if any(key in c.options for c in conditions)]
+    options = [key for key in ALL_OPTIONS if any(key in c.options for c in conditions)]
+    references = [key for key in ("reference", "reference_sample") if any(getattr(c, key, None) for c in conditions)]
     keys = [key for key in METADATA_KEYS if any(key in c.metadata for c in conditions)]
     rows = []
     for c in conditions:
@@ -428,11 +429,12 @@ def conditions_frame(conditions: Sequence[Any]) -> pd.DataFrame:
                 "model_id": c.model_id,
                 "mode": mode,
                 "num_samples": c.num_samples,
+                **{key: getattr(c, key) for key in references},
                 **{key: c.options.get(key) for key in options},
                 **{key: c.metadata.get(key) for key in keys},
             }
         )
-    columns = ["condition", "modality", "model_id", "mode", "num_samples", *options, *keys]
+    columns = ["condition", "modality", "model_id", "mode", "num_samples", *references, *options, *keys]
     return pd.DataFrame(rows, columns=columns)
 
 

@@ -55,7 +55,9 @@ from synthbio_pipeline.errors import (
     ValidationError,
 )
 from synthbio_pipeline.files import atomic_path
+from synthbio_pipeline.formats.metadata_prediction import merge_prediction_parts, write_prediction_part
 from synthbio_pipeline.formats.parquet import merge_parts, write_part
+from synthbio_pipeline.vocabulary.models import get_model, is_known_model
 
 logger = logging.getLogger(__name__)
 
@@ -148,6 +150,21 @@ def load_ambiguous(ticket_path: Path) -> dict | None:
     return note if isinstance(note, dict) else None
 
 
+METADATA_PREDICTION = "metadata-prediction"
+
+
+def result_kind(model_id: str) -> str:
+    """``expression``, or ``metadata-prediction`` for a metadata-prediction model."""
+    return get_model(model_id).result_kind if is_known_model(model_id) else "expression"
+
+
+#: The files a query's answer becomes, per kind of result (a batch's work folder holds these per query).
+PART_NAMES = {
+    "expression": ("expression.parquet", "metadata.parquet"),
+    METADATA_PREDICTION: ("predicted_metadata.parquet", "classifier_probs.parquet"),
+}
+
+
 class Progress:
     """Logs, for every query still waiting on the service, a line every ``interval`` seconds.
 
@@ -213,8 +230,13 @@ def run_prediction(
     *,
     model_id: str,
     condition: str,
-    expression_out: str | os.PathLike,
-    metadata_out: str | os.PathLike,
+    expression_out: str | os.PathLike | None = None,
+    metadata_out: str | os.PathLike | None = None,
+    predicted_out: str | os.PathLike | None = None,
+    probs_out: str | os.PathLike | None = None,
+    sample_ids: Sequence[str] | None = None,
+    extra_columns: dict[str, Any] | None = None,
+    expected_genes: Sequence[str] | None = None,
     base_url: str | None = None,
     poll_interval: float = C.DEFAULT_POLL_INTERVAL_SECONDS,
     poll_timeout: float = C.DEFAULT_POLL_TIMEOUT_SECONDS,
@@ -230,6 +252,12 @@ def run_prediction(
 ) -> dict[str, Any]:
     """Submit (or resume) the query in ``query_path``, wait, download, parse, write parts.
 
+    An expression model's answer becomes ``expression_out`` and ``metadata_out``
+    (:func:`~synthbio_pipeline.formats.parquet.write_part`; ``extra_columns`` are added to
+    each metadata row, ``expected_genes`` is the gene order a reference's counts were sent
+    in); a metadata-prediction model's answer becomes ``predicted_out`` and ``probs_out``, one
+    row per sample of ``sample_ids`` (:mod:`~synthbio_pipeline.formats.metadata_prediction`).
+
     ``cpu_lock``, when given, is held while the result is parsed: a batch runs many
     queries at once but parses one result at a time, on one core.
 
@@ -243,7 +271,41 @@ def run_prediction(
     """
     body = json.loads(Path(query_path).read_text())
     digest = body_sha256(body)
-    outputs = Path(expression_out).parent
+    if result_kind(model_id) == METADATA_PREDICTION:
+        if predicted_out is None or probs_out is None or sample_ids is None:
+            raise ValueError(f"{model_id} predicts metadata: give predicted_out, probs_out and sample_ids")
+        first = predicted_out
+
+        def write(result: Path, query_id: str) -> dict[str, Any]:
+            return write_prediction_part(
+                result,
+                sample_ids=sample_ids,
+                model_id=model_id,
+                query_id=query_id,
+                predicted_out=predicted_out,
+                probs_out=probs_out,
+            )
+
+    else:
+        if expression_out is None or metadata_out is None:
+            raise ValueError(f"{model_id} generates expression: give expression_out and metadata_out")
+        first = expression_out
+
+        def write(result: Path, query_id: str) -> dict[str, Any]:
+            return write_part(
+                result,
+                condition=condition,
+                model_id=model_id,
+                query_id=query_id,
+                body=body,
+                expression_out=expression_out,
+                metadata_out=metadata_out,
+                as_counts=as_counts,
+                extra_columns=extra_columns,
+                expected_genes=expected_genes,
+            )
+
+    outputs = Path(first).parent
     outputs.mkdir(parents=True, exist_ok=True)
     ticket_path = Path(ticket_path) if ticket_path is not None else outputs / TICKET_NAME
     started = time.monotonic()
@@ -330,28 +392,24 @@ def run_prediction(
             client,
             ticket.query_id,
             ready,
-            body,
             condition,
-            model_id,
-            expression_out,
-            metadata_out,
-            as_counts,
+            outputs,
+            write,
             log,
             cpu_lock or nullcontext(),
+            samples_asked(body),
         )
     if not keep_ticket:
         ticket_path.unlink(missing_ok=True)
     summary["seconds"] = round(time.monotonic() - started, 2)
     summary["submissions"] = ticket.submissions
     summary["base_url"] = ticket.base_url  # where the query went (the report's provenance)
-    log.info(
-        "%s: wrote %d samples x %d genes (%s) in %.1f s",
-        condition,
-        summary["samples"],
-        summary["genes"],
-        summary["backend"],
-        summary["seconds"],
-    )
+    summary.setdefault("condition", condition)
+    if "genes" in summary:
+        shape = f"{summary['samples']} samples x {summary['genes']} genes"
+    else:
+        shape = f"predicted metadata of {summary['samples']} samples ({summary['fields']} fields)"
+    log.info("%s: wrote %s (%s) in %.1f s", condition, shape, summary["backend"], summary["seconds"])
     return summary
 
 
@@ -375,27 +433,18 @@ def _submit_when_admitted(client, model_id, body, condition, deadline, log) -> s
 
 
 def _download_and_write(
-    client, query_id, ready, body, condition, model_id, expression_out, metadata_out, as_counts, log, cpu_lock
+    client, query_id, ready, condition, folder, write, log, cpu_lock, samples: int | None = None
 ) -> dict[str, Any]:
-    """Download the result and write the parts; a broken or corrupt download is fetched again."""
-    with tempfile.TemporaryDirectory(prefix=".download-", dir=Path(expression_out).parent) as scratch:
+    """Download the result and write the parts; a broken or corrupt download is fetched again.
+
+    ``samples`` (asked for) sets the download's size limit."""
+    with tempfile.TemporaryDirectory(prefix=".download-", dir=folder) as scratch:
         for attempt in range(1, R.DOWNLOAD_ATTEMPTS + 1):
             try:
-                result = client.fetch_result(
-                    query_id, ready, Path(scratch) / "result.json", expected_samples=samples_asked(body)
-                )
+                result = client.fetch_result(query_id, ready, Path(scratch) / "result.json", expected_samples=samples)
                 log.info("%s: downloaded %.1f MB", condition, result.stat().st_size / 1e6)
                 with cpu_lock:
-                    return write_part(
-                        result,
-                        condition=condition,
-                        model_id=model_id,
-                        query_id=query_id,
-                        body=body,
-                        expression_out=expression_out,
-                        metadata_out=metadata_out,
-                        as_counts=as_counts,
-                    )
+                    return write(result, query_id)
             except (ResultError, APIConnectionError) as error:
                 if attempt == R.DOWNLOAD_ATTEMPTS:
                     raise
@@ -407,18 +456,27 @@ def _download_and_write(
 
 @dataclass(frozen=True)
 class BatchQuery:
-    """One condition of a batch: its name, its query file and its model."""
+    """One condition of a batch: its name, its query file and its model.
+
+    ``extra_columns`` are added to its samples' metadata rows (expression models);
+    ``sample_ids`` name its outputs (metadata-prediction models, whose inputs are counts).
+    """
 
     condition: str
     query_path: Path
     model_id: str
+    extra_columns: dict[str, Any] | None = None
+    sample_ids: tuple[str, ...] | None = None
 
 
 def run_batch(
     queries: Sequence[BatchQuery],
     *,
-    expression_out: str | os.PathLike,
-    metadata_out: str | os.PathLike,
+    expression_out: str | os.PathLike | None = None,
+    metadata_out: str | os.PathLike | None = None,
+    predicted_out: str | os.PathLike | None = None,
+    probs_out: str | os.PathLike | None = None,
+    expected_genes: Sequence[str] | None = None,
     in_flight: int = 1,
     ticket_dir: str | os.PathLike | None = None,
     log: logging.Logger = logger,
@@ -441,6 +499,9 @@ def run_batch(
     unchanged conditions download their answered queries again rather than buy them again.
     Delete the folder to buy every query afresh. ``options`` are :func:`run_prediction`'s.
 
+    A batch of metadata-prediction queries (each with its ``sample_ids``) writes
+    ``predicted_out`` and ``probs_out`` instead of the expression pair.
+
     Progress goes to ``log``: a line per waiting query every ``heartbeat`` seconds, and a
     line each time a query is done ("batch 0003: 7 of 10 ready"; ``name`` defaults to
     "batch" and the output's folder). A failure's error carries a note naming its condition
@@ -451,13 +512,22 @@ def run_batch(
     names = [query.condition for query in queries]
     if len(set(names)) != len(names):
         raise ValueError(f"a batch lists a condition twice: {sorted({n for n in names if names.count(n) > 1})}")
+    kinds = {result_kind(query.model_id) for query in queries}
+    if len(kinds) != 1:
+        raise ValueError("a batch mixes metadata-prediction and expression models; run them as separate batches")
+    kind = kinds.pop()
+    outs = (predicted_out, probs_out) if kind == METADATA_PREDICTION else (expression_out, metadata_out)
+    if None in outs:
+        wanted = "predicted_out and probs_out" if kind == METADATA_PREDICTION else "expression_out and metadata_out"
+        raise ValueError(f"this batch's models give {kind} results: give {wanted}")
+    first_name, second_name = PART_NAMES[kind]
     started = time.monotonic()
     # Named after the output, so that jobs writing into one folder keep apart.
-    work = Path(expression_out).parent / f".{Path(expression_out).name}{WORK_DIR_SUFFIX}"
-    tickets = Path(ticket_dir) if ticket_dir is not None else work.with_name(f".{Path(expression_out).name}.tickets")
+    work = Path(outs[0]).parent / f".{Path(outs[0]).name}{WORK_DIR_SUFFIX}"
+    tickets = Path(ticket_dir) if ticket_dir is not None else work.with_name(f".{Path(outs[0]).name}.tickets")
     tickets.mkdir(parents=True, exist_ok=True)
     cpu_lock = threading.Lock()
-    name = name or f"batch {Path(expression_out).parent.name}"
+    name = name or f"batch {Path(outs[0]).parent.name}"
     ready = 0
     ready_lock = threading.Lock()
 
@@ -469,21 +539,31 @@ def run_batch(
 
     def one(query: BatchQuery) -> dict[str, Any]:
         folder = work / query.condition
-        expression, metadata = folder / "expression.parquet", folder / "metadata.parquet"
+        first, second = folder / first_name, folder / second_name
         digest = body_sha256(json.loads(Path(query.query_path).read_text()))
+        # The columns added to the part are part of what it answers.
+        digest = body_sha256({"body": digest, "extra_columns": query.extra_columns, "samples": query.sample_ids})
         done = folder / DONE_NAME
         note = _done_note(done)
-        if expression.exists() and metadata.exists() and note is not None and note["body_sha256"] == digest:
+        if first.exists() and second.exists() and note is not None and note["body_sha256"] == digest:
             log.info("%s: already done in an earlier run of this batch", query.condition)
             count_ready()
             return note["summary"]
         done.unlink(missing_ok=True)
+        if kind == METADATA_PREDICTION:
+            outputs = {"predicted_out": first, "probs_out": second, "sample_ids": query.sample_ids}
+        else:
+            outputs = {
+                "expression_out": first,
+                "metadata_out": second,
+                "extra_columns": query.extra_columns,
+                "expected_genes": expected_genes,
+            }
         summary = run_prediction(
             query.query_path,
             model_id=query.model_id,
             condition=query.condition,
-            expression_out=expression,
-            metadata_out=metadata,
+            **outputs,
             log=log,
             cpu_lock=cpu_lock,
             ticket_path=tickets / f"{query.condition}.json",
@@ -510,13 +590,9 @@ def run_batch(
         first.add_note(f"condition {first_condition}{others}")
         raise first
     summaries = [future.result() for future in futures]
+    merge = merge_prediction_parts if kind == METADATA_PREDICTION else merge_parts
     with cpu_lock:
-        merge_parts(
-            [work / name / "expression.parquet" for name in names],
-            [work / name / "metadata.parquet" for name in names],
-            expression_out,
-            metadata_out,
-        )
+        merge([work / name / first_name for name in names], [work / name / second_name for name in names], *outs)
     shutil.rmtree(work, ignore_errors=True)
     seconds = round(time.monotonic() - started, 2)
     log.info(

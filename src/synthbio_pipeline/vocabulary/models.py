@@ -33,6 +33,9 @@ SINGLE_CELL = "single-cell"
 
 #: The baseline model behind each user-facing modality word (rsynthbio's vocabulary).
 MODALITY_MODELS = {BULK: "gem-1-bulk", SINGLE_CELL: "gem-1-sc"}
+#: The reference-conditioning and metadata-prediction models of each modality.
+REFERENCE_MODELS = {BULK: "gem-1-bulk_reference-conditioning", SINGLE_CELL: "gem-1-sc_reference-conditioning"}
+PREDICT_METADATA_MODELS = {BULK: "gem-1-bulk_predict-metadata", SINGLE_CELL: "gem-1-sc_predict-metadata"}
 MODALITIES = tuple(MODALITY_MODELS)
 #: The modality of a query (or a conditions table row) that names neither a modality nor a model.
 DEFAULT_MODALITY = BULK
@@ -51,6 +54,11 @@ SAMPLING_STRATEGIES = tuple(MODES)
 
 # --- the model table --------------------------------------------------------------------
 
+#: The kinds of model (``ModelSpec.kind``): expression from metadata, expression from a
+#: reference sample plus a perturbation, and metadata from expression.
+BASELINE, REFERENCE_CONDITIONING, PREDICT_METADATA = "baseline", "reference-conditioning", "predict-metadata"
+MODEL_KINDS = (BASELINE, REFERENCE_CONDITIONING, PREDICT_METADATA)
+
 #: What a model id looks like (a query may address any model by id; unknown ones go to the server).
 MODEL_ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]*")
 
@@ -62,7 +70,7 @@ class ModelSpec:
     model_id: str
     #: The user-facing word for the data type: ``bulk`` or ``single-cell``.
     modality: str
-    #: ``baseline`` (metadata -> expression), ``reference-conditioning`` or ``predict-metadata``.
+    #: ``baseline`` (metadata -> expression), ``reference-conditioning`` or ``predict-metadata`` (MODEL_KINDS).
     kind: str
     #: Sampling strategies the model accepts, its default first; empty where the query takes none.
     modes: tuple[str, ...]
@@ -99,7 +107,7 @@ MODELS: tuple[ModelSpec, ...] = (
     ModelSpec(
         "gem-1-bulk",
         BULK,
-        "baseline",
+        BASELINE,
         modes=(SAMPLE_GENERATION, MEAN_ESTIMATION),
         default_total_count=10_000_000,
         input_keys=("metadata", "num_samples"),
@@ -109,7 +117,7 @@ MODELS: tuple[ModelSpec, ...] = (
     ModelSpec(
         "gem-1-sc",
         SINGLE_CELL,
-        "baseline",
+        BASELINE,
         modes=(MEAN_ESTIMATION,),
         default_total_count=10_000,
         input_keys=("metadata", "num_samples"),
@@ -120,7 +128,7 @@ MODELS: tuple[ModelSpec, ...] = (
     ModelSpec(
         "gem-1-bulk_reference-conditioning",
         BULK,
-        "reference-conditioning",
+        REFERENCE_CONDITIONING,
         modes=(SAMPLE_GENERATION, MEAN_ESTIMATION),
         default_total_count=10_000_000,
         input_keys=("counts", "metadata", "num_samples"),
@@ -131,7 +139,7 @@ MODELS: tuple[ModelSpec, ...] = (
     ModelSpec(
         "gem-1-sc_reference-conditioning",
         SINGLE_CELL,
-        "reference-conditioning",
+        REFERENCE_CONDITIONING,
         modes=(MEAN_ESTIMATION,),
         default_total_count=10_000,
         input_keys=("counts", "metadata", "num_samples"),
@@ -142,7 +150,7 @@ MODELS: tuple[ModelSpec, ...] = (
     ModelSpec(
         "gem-1-bulk_predict-metadata",
         BULK,
-        "predict-metadata",
+        PREDICT_METADATA,
         modes=(),
         default_total_count=10_000_000,
         input_keys=("counts",),
@@ -151,7 +159,7 @@ MODELS: tuple[ModelSpec, ...] = (
     ModelSpec(
         "gem-1-sc_predict-metadata",
         SINGLE_CELL,
-        "predict-metadata",
+        PREDICT_METADATA,
         modes=(),
         default_total_count=10_000,
         input_keys=("counts",),
@@ -178,6 +186,16 @@ def is_known_model(model_id: str) -> bool:
 def model_for_modality(modality: str) -> ModelSpec:
     """The baseline model of a modality (``bulk`` -> ``gem-1-bulk``)."""
     return _BY_ID[MODALITY_MODELS[modality]]
+
+
+def model_of_kind(modality: str, kind: str) -> ModelSpec:
+    """A modality's model of a kind (``bulk``, ``predict-metadata`` -> ``gem-1-bulk_predict-metadata``)."""
+    table = {
+        BASELINE: MODALITY_MODELS,
+        REFERENCE_CONDITIONING: REFERENCE_MODELS,
+        PREDICT_METADATA: PREDICT_METADATA_MODELS,
+    }
+    return _BY_ID[table[kind][modality]]
 
 
 def modalities_of_mode(mode: str) -> tuple[str, ...]:

@@ -23,6 +23,8 @@ INTEGER, BOOLEAN, LIST = "integer", "boolean", "array"
 #: How a text cell (the conditions table) spells a boolean option.
 TRUE_WORDS = ("true", "yes", "1")
 FALSE_WORDS = ("false", "no", "0")
+#: How a text cell separates the items of an ``array`` option (``biological;technical``).
+LIST_SEPARATOR = ";"
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,10 @@ MODEL_OPTIONS: dict[str, QueryOption] = {
         ),
     )
 }
+
+
+#: Every option a conditions table row (or the config's ``defaults``) may set, in the docs' order.
+ALL_OPTIONS: dict[str, QueryOption] = {**QUERY_OPTIONS, **MODEL_OPTIONS}
 
 
 def option_problems(

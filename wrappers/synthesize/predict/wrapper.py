@@ -2,9 +2,10 @@
 
 Submits each query, polls it (each status change is logged with the elapsed time),
 downloads and parses the result. Several queries (a batch) run at once, as many as the
-job's ``synthbio_api`` resource, and are parsed one at a time into one expression and one
-metadata part. The API token is read from SYNTHESIZE_API_KEY (or the system keyring)
-inside the job: it is never a parameter.
+job's ``synthbio_api`` resource, and are parsed one at a time. Expression models (baseline
+and reference conditioning) give one expression and one metadata file; metadata-prediction
+models give predicted_metadata and classifier_probs. The API token is read from
+SYNTHESIZE_API_KEY (or the system keyring) inside the job: it is never a parameter.
 
 The log gets every status change, a line per waiting query every ``heartbeat`` seconds
 (params; default 60) and a line each time a query is ready. A failure is one line on the
@@ -29,6 +30,7 @@ logging.basicConfig(
 )
 
 from synthbio_pipeline.client.download import DownloadLimits
+from synthbio_pipeline.pipeline.references import read_gene_order
 from synthbio_pipeline.pipeline.runner import BatchQuery, failure_line, run_batch
 
 
@@ -43,6 +45,15 @@ def required(name):
     if value is None or value == "" or value == []:
         raise ValueError(f"Missing required parameter: {name}")
     return value
+
+
+def json_input(name):
+    """An optional JSON input: {query name: value}."""
+    path = snakemake.input.get(name)
+    if not path:
+        return {}
+    with open(path) as handle:
+        return json.load(handle)
 
 
 def query_files():
@@ -77,13 +88,35 @@ def main():
     if not isinstance(as_counts, bool):
         raise ValueError(f"Parameter as_counts must be True or False, not {as_counts!r}")
 
+    # Per query: columns added to its samples' metadata rows, and the ids of its samples
+    # (metadata prediction: the inputs are counts, the outputs are named by these).
+    columns = json_input("columns")
+    samples = json_input("samples")
+    if snakemake.output.get("predicted_metadata"):
+        outputs = {
+            "predicted_out": snakemake.output.predicted_metadata,
+            "probs_out": snakemake.output.classifier_probs,
+        }
+    else:
+        outputs = {
+            "expression_out": snakemake.output.expression,
+            "metadata_out": snakemake.output.metadata,
+        }
+    gene_order = snakemake.input.get("gene_order")
+
     summary = run_batch(
         [
-            BatchQuery(name, path, model_id if isinstance(model_id, str) else model_id[name])
+            BatchQuery(
+                name,
+                path,
+                model_id if isinstance(model_id, str) else model_id[name],
+                extra_columns=columns.get(name) or None,
+                sample_ids=tuple(samples[name]) if name in samples else None,
+            )
             for name, path in by_condition.items()
         ],
-        expression_out=snakemake.output.expression,
-        metadata_out=snakemake.output.metadata,
+        **outputs,
+        expected_genes=read_gene_order(gene_order) if gene_order else None,
         in_flight=int(snakemake.resources.get("synthbio_api", 1)),
         ticket_dir=snakemake.params.get("ticket_dir"),
         base_url=snakemake.params.get("base_url"),

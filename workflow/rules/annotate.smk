@@ -1,0 +1,104 @@
+# Metadata prediction (config/README.md, "Metadata prediction"): of every generated
+# sample (outputs: predicted_metadata) and of users' own counts files (annotate:), with
+# the modality's predict-metadata model, predict_metadata_batch samples per query. Each
+# query is paid for.
+
+
+rule write_metadata_queries:
+    input:
+        expression="results/{modality}/expression.parquet",
+    output:
+        queries=directory("results/queries/{modality}/predicted_metadata"),
+        samples="results/queries/{modality}/predicted_metadata.samples.json",
+    log:
+        "logs/queries/{modality}/predicted_metadata.log",
+    localrule: True
+    conda:
+        "../envs/synthbio.yaml"
+    params:
+        model_id=lambda wildcards: PREDICT_METADATA_MODELS[wildcards.modality],
+        batch=config["predict_metadata_batch"],
+        seed=config["defaults"].get("seed"),
+    script:
+        "../scripts/write_metadata_queries.py"
+
+
+rule predict_metadata:
+    input:
+        queries="results/queries/{modality}/predicted_metadata",
+        samples="results/queries/{modality}/predicted_metadata.samples.json",
+    output:
+        predicted_metadata="results/{modality}/predicted_metadata.parquet",
+        classifier_probs="results/{modality}/classifier_probs.parquet",
+        summary="results/predictions/{modality}/predicted_metadata/summary.json",
+    log:
+        "logs/predict/{modality}/predicted_metadata.log",
+    localrule: True
+    threads: 1
+    resources:
+        synthbio_api=get_metadata_in_flight,
+    params:
+        model_id=lambda wildcards: PREDICT_METADATA_MODELS[wildcards.modality],
+        base_url=config["api_base_url"],
+        ticket_dir=lambda wildcards, output: os.path.join(
+            os.path.dirname(output.summary), ".tickets"
+        ),
+        poll_interval=lambda wildcards, resources: config["poll_interval_seconds"],
+        poll_timeout=lambda wildcards, resources: config["poll_timeout_seconds"],
+        resubmit_failed=lambda wildcards, resources: config["resubmit_failed"],
+        heartbeat=lambda wildcards, resources: config["progress_interval_seconds"],
+    wrapper:
+        f"{WRAPPERS}/synthesize/predict"
+
+
+# A user's counts file: every sample checked and aligned to the model's gene order.
+rule write_annotate_queries:
+    input:
+        unpack(get_annotate_inputs),
+    output:
+        queries=directory("results/queries/annotate/{name}"),
+        samples="results/queries/annotate/{name}.samples.json",
+    log:
+        "logs/queries/annotate/{name}.log",
+    localrule: True
+    conda:
+        "../envs/synthbio.yaml"
+    params:
+        entry=lambda wildcards: ANNOTATIONS[wildcards.name],
+        model_id=lambda wildcards: PREDICT_METADATA_MODELS[
+            ANNOTATIONS[wildcards.name].modality
+        ],
+        batch=config["predict_metadata_batch"],
+        seed=config["defaults"].get("seed"),
+    script:
+        "../scripts/write_metadata_queries.py"
+
+
+rule annotate:
+    input:
+        queries="results/queries/annotate/{name}",
+        samples="results/queries/annotate/{name}.samples.json",
+    output:
+        predicted_metadata="results/annotate/{name}/predicted_metadata.parquet",
+        classifier_probs="results/annotate/{name}/classifier_probs.parquet",
+        summary="results/predictions/annotate/{name}/summary.json",
+    log:
+        "logs/predict/annotate/{name}.log",
+    localrule: True
+    threads: 1
+    resources:
+        synthbio_api=config["queries_per_job"],
+    params:
+        model_id=lambda wildcards: PREDICT_METADATA_MODELS[
+            ANNOTATIONS[wildcards.name].modality
+        ],
+        base_url=config["api_base_url"],
+        ticket_dir=lambda wildcards, output: os.path.join(
+            os.path.dirname(output.summary), ".tickets"
+        ),
+        poll_interval=lambda wildcards, resources: config["poll_interval_seconds"],
+        poll_timeout=lambda wildcards, resources: config["poll_timeout_seconds"],
+        resubmit_failed=lambda wildcards, resources: config["resubmit_failed"],
+        heartbeat=lambda wildcards, resources: config["progress_interval_seconds"],
+    wrapper:
+        f"{WRAPPERS}/synthesize/predict"

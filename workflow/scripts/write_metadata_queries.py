@@ -1,0 +1,53 @@
+"""Write metadata-prediction queries (rules write_metadata_queries and write_annotate_queries):
+of the generated samples (the merged expression file), or of a user's counts file aligned
+to the model's gene order."""
+
+import logging
+import sys
+
+console = sys.stderr
+sys.stderr = open(snakemake.log[0], "w")
+logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
+
+from synthbio_pipeline.errors import SynthbioError
+from synthbio_pipeline.pipeline.predict_metadata import (
+    queries_from_counts_file,
+    queries_from_expression,
+)
+from synthbio_pipeline.pipeline.references import read_gene_order
+
+
+def main():
+    options = {
+        "model_id": snakemake.params.model_id,
+        "batch": int(snakemake.params.batch),
+        "seed": snakemake.params.seed,
+    }
+    out, samples_out = snakemake.output.queries, snakemake.output.samples
+    if snakemake.input.get("expression"):
+        samples = queries_from_expression(snakemake.input.expression, out, samples_out, **options)
+    else:
+        samples = queries_from_counts_file(
+            snakemake.params.entry,
+            read_gene_order(snakemake.input.gene_order),
+            out,
+            samples_out,
+            path=snakemake.input.counts,
+            log=logging.getLogger("annotate"),
+            **options,
+        )
+    logging.info(
+        "%d queries of at most %d samples (%d samples) for %s",
+        len(samples),
+        options["batch"],
+        sum(map(len, samples.values())),
+        options["model_id"],
+    )
+
+
+try:
+    main()
+except SynthbioError as error:  # a refused file: said on the console; the traceback stays in the log
+    logging.exception("the job failed")
+    print(f"metadata-prediction queries failed: {error} (log: {snakemake.log[0]})", file=console)
+    sys.exit(1)
