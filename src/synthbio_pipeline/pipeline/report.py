@@ -641,7 +641,6 @@ def _strip_plot(data: ReportData, values: np.ndarray, path, *, title: str, ylabe
         axes.scatter(x, y, s=18, color=colour, marker=marker, alpha=0.8, linewidths=0, zorder=3)
         axes.hlines(np.median(y), i - 0.3, i + 0.3, color="black", linewidth=1.5, zorder=2)
     return _finish_per_condition(
-        figure,
         axes,
         data,
         values,
@@ -655,7 +654,7 @@ def _strip_plot(data: ReportData, values: np.ndarray, path, *, title: str, ylabe
 
 
 def _finish_per_condition(
-    figure, axes, data: ReportData, values: np.ndarray, path, *, labels, xlabel, unnamed_xlabel, title, ylabel
+    axes, data: ReportData, values: np.ndarray, path, *, labels, xlabel, unnamed_xlabel, title, ylabel
 ) -> Path:
     """The shared axes of a per-condition plot (one column per condition, y from zero), then save.
 
@@ -686,7 +685,7 @@ def _finish_per_condition(
     axes.yaxis.set_major_formatter(_thousands())
     axes.grid(axis="y", alpha=0.3)
     axes.set_title(data.title(title), loc="left")
-    return save_figure(figure, path)
+    return save_figure(axes.figure, path)
 
 
 def _thousands():
@@ -769,7 +768,6 @@ def _distribution_plot(data: ReportData, values: np.ndarray, path, *, title: str
         x = i + rng.uniform(-0.15, 0.15, len(shown))
         axes.scatter(x, shown, s=8, color=colour, marker=marker, alpha=0.6, linewidths=0, zorder=2)
     return _finish_per_condition(
-        figure,
         axes,
         data,
         values,
