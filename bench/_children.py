@@ -2,7 +2,7 @@
 
 Parent side: :func:`run_task` starts ``python SCRIPT TASK PARAMS REPORT`` and takes the
 child's CPU time and peak memory from ``os.wait4`` (so the parent's own memory never
-counts). Child side: :func:`best_of`. Standard library only.
+counts). Child side: :class:`Tasks`, :func:`baseline`, :func:`best_of`. Standard library only.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -42,6 +43,21 @@ def run_task(script: Path, name: str, params: dict, workdir: Path) -> dict:
     stderr_path.unlink()
     report.update(process_s=time.perf_counter() - start, cpu_s=usage.ru_utime + usage.ru_stime, peak_kb=usage.ru_maxrss)
     return report
+
+
+class Tasks(dict):
+    """A child script's tasks by name; decorate a function with the table to add it
+    (``make_parts`` runs as ``make-parts``)."""
+
+    def __call__(self, function):
+        self[function.__name__.replace("_", "-")] = function
+        return function
+
+
+def baseline() -> dict:
+    """Memory once a task's imports are done: the peak so far (ru_maxrss, KB on Linux)."""
+    gc.collect()
+    return {"baseline_maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
 
 
 def best_of(function, repeat: int):

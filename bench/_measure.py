@@ -23,14 +23,9 @@ import sys
 import time
 from pathlib import Path
 
-from _children import best_of
+from _children import Tasks, best_of
 
-TASKS = {}
-
-
-def task(function):
-    TASKS[function.__name__.replace("_", "-")] = function
-    return function
+TASKS = task = Tasks()
 
 
 def _vm_rss_kb() -> int | None:
@@ -288,18 +283,22 @@ def layout(params: dict) -> dict:
     del matrix
     rows = {}
 
+    def layout_row(path: Path, write_s: float) -> dict:
+        """A genes-as-rows file's size, write time, best read times (all, 10 genes, 10 samples), row groups."""
+        return {
+            "bytes": os.path.getsize(path),
+            "write_s": write_s,
+            "read_all_s": _best(lambda: load_expression(path), repeat)[0],
+            "read_10_genes_s": _best(lambda: load_expression(path, genes=pick_genes), repeat)[0],
+            "read_10_samples_s": _best(lambda: load_expression(path, samples=pick_samples), repeat)[0],
+            "row_groups": pq.ParquetFile(path).metadata.num_row_groups,
+        }
+
     path = out / "genes_as_rows.parquet"
     write_s, _ = _best(
         functools.partial(pq.write_table, by_gene, path, row_group_size=ROW_GROUP_GENES, **PARQUET_OPTIONS), 1
     )
-    rows["genes as rows (ours: gene_id + a column per sample)"] = {
-        "bytes": os.path.getsize(path),
-        "write_s": write_s,
-        "read_all_s": _best(lambda: load_expression(path), repeat)[0],
-        "read_10_genes_s": _best(lambda: load_expression(path, genes=pick_genes), repeat)[0],
-        "read_10_samples_s": _best(lambda: load_expression(path, samples=pick_samples), repeat)[0],
-        "row_groups": pq.ParquetFile(path).metadata.num_row_groups,
-    }
+    rows["genes as rows (ours: gene_id + a column per sample)"] = layout_row(path, write_s)
     slice_genes = load_expression(path, genes=pick_genes)[0]
     slice_samples = load_expression(path, samples=pick_samples)[0]
 
@@ -308,14 +307,7 @@ def layout(params: dict) -> dict:
     write_s, _ = _best(
         functools.partial(pq.write_table, by_gene, path, row_group_size=max(n_genes, 1), **PARQUET_OPTIONS), 1
     )
-    rows["  diagnostic: genes as rows, one row group"] = {
-        "bytes": os.path.getsize(path),
-        "write_s": write_s,
-        "read_all_s": _best(lambda: load_expression(path), repeat)[0],
-        "read_10_genes_s": _best(lambda: load_expression(path, genes=pick_genes), repeat)[0],
-        "read_10_samples_s": _best(lambda: load_expression(path, samples=pick_samples), repeat)[0],
-        "row_groups": pq.ParquetFile(path).metadata.num_row_groups,
-    }
+    rows["  diagnostic: genes as rows, one row group"] = layout_row(path, write_s)
     del by_gene
 
     path = out / "samples_as_rows.parquet"

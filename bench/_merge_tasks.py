@@ -8,7 +8,6 @@ Like ``_measure.py``: heavy imports happen inside the task, the memory after the
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import resource
@@ -16,19 +15,9 @@ import sys
 import time
 from pathlib import Path
 
-from _children import best_of
+from _children import Tasks, baseline, best_of
 
-TASKS = {}
-
-
-def task(function):
-    TASKS[function.__name__.replace("_", "-")] = function
-    return function
-
-
-def _baseline() -> dict:
-    gc.collect()
-    return {"baseline_maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
+TASKS = task = Tasks()
 
 
 def _parts(params: dict) -> tuple[list[Path], list[Path]]:
@@ -50,7 +39,7 @@ def make_parts(params: dict) -> dict:
 
     from synthbio_pipeline.formats import parquet
 
-    report = _baseline()
+    report = baseline()
     start = time.perf_counter()
     rng = np.random.default_rng(params["seed"])
     n_genes, per_part = params["genes"], params["samples_per_part"]
@@ -109,7 +98,7 @@ def merge(params: dict) -> dict:
     from synthbio_pipeline.formats import parquet
 
     expression, metadata = _parts(params)
-    report = _baseline()
+    report = baseline()
     start = time.perf_counter()
     parquet.merge_parts(expression, metadata, params["expression_out"], params["metadata_out"])
     report["wall_s"] = time.perf_counter() - start
@@ -124,7 +113,7 @@ def reencode(params: dict) -> dict:
     from synthbio_pipeline.formats import parquet
 
     expression, metadata = _parts(params)
-    report = _baseline()
+    report = baseline()
     start = time.perf_counter()
     schemas = [parquet.pq.read_schema(path) for path in expression]
     ids = [name for schema in schemas for name in schema.names[1:]]
@@ -142,7 +131,7 @@ def anchor(params: dict) -> dict:
 
     from synthbio_pipeline.formats import parquet
 
-    report = _baseline()
+    report = baseline()
     start = time.perf_counter()
     table = pq.read_table(params["expression_in"])
     middle = time.perf_counter()
@@ -166,7 +155,7 @@ def project(params: dict) -> dict:
     from synthbio_pipeline.formats.parquet import load_expression
 
     path, repeat = params["expression_in"], params["repeat"]
-    report = _baseline()
+    report = baseline()
     footer_s, footer = _best(lambda: pq.read_metadata(path), repeat)
     ids = footer.schema.names[1:]
     gene_ids = pq.read_table(path, columns=["gene_id"]).column(0).to_pylist()

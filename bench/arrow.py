@@ -22,7 +22,6 @@ parent's high-water mark); the same file is the measuring child (``arrow.py TASK
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import resource
@@ -41,21 +40,11 @@ METADATA = {"tissue_ontology_id": "UBERON:0002371", "sex": "female", "sample_typ
 
 # --- child side: one task per fresh interpreter ---------------------------------------------
 
-TASKS = {}
-
-
-def task(function):
-    TASKS[function.__name__.replace("_", "-")] = function
-    return function
-
-
-def _baseline() -> dict:
-    gc.collect()
-    return {"baseline_maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
+TASKS = task = _children.Tasks()
 
 
 def _timed(work) -> dict:
-    report = _baseline()
+    report = _children.baseline()
     start = time.perf_counter()
     result = work()
     report["wall_s"] = time.perf_counter() - start
@@ -161,20 +150,22 @@ def arrow_frames(params: dict) -> dict:
 
     from synthbio_pipeline.formats.arrow_stream import arrow_to_frames
 
-    def work():
-        with open(params["arrow"], "rb") as stream:
-            return {"shape": list(arrow_to_frames(stream)["expression"].shape)}
-
-    return _timed(work)
+    return _timed_stream_frames(params["arrow"], arrow_to_frames)
 
 
 @task
 def vendor_arrow_frames(params: dict) -> dict:
     from pysynthbio.arrow_transformers import transform_arrow_stream
 
+    return _timed_stream_frames(params["arrow"], transform_arrow_stream)
+
+
+def _timed_stream_frames(path: str, transform) -> dict:
+    """:func:`_timed` of ``transform`` (stream to frames) over the Arrow stream file at ``path``."""
+
     def work():
-        with open(params["arrow"], "rb") as stream:
-            return {"shape": list(transform_arrow_stream(stream)["expression"].shape)}
+        with open(path, "rb") as stream:
+            return {"shape": list(transform(stream)["expression"].shape)}
 
     return _timed(work)
 

@@ -146,6 +146,19 @@ def _run(args, ks: list[int], root: Path) -> int:
     return 0 if figures["project"]["slices_ok"] else 1
 
 
+def step_row(step: str, figures: dict, out_mb: str, versus: str) -> list[str]:
+    """One row of the merge table: a step's wall and CPU seconds, base and peak MB, output MB, comparison."""
+    return [
+        step,
+        f"{figures['wall_s']:.2f}",
+        f"{figures['cpu_s']:.2f}",
+        mb(figures["baseline_maxrss_kb"]),
+        mb(figures["peak_kb"]),
+        out_mb,
+        versus,
+    ]
+
+
 def _print(args, ks, figures) -> None:
     merge, anchor, reencode, project = figures["merge"], figures["anchor"], figures["reencode"], figures["project"]
     print(
@@ -157,39 +170,25 @@ def _print(args, ks, figures) -> None:
     for k in ks:
         m, a = merge[k], anchor[k]
         rows.append(
-            [
+            step_row(
                 f"merge_parts, K = {k} ({k * args.samples_per_part} samples)",
-                f"{m['wall_s']:.2f}",
-                f"{m['cpu_s']:.2f}",
-                mb(m["baseline_maxrss_kb"]),
-                mb(m["peak_kb"]),
+                m,
                 f"{m['bytes'] / 1e6:,.1f}",
                 f"{a['wall_s'] / m['wall_s']:.1f}x faster",
-            ]
+            )
         )
         rows.append(
-            [
-                f"  anchor: pq.read_table + pq.write_table, K = {k}",
-                f"{a['wall_s']:.2f}",
-                f"{a['cpu_s']:.2f}",
-                mb(a["baseline_maxrss_kb"]),
-                mb(a["peak_kb"]),
-                f"{a['bytes'] / 1e6:,.1f}",
-                "anchor",
-            ]
+            step_row(f"  anchor: pq.read_table + pq.write_table, K = {k}", a, f"{a['bytes'] / 1e6:,.1f}", "anchor")
         )
         if k in reencode:
             r = reencode[k]
             rows.append(
-                [
+                step_row(
                     f"  ref: previous merge (decode + ParquetWriter), K = {k}",
-                    f"{r['wall_s']:.2f}",
-                    f"{r['cpu_s']:.2f}",
-                    mb(r["baseline_maxrss_kb"]),
-                    mb(r["peak_kb"]),
+                    r,
                     "",
                     f"{a['wall_s'] / r['wall_s']:.2f}x",
-                ]
+                )
             )
     table(["step", "wall s", "cpu s", "base MB", "peak MB", "out MB", "vs anchor"], rows)
     for k in ks:

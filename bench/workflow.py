@@ -121,9 +121,7 @@ def p2(scratch: Path, anchor_calls: int, batch_size: int, queries_per_job: int) 
     config = write_table(workdir / "config", P2_CONDITIONS)
     ideal = math.ceil(P2_CONDITIONS / P2_CAP) * P2_LATENCY
     with start_emulator(tokens=[TOKEN], latency=P2_LATENCY, max_in_flight=P2_CAP) as emulator:
-        ours = run_snakemake(
-            workdir,
-            config,
+        options = (
             "--cores",
             "2",
             "--resources",
@@ -133,20 +131,10 @@ def p2(scratch: Path, anchor_calls: int, batch_size: int, queries_per_job: int) 
             f"batch_size={batch_size}",
             f"queries_per_job={queries_per_job}",
         )
+        ours = run_snakemake(workdir, config, *options)
         stats = emulator.stats()
         extras_dir = scratch / "p2-report"
-        extras = run_snakemake(
-            extras_dir,
-            write_table(extras_dir / "config", P2_CONDITIONS, extras=True),
-            "--cores",
-            "2",
-            "--resources",
-            f"synthbio_api={P2_CAP}",
-            "--config",
-            f"api_base_url={emulator.url}",
-            f"batch_size={batch_size}",
-            f"queries_per_job={queries_per_job}",
-        )
+        extras = run_snakemake(extras_dir, write_table(extras_dir / "config", P2_CONDITIONS, extras=True), *options)
         per_call = anchor_loop(emulator.url, anchor_calls)
     anchor = per_call * P2_CONDITIONS
     lines = [

@@ -7,12 +7,16 @@ headers then go through the real requests/urllib3 stack.
 from __future__ import annotations
 
 import json
+import sys
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 #: A scripted answer: (status, headers, body). Body dicts are sent as JSON; the string
-#: "DROP" closes the connection without answering.
+#: "DROP" closes the connection without answering; a callable is called with the handler and
+#: its return value sent; an iterator of bytes is sent piece by piece as it yields (a trickle),
+#: after a Content-Length of the "Claim-Length" header (or none: the connection closes at the end).
 DROP = "DROP"
 #: The token the ``server`` fixture (conftest.py) puts in SYNTHESIZE_API_KEY.
 SCRIPTED_TOKEN = "tok-CLIENT-test-7f3a"
@@ -64,6 +68,9 @@ def start(server_state: ScriptedServer, host: str = "127.0.0.1"):
                 return
             if callable(payload):
                 payload = payload(self)
+            if isinstance(payload, Iterator):
+                self._stream(status, dict(headers), payload)
+                return
             data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
             self.send_response(status)
             headers = dict(headers)
@@ -77,9 +84,31 @@ def start(server_state: ScriptedServer, host: str = "127.0.0.1"):
             if length != str(len(data)):
                 self.close_connection = True
 
+        def _stream(self, status, headers, pieces):
+            self.send_response(status)
+            length = headers.pop("Claim-Length", None)
+            for key, value in headers.items():
+                self.send_header(key, value)
+            if length is not None:
+                self.send_header("Content-Length", length)
+            self.end_headers()
+            self.close_connection = True
+            try:
+                for piece in pieces:
+                    self.wfile.write(piece)
+                    self.wfile.flush()
+            except OSError:
+                pass  # the client gave up
+
         do_GET = do_POST = _handle
 
-    httpd = ThreadingHTTPServer((host, 0), Handler)
+    class Server(ThreadingHTTPServer):
+        def handle_error(self, request, client_address):
+            # A client that hung up (a refused download, a test's deliberate cut) is not news.
+            if not isinstance(sys.exc_info()[1], ConnectionError):
+                super().handle_error(request, client_address)
+
+    httpd = Server((host, 0), Handler)
     httpd.daemon_threads = True
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()

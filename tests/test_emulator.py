@@ -257,7 +257,8 @@ def test_stats_count_submissions_per_body_without_source(emulator):
     assert stats["submissions"][body_hash(body)] == 2
     assert sorted(stats["submissions"].values()) == [1, 2]
     assert stats["requests"]["predict"] == 3
-    assert requests.get(f"{emulator.url}/_emulator/stats", timeout=10).json() == emulator.stats()
+    headers = {"Authorization": f"Bearer {EMULATOR_TOKEN}"}
+    assert requests.get(f"{emulator.url}/_emulator/stats", headers=headers, timeout=10).json() == emulator.stats()
 
 
 # --- the result document -------------------------------------------------------------------
@@ -431,7 +432,10 @@ def test_cli_prints_its_url_and_stops_on_sigterm():
         assert token not in line
         headers = {"Authorization": f"Bearer {token}"}
         assert requests.get(f"{url}/api/models", headers=headers, timeout=10).status_code == 200
-        assert requests.get(f"{url}/_emulator/stats", timeout=10).json()["requests"] == {"list_models": 1}
+        assert requests.get(f"{url}/_emulator/stats", timeout=10).status_code == 401  # control needs the token
+        assert requests.get(f"{url}/_emulator/stats", headers=headers, timeout=10).json()["requests"] == {
+            "list_models": 1
+        }
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
         assert token not in process.stdout.read() + process.stderr.read()
@@ -486,3 +490,46 @@ def test_max_in_flight_refuses_submissions_beyond_the_cap(make_emulator, emulato
     assert requests.post(url, json=body, headers=headers, timeout=5).status_code == 200
     stats = emulator.stats()
     assert stats["peak_in_flight"] == 2 and stats["refused_over_capacity"] == 1
+
+
+# --- control endpoints and binding (issue 12) --------------------------------------------------
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong-token"}])
+def test_the_control_endpoints_need_the_emulators_token(emulator, headers):
+    """Before: anyone who could reach the emulator could read its stats and replace its fault plan."""
+    stats = requests.get(f"{emulator.url}/_emulator/stats", headers=headers, timeout=10)
+    faults = requests.post(
+        f"{emulator.url}/_emulator/faults",
+        json={"faults": [{"endpoint": "status", "fault": "503", "fraction": 1}]},
+        headers=headers,
+        timeout=10,
+    )
+    assert stats.status_code == faults.status_code == 401
+    assert emulator.app.faults.rules == []
+    assert requests.get(f"{emulator.url}/_emulator/stats", headers=AUTH, timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.20", "emulator.lan"])
+def test_binding_beyond_loopback_prints_a_warning(host, monkeypatch, capsys):
+    from synthbio_pipeline.emulator import serve as cli
+
+    class Started(Exception):
+        pass
+
+    def fake_start(bound_host, *args, **kwargs):  # never bind anything but loopback in a test
+        raise Started(bound_host)
+
+    monkeypatch.setattr(cli, "start_emulator", fake_start)
+    with pytest.raises(Started):
+        cli.main(["--host", host, "--port", "0"])
+    warning = capsys.readouterr().err
+    assert f"listening on {host}" in warning and "ANY token" in warning
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "localhost"])
+def test_binding_to_loopback_prints_no_warning(host):
+    from synthbio_pipeline.emulator.serve import exposure_warning
+
+    assert exposure_warning(host, []) is None
+    assert "--token values" in exposure_warning("0.0.0.0", ["t"])

@@ -12,18 +12,25 @@ import pyarrow.parquet as pq
 import pytest
 
 from synthbio_pipeline import log_cpm
-from synthbio_pipeline.formats.exports import ExportError, read_label, to_delimited, to_h5ad, to_log_cpm
+from synthbio_pipeline.formats.exports import (
+    ExportError,
+    escape_formula,
+    read_label,
+    to_delimited,
+    to_h5ad,
+    to_log_cpm,
+)
 from synthbio_pipeline.formats.parquet import ROW_GROUP_GENES, SCHEMA_KEY, merge_parts, write_part
 
 GENES = [f"ENSG{i:011d}" for i in range(ROW_GROUP_GENES * 2 + 17)]  # three row groups, the last one short
 
 
-def merged_pair(tmp_path, conditions, *, model_id="gem-1-bulk", emulator=True, sparse=False, seed=0):
+def merged_pair(tmp_path, conditions, *, model_id="gem-1-bulk", emulator=True, sparse=False, seed=0, genes=GENES):
     """A merged pair made the way the workflow makes it; returns (expression, metadata, samples × genes counts)."""
     rng = np.random.default_rng(seed)
     expression_parts, metadata_parts, blocks = [], [], []
     for name, n in conditions.items():
-        counts = rng.integers(0, 5000, size=(n, len(GENES)))
+        counts = rng.integers(0, 5000, size=(n, len(genes)))
         if sparse:
             counts[rng.random(counts.shape) < 0.9] = 0
         blocks.append(counts)
@@ -31,7 +38,7 @@ def merged_pair(tmp_path, conditions, *, model_id="gem-1-bulk", emulator=True, s
         if len(blocks) == 2:  # a key only the second condition has: missing values in the merged column
             metadata["age_years"] = "65"
         document = {
-            "gene_order": GENES,
+            "gene_order": genes,
             "model_version": "emulator-2" if emulator else 2,
             "outputs": [{"counts": row.tolist(), "metadata": metadata} for row in counts],
         }
@@ -194,6 +201,39 @@ def test_csv_and_gzip_follow_the_file_name(tmp_path):
     frame = pd.read_csv(tmp_path / "counts.csv.gz", index_col=0)  # pandas infers gzip from the name
     np.testing.assert_array_equal(frame.to_numpy(), counts.T)
     assert files_in(tmp_path)[:1] == ["counts.csv.gz"]
+
+
+HOSTILE_GENES = ['=HYPERLINK("http://evil.example","x")', "+cmd|' /C calc'!A0", "-2+3", "@SUM(1)", "\tTAB", "\rCR"]
+
+
+def test_text_cells_a_spreadsheet_would_run_as_formulas_are_escaped(tmp_path):
+    """Before: gene ids (the server's text) starting with = + - @ went into the TSV as they were."""
+    genes = HOSTILE_GENES + GENES[len(HOSTILE_GENES) :]
+    expression, _, counts = merged_pair(tmp_path, {"lung": 2}, genes=genes)
+    to_delimited(expression, tmp_path / "counts.tsv")
+    frame = pd.read_csv(tmp_path / "counts.tsv", sep="\t", index_col=0)
+    assert list(frame.index[: len(HOSTILE_GENES)]) == ["'" + gene.replace("\r", "\\r") for gene in HOSTILE_GENES]
+    assert list(frame.index[len(HOSTILE_GENES) :]) == GENES[len(HOSTILE_GENES) :]
+    np.testing.assert_array_equal(frame.to_numpy(), counts.T)  # numbers are untouched
+    cells = [cell.strip('"') for line in (tmp_path / "counts.tsv").read_text().split("\n") for cell in line.split("\t")]
+    assert not [cell for cell in cells if cell[:1] in ("=", "+", "-", "@")]
+
+
+@pytest.mark.parametrize(
+    "value, escaped",
+    [
+        ("=1+1", "'=1+1"),
+        ("+1", "'+1"),
+        ("-x", "'-x"),
+        ("@a", "'@a"),
+        ("\tx", "'\tx"),
+        ("\rx", "'\rx"),
+        ("a=b", "a=b"),
+        (-3, -3),
+    ],
+)
+def test_escape_formula(value, escaped):
+    assert escape_formula(value) == escaped
 
 
 # --- log1p-CPM ---------------------------------------------------------------------------

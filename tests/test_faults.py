@@ -262,13 +262,16 @@ def test_the_cli_takes_a_plan_file_and_the_plan_can_be_replaced_over_http(tmp_pa
         headers = {"Authorization": f"Bearer {emulator_token}"}
         assert requests.get(url + "/api/models", headers=headers).status_code == 500
         replaced = {"faults": [{"endpoint": "list_models", "fault": "502", "requests": [1]}]}  # counted from now
-        assert requests.post(url + "/_emulator/faults", json=replaced).status_code == 200
+        assert requests.post(url + "/_emulator/faults", json={}).status_code == 401  # control needs a token
+        assert requests.post(url + "/_emulator/faults", json=replaced, headers=headers).status_code == 200
         assert requests.get(url + "/api/models", headers=headers).status_code == 502
-        assert requests.get(url + "/_emulator/stats").json()["faults"] == {"list_models:502": 1}
-        refused = requests.post(url + "/_emulator/faults", json={"faults": [{"endpoint": "status", "fault": "oops"}]})
+        assert requests.get(url + "/_emulator/stats", headers=headers).json()["faults"] == {"list_models:502": 1}
+        bad_plan = {"faults": [{"endpoint": "status", "fault": "oops"}]}
+        refused = requests.post(url + "/_emulator/faults", json=bad_plan, headers=headers)
         assert refused.status_code == 400 and "bad fault plan" in refused.json()["error"]
-        assert requests.post(url + "/_emulator/faults", data=str(plan)).status_code == 400  # JSON only, never a path
-        assert requests.post(url + "/_emulator/faults", json={}).status_code == 200  # no faults
+        # JSON only, never a path
+        assert requests.post(url + "/_emulator/faults", data=str(plan), headers=headers).status_code == 400
+        assert requests.post(url + "/_emulator/faults", json={}, headers=headers).status_code == 200  # no faults
         assert requests.get(url + "/api/models", headers=headers).status_code == 200
     finally:
         process.terminate()

@@ -358,6 +358,28 @@ def test_data_source_names_who_made_the_values(pair, tmp_path, counts):
     assert data_source(real[0]) == "Synthesize Bio API"
 
 
+def test_server_text_in_the_summary_tsv_cannot_be_a_spreadsheet_formula(tmp_path):
+    """The model version is the server's text; a cell starting with = + - @ is escaped."""
+    counts = simulated_counts(["lung"], 2)
+    document = json.loads(result_document(tmp_path / "r.json", counts, emulator=False).read_text())
+    document["model_version"] = '=HYPERLINK("http://evil.example","update")'
+    (tmp_path / "r.json").write_text(json.dumps(document))
+    parts = tmp_path / "lung" / "expression.parquet", tmp_path / "lung" / "metadata.parquet"
+    write_part(
+        tmp_path / "r.json",
+        condition="lung",
+        model_id="gem-1-bulk",
+        query_id="-q1",
+        body={"inputs": [{"metadata": {"sex": "male"}, "num_samples": 2}]},
+        expression_out=parts[0],
+        metadata_out=parts[1],
+    )
+    merge_parts([parts[0]], [parts[1]], tmp_path / "e.parquet", tmp_path / "m.parquet")
+    write_condition_summary(compute_report(tmp_path / "e.parquet", tmp_path / "m.parquet"), tmp_path / "s.tsv")
+    row = pd.read_csv(tmp_path / "s.tsv", sep="\t").iloc[0]
+    assert row.model_version == "'" + document["model_version"] and row.query_id == "'-q1"
+
+
 def svg_texts(path) -> str:
     return " ".join("".join(e.itertext()) for e in ET.parse(path).getroot().iter("{http://www.w3.org/2000/svg}text"))
 

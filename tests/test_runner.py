@@ -241,3 +241,28 @@ def test_a_damaged_ticket_is_ignored(emulator, lung_query, tmp_path):
     out.mkdir()
     (out / TICKET_NAME).write_text("{not json")
     assert run(lung_query, out, emulator.url)["submissions"] == 1
+
+
+def test_a_lost_submission_answer_stops_is_recorded_and_the_rerun_says_it_submits_again(
+    make_emulator, lung_query, tmp_path, caplog
+):
+    """The emulator accepts the query, then drops the connection: the job stops rather than
+    paying twice, notes it beside the ticket, and the rerun says that and why it submits again."""
+    from synthbio_pipeline.errors import AmbiguousSubmissionError
+
+    emulator = make_emulator(faults={"faults": [{"endpoint": "predict", "fault": "drop_after", "requests": [1]}]})
+    out = tmp_path / "out"
+    with pytest.raises(AmbiguousSubmissionError) as caught:
+        run(lung_query, out, emulator.url)
+    note = out / ".synthbio-query.json.ambiguous"
+    assert "may have accepted it" in str(caught.value) and str(note) in str(caught.value)
+    assert json.loads(note.read_text())["model_id"] == "gem-1-bulk"
+    assert sum(emulator.stats()["submissions"].values()) == 1  # accepted once, sent once
+    assert not (out / ".synthbio-query.json").exists()
+
+    with caplog.at_level(logging.INFO, logger="synthbio_pipeline.pipeline.runner"):
+        run(lung_query, out, emulator.url)
+    assert "submitting again: an earlier submission of this query" in caplog.text
+    assert "may be paid for twice" in caplog.text
+    assert not note.exists() and (out / "expression.parquet").exists()
+    assert sum(emulator.stats()["submissions"].values()) == 2

@@ -8,6 +8,7 @@ import threading
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -450,3 +451,119 @@ def test_outputs_get_the_mode_of_any_new_file_not_a_private_one(tmp_path):
     with atomic_path(tmp_path / "out.txt") as temporary:
         temporary.write_text("x")
     assert stat.S_IMODE((tmp_path / "out.txt").stat().st_mode) == 0o666 & ~mask
+
+
+# --- provenance and atomic pairs (issue 12) ---------------------------------------------------
+
+FORGED = {
+    "sex": "male",
+    "sample_id": "forged_1",
+    "condition": "forged",
+    "backend": "synthesize",
+    "model_id": "gem-9",
+    "seed": "12345",
+    "query_id": "q-forged",
+    "server_condition": "also there",
+}
+
+
+def test_server_metadata_never_overrides_the_pipelines_own_columns(tmp_path, counts):
+    """Before: condition, backend, model_id and seed from the server replaced ours in the metadata."""
+    expression, metadata, summary = part(tmp_path, "a", counts, metadata=FORGED)
+    rows = pd.read_parquet(metadata)
+    label = json.loads(pq.read_schema(metadata).metadata[SCHEMA_KEY])
+    assert list(rows.sample_id) == ["a_1", "a_2", "a_3"]
+    assert set(rows.condition) == {"a"} and set(rows.backend) == {"emulator"} == {label["backend"]}
+    assert set(rows.model_id) == {"gem-1-bulk"} == {label["model_id"]} and set(rows.seed) == {4}
+    assert set(rows.query_id) == {"q-a"}
+    # The server's values are kept, under a name that says whose they are.
+    assert set(rows.server_condition) == {"forged"} and set(rows.server_backend) == {"synthesize"}
+    assert set(rows.server_model_id) == {"gem-9"} and set(rows.server_seed) == {"12345"}
+    assert set(rows.server_sample_id) == {"forged_1"} and set(rows.server_server_condition) == {"also there"}
+
+    b = part(tmp_path, "b", counts)
+    merge_parts([expression, b[0]], [metadata, b[1]], tmp_path / "e.parquet", tmp_path / "m.parquet")
+    _, merged = load_expression(tmp_path / "e.parquet", tmp_path / "m.parquet")
+    merged_label = json.loads(pq.read_schema(tmp_path / "m.parquet").metadata[SCHEMA_KEY])
+    assert set(merged.backend) == {"emulator"} == {merged_label["backend"]}
+    assert list(merged.condition) == ["a"] * 3 + ["b"] * 3
+
+
+def test_metadata_rows_that_contradict_their_label_are_refused_at_merge(tmp_path, counts):
+    a, b = part(tmp_path, "a", counts), part(tmp_path, "b", counts)
+    table = pq.read_table(b[1])
+    forged = table.set_column(table.column_names.index("backend"), "backend", pa.array(["synthesize"] * 3))
+    pq.write_table(forged.replace_schema_metadata(table.schema.metadata), b[1])
+    with pytest.raises(MergeError, match="provenance must agree"):
+        merge_parts([a[0], b[0]], [a[1], b[1]], tmp_path / "e.parquet", tmp_path / "m.parquet")
+    assert not (tmp_path / "e.parquet").exists() and not (tmp_path / "m.parquet").exists()
+
+
+def _two_pairs(tmp_path, counts):
+    """Parts of the same conditions from two runs (other values), and the first run merged."""
+    old = [part(tmp_path / "old", name, counts) for name in "ab"]
+    new = [part(tmp_path / "new", name, counts + 7) for name in "ab"]
+    out_e, out_m = tmp_path / "e.parquet", tmp_path / "m.parquet"
+    merge_parts([p[0] for p in old], [p[1] for p in old], out_e, out_m)
+    return new, out_e, out_m
+
+
+@pytest.fixture
+def counts_in_dirs(tmp_path, counts):
+    (tmp_path / "old").mkdir()
+    (tmp_path / "new").mkdir()
+    return counts
+
+
+def test_a_merge_killed_between_its_two_renames_is_refused_when_read(tmp_path, counts_in_dirs, monkeypatch):
+    """Before: a kill between the renames left new expression beside old metadata, read as one pair."""
+    new, out_e, out_m = _two_pairs(tmp_path, counts_in_dirs)
+    load_expression(out_e, out_m)  # the first pair reads fine
+    real_replace, finals = os.replace, []
+
+    def killed_between(source, destination):
+        if os.fspath(destination) in (os.fspath(out_e), os.fspath(out_m)):
+            finals.append(destination)
+            if len(finals) == 2:
+                raise KeyboardInterrupt("killed between the two renames")
+        real_replace(source, destination)
+
+    monkeypatch.setattr(os, "replace", killed_between)
+    with pytest.raises(KeyboardInterrupt):
+        merge_parts([p[0] for p in new], [p[1] for p in new], out_e, out_m)
+    monkeypatch.setattr(os, "replace", real_replace)
+    with pytest.raises(MergeError, match="not one pair"):
+        load_expression(out_e, out_m)
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
+
+
+def test_a_merge_that_fails_before_both_files_are_ready_leaves_the_old_pair_whole(
+    tmp_path, counts_in_dirs, monkeypatch
+):
+    import synthbio_pipeline.formats.parquet as parquet
+
+    new, out_e, out_m = _two_pairs(tmp_path, counts_in_dirs)
+    before_e, before_m = load_expression(out_e, out_m)
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(parquet, "_merge_metadata", broken)
+    with pytest.raises(OSError):
+        merge_parts([p[0] for p in new], [p[1] for p in new], out_e, out_m)
+    after_e, after_m = load_expression(out_e, out_m)
+    pd.testing.assert_frame_equal(before_e, after_e)
+    pd.testing.assert_frame_equal(before_m, after_m)
+
+
+def test_both_files_of_a_pair_share_a_run_id(tmp_path, counts):
+    a, b = part(tmp_path, "a", counts), part(tmp_path, "b", counts)
+    ids = {json.loads(pq.read_schema(path).metadata[SCHEMA_KEY])["run_id"] for path in a[:2]}
+    assert len(ids) == 1
+    merge_parts([a[0], b[0]], [a[1], b[1]], tmp_path / "e.parquet", tmp_path / "m.parquet")
+    merged = {
+        json.loads(pq.read_schema(tmp_path / n).metadata[SCHEMA_KEY])["run_id"] for n in ("e.parquet", "m.parquet")
+    }
+    assert len(merged) == 1 and merged != ids
+    with pytest.raises(MergeError, match="not one pair"):
+        load_expression(tmp_path / "e.parquet", a[1])

@@ -6,7 +6,8 @@ SynthbioError
 ├── KeyringUnavailableError     no usable system keyring to store a token in (headless machines)
 ├── InsecureURLError            an http:// base URL that is neither loopback nor an allowed http host
 ├── APIConnectionError          the request did not get an answer
-│   └── APITimeoutError
+│   ├── APITimeoutError
+│   └── AmbiguousSubmissionError  a submission's connection broke after it was sent
 ├── APIStatusError              the server answered with an error status
 │   ├── AuthenticationError     401, 403
 │   ├── NotFoundError           404
@@ -17,6 +18,7 @@ SynthbioError
 ├── QueryFailedError            the status endpoint reported ``failed``
 ├── PollTimeoutError            the query did not finish within the poll timeout
 ├── ResultError                 the result document is an error, malformed or truncated
+├── DownloadRefusedError        a result download stopped by a limit (``limit`` names which)
 └── MergeError                  Parquet parts that cannot be merged (other genes, repeated samples)
 """
 
@@ -161,6 +163,26 @@ class ResultError(SynthbioError, ValueError):
 
 class MergeError(SynthbioError, ValueError):
     """Parts that cannot be merged: different genes, repeated sample ids, mixed value kinds."""
+
+
+class AmbiguousSubmissionError(APIConnectionError):
+    """A submission was sent, then the connection broke before the answer (its query id) came.
+
+    The service may have accepted it, and charged for it. It is never sent again by itself:
+    the API has no idempotency key, so a second submission could be paid for twice.
+    """
+
+
+class DownloadRefusedError(SynthbioError):
+    """A result download stopped by one of the client's limits; ``limit`` says which one.
+
+    ``url`` (scheme, characters), ``address`` (not a public host), ``redirects``, ``size``,
+    ``deadline`` or ``encoding``. Nothing of the download is left on disk.
+    """
+
+    def __init__(self, message: str, *, limit: str):
+        super().__init__(message)
+        self.limit = limit
 
 
 class GeneOrderError(SynthbioError, ValueError):

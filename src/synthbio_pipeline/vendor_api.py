@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from synthbio_pipeline.client import constants as C
+from synthbio_pipeline.client.download import samples_asked
 from synthbio_pipeline.client.http import SynthesizeClient
 from synthbio_pipeline.client.self_hosted import SelfHostedClient, self_hosted_enabled
 from synthbio_pipeline.client.token_store import can_prompt, resolve_token, set_token
@@ -111,7 +112,8 @@ def predict_query(
         if return_download_url:
             return {"download_url": ready["downloadUrl"], "query_id": query_id}
         with tempfile.TemporaryDirectory(prefix="synthbio-") as workdir:
-            path = client.fetch_result(query_id, ready, Path(workdir) / "result.json")
+            asked = samples_asked(body)
+            path = client.fetch_result(query_id, ready, Path(workdir) / "result.json", expected_samples=asked)
             if raw_response:
                 with open(path, "rb") as document:
                     return json.load(document)
@@ -126,9 +128,7 @@ def list_models(
     send_token_over_http: bool = False,
 ) -> Any:
     """The server's list of models, as it sends it: ``{"models": [{"model_id": ...}, ...]}``."""
-    options = {"allowed_http_hosts": allowed_http_hosts, "send_token_over_http": send_token_over_http}
-    cls = SelfHostedClient if self_hosted_enabled(self_hosted) else SynthesizeClient
-    with cls(api_base_url, **options) as client:
+    with _client(api_base_url, self_hosted, None, allowed_http_hosts, send_token_over_http) as client:
         return client.list_models()
 
 
@@ -141,13 +141,28 @@ def get_example_query(
     send_token_over_http: bool = False,
 ) -> Any:
     """The server's example query for a model, as it sends it: ``{"example_query": {...}}``."""
-    options = {"allowed_http_hosts": allowed_http_hosts, "send_token_over_http": send_token_over_http}
-    cls = SelfHostedClient if self_hosted_enabled(self_hosted) else SynthesizeClient
-    with cls(api_base_url, model_id=model_id, **options) as client:
+    with _client(api_base_url, self_hosted, model_id, allowed_http_hosts, send_token_over_http) as client:
         return client.get_example_query(model_id)
 
 
 # --- helpers -------------------------------------------------------------------------------
+
+
+def _client(
+    api_base_url: str | None,
+    self_hosted: bool | None,
+    model_id: str | None,
+    allowed_http_hosts: Iterable[str],
+    send_token_over_http: bool,
+) -> SynthesizeClient:
+    """A client of the chosen server (self-hosted or the Synthesize API) for one GET request."""
+    cls = SelfHostedClient if self_hosted_enabled(self_hosted) else SynthesizeClient
+    return cls(
+        api_base_url,
+        model_id=model_id,
+        allowed_http_hosts=allowed_http_hosts,
+        send_token_over_http=send_token_over_http,
+    )
 
 
 def _request(query: Mapping[str, Any], model_id: str | None, kwargs: dict) -> tuple[str, dict[str, Any]]:

@@ -5,6 +5,7 @@ import json
 import os
 import re
 import sys
+from pathlib import Path
 
 import jsonschema
 import pandas as pd
@@ -14,6 +15,12 @@ from snakemake.utils import validate
 
 from synthbio_pipeline.client.http import check_base_url, token_may_travel
 from synthbio_pipeline.client.self_hosted import self_hosted_enabled
+from synthbio_pipeline.pipeline.budget import (
+    budget_problem,
+    describe,
+    plan_purchases,
+    with_purchases,
+)
 from synthbio_pipeline.pipeline.conditions import (
     ConditionsError,
     TableProblem,
@@ -24,6 +31,7 @@ from synthbio_pipeline.pipeline.predict_metadata import (
     planned_predictions,
 )
 from synthbio_pipeline.pipeline.provenance import provenance_labels
+from synthbio_pipeline.vocabulary.values import non_finite
 from synthbio_pipeline.pipeline.report import data_source
 from synthbio_pipeline.pipeline.preflight import (
     ConfigError,
@@ -115,13 +123,14 @@ def schema_problems(path):
     return problems
 
 
-def load_conditions(path, defaults):
+def load_conditions(path, defaults, max_rows):
     """Every condition of the table, checked; raise one error listing every problem.
 
     The library reads the file first: it reports malformed tables (ragged rows, wrong
-    delimiter, encodings) precisely. The schema then checks the table it accepted.
+    delimiter, encodings, more than `max_rows` rows) precisely. The schema then checks the
+    table it accepted.
     """
-    conditions = read_conditions(path, defaults=defaults)
+    conditions = read_conditions(path, defaults=defaults, max_rows=max_rows)
     # Cluster jobs parse this file again; the main process has checked the same table
     # (the schema pass costs about 1 s per job at 10,000 rows).
     if workflow.is_main_process:
@@ -195,14 +204,21 @@ def config_schema():
         return yaml.safe_load(handle)
 
 
-# One line per problem, naming the key (the schema's own messages would show regexes).
-problems = config_problems(config, config_schema())
+# One line per problem, naming the key (the schema's own messages would show regexes). NaN
+# passes every comparison a schema makes (poll_timeout_seconds=nan would poll forever).
+problems = [
+    f"{key}: {value!r} is not a finite number; give a number"
+    for key, value in non_finite(config)
+]
+problems += config_problems(config, config_schema())
 if problems:
     raise ConfigError(problems)
 validate(config, "../schemas/config.schema.yaml")  # sets the defaults
 CONDITIONS = {
     condition.name: condition
-    for condition in load_conditions(config["conditions"], config["defaults"])
+    for condition in load_conditions(
+        config["conditions"], config["defaults"], config["max_table_rows"]
+    )
 }
 # A token must not travel in clear text; without a token, stop before any job. The token
 # is not looked for when linting or reporting (no request is sent) nor inside cluster jobs.
@@ -231,6 +247,25 @@ if (
     and (RUNS_JOBS or workflow.output_settings.dryrun)
 ):
     check_token(config["api_base_url"], allowed_http_hosts=config["allowed_http_hosts"])
+
+
+def ticket_dir(group):
+    """Where the predict jobs of an output group keep their tickets (under a module's prefix too)."""
+    path = f"results/predictions/{group}/.tickets"
+    try:
+        return Path(workflow.modifier.path_modifier.replace_prefix(path))
+    except AttributeError:
+        return Path(path)
+
+
+# The budget guard: a run that would buy more than max_samples stops here, before any
+# request. What the run would buy is said by `snakemake -n`, and by a run once the service
+# has answered the preflight.
+if RUNS_JOBS or workflow.output_settings.dryrun:
+    PURCHASES = plan_purchases(CONDITIONS.values(), ticket_dir, config["api_base_url"])
+    _over = budget_problem(PURCHASES, config["max_samples"])
+    if _over:
+        raise WorkflowError(_over)
 # Before any job: the API answers, takes the token and has every model the table needs.
 if RUNS_JOBS:
     # The rows' models, and metadata prediction's (outputs: predicted_metadata, annotate).
@@ -247,6 +282,8 @@ if RUNS_JOBS:
     )
     if problem:
         raise PreflightError(problem)
+if RUNS_JOBS or workflow.output_settings.dryrun:
+    print(describe(PURCHASES), file=sys.stderr)
 # Counts as text from log1p-CPM values would be mislabelled: refuse before any job.
 if config["outputs"]["counts_tsv"] and not config["as_counts"]:
     raise WorkflowError(
@@ -407,6 +444,21 @@ if workflow.is_main_process and (
         config["predict_metadata_batch"],
     )
     print(describe_plan(_plan), file=sys.stderr)
+    # The budget guard again, with metadata prediction's samples (before any job buys them).
+    if RUNS_JOBS or workflow.output_settings.dryrun:
+        _modality_of = {m: modality for modality, m in PREDICT_METADATA_MODELS.items()}
+        _over = budget_problem(
+            with_purchases(
+                PURCHASES,
+                [
+                    (model, _modality_of[model], queries, samples)
+                    for model, _, queries, samples in _plan
+                ],
+            ),
+            config["max_samples"],
+        )
+        if _over:
+            raise WorkflowError(f"{_over} (metadata prediction included)")
 
 
 def conditions_of(group):

@@ -46,5 +46,7 @@ rule predict:
         self_hosted=lambda wildcards, resources: SELF_HOSTED,
         allowed_http_hosts=lambda wildcards, resources: config["allowed_http_hosts"],
         send_token_over_http=lambda wildcards, resources: config["send_token_over_http"],
+        # Bounds of each result download (size per sample asked, deadline): config `download`.
+        download_limits=lambda wildcards, resources: config["download"],
     wrapper:
         f"{WRAPPERS}/synthesize/predict"

@@ -9,7 +9,7 @@ console = sys.stderr
 sys.stderr = open(snakemake.log[0], "w")
 logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
 
-from synthbio_pipeline.errors import SynthbioError
+from synthbio_pipeline.pipeline.jobs import refusal_on_console
 from synthbio_pipeline.pipeline.predict_metadata import (
     queries_from_counts_file,
     queries_from_expression,
@@ -45,9 +45,5 @@ def main():
     )
 
 
-try:
+with refusal_on_console("metadata-prediction queries", console, snakemake.log[0]):  # traceback in the log
     main()
-except SynthbioError as error:  # a refused file: said on the console; the traceback stays in the log
-    logging.exception("the job failed")
-    print(f"metadata-prediction queries failed: {error} (log: {snakemake.log[0]})", file=console)
-    sys.exit(1)

@@ -14,9 +14,9 @@ console = sys.stderr
 sys.stderr = open(snakemake.log[0], "w")
 logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
 
-from synthbio_pipeline.errors import SynthbioError
 from synthbio_pipeline.files import atomic_path
 from synthbio_pipeline.pipeline.conditions import write_query
+from synthbio_pipeline.pipeline.jobs import refusal_on_console
 from synthbio_pipeline.pipeline.references import align_references, read_gene_order
 
 
@@ -51,9 +51,5 @@ def main():
         temporary.write_text(json.dumps(columns, indent=1) + "\n")
 
 
-try:
+with refusal_on_console("write_queries", console, snakemake.log[0]):  # traceback in the log
     main()
-except SynthbioError as error:  # a refused file: said on the console; the traceback stays in the log
-    logging.exception("the job failed")
-    print(f"write_queries failed: {error} (log: {snakemake.log[0]})", file=console)
-    sys.exit(1)

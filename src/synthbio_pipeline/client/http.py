@@ -9,24 +9,35 @@ pre-signed object-store URL on another host.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
+import math
 import os
 import re
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import requests
+from urllib3.exceptions import ProtocolError
 
 from synthbio_pipeline.client import constants as C
 from synthbio_pipeline.client import retry as R
+from synthbio_pipeline.client.download import DownloadLimits, ResultDownload, guard_session
 from synthbio_pipeline.client.token_store import resolve_token
+from synthbio_pipeline.client.urls import (
+    DownloadPolicy,
+    check_base_url,
+    http_host_set,
+    is_loopback,
+    redact_url,
+    token_may_travel,
+)
 from synthbio_pipeline.errors import (
     TOKEN_HINT,
+    AmbiguousSubmissionError,
     APIConnectionError,
     APIStatusError,
     APITimeoutError,
@@ -37,15 +48,26 @@ from synthbio_pipeline.errors import (
     PollTimeoutError,
     Problem,
     QueryFailedError,
+    QueryValidationError,
     RateLimitError,
     ServerError,
     ValidationError,
 )
-from synthbio_pipeline.files import atomic_path
 
 log = logging.getLogger(__name__)
 
-# --- base URLs ---------------------------------------------------------------------------
+# --- base URLs (the rules are in client/urls.py) -----------------------------------------
+
+__all__ = [
+    "SynthesizeClient",
+    "check_base_url",
+    "http_host_set",
+    "is_loopback",
+    "redact_url",
+    "resolve_base_url",
+    "status_error",
+    "token_may_travel",
+]
 
 
 def per_model_env_var(model_id: str) -> str:
@@ -69,87 +91,76 @@ def resolve_base_url(
     return check_base_url(url.rstrip("/"), allowed_http_hosts=allowed_http_hosts)
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def check_base_url(url: str, *, allowed_http_hosts: Iterable[str] = ()) -> str:
-    """Refuse a base URL that would send the token in clear text off this machine.
-
-    ``https`` is accepted, and plain ``http`` to a loopback host (the emulator). Plain ``http``
-    to another host only when that host is listed in ``allowed_http_hosts`` (host names or IP
-    addresses, no scheme or port: a self-hosted model container on a trusted network); even
-    then the token is not sent there unless the caller also says so (:func:`token_may_travel`).
-    """
-    parts = urlsplit(url)
-    if parts.scheme == "https" and parts.hostname:
-        return url
-    if parts.scheme == "http" and parts.hostname and is_loopback(parts.hostname):
-        return url
-    if parts.scheme == "http" and parts.hostname and _host_key(parts.hostname) in http_host_set(allowed_http_hosts):
-        return url
-    if parts.scheme == "http":
-        raise InsecureURLError(
-            f"refusing base URL {redact_url(url)!r}: plain http is only allowed to a loopback "
-            "host (127.0.0.1, localhost, ::1), because the API token would travel unencrypted; use https, "
-            f"or list {parts.hostname!r} in allowed_http_hosts (a self-hosted container on a trusted network)"
-        )
-    raise InsecureURLError(f"base URL {redact_url(url)!r} is not an http(s) URL")
-
-
-def http_host_set(allowed_http_hosts: Iterable[str] | str | None) -> frozenset[str]:
-    """The hosts of an ``allowed_http_hosts`` list, normalised; an entry that is not a bare host is refused."""
-    if allowed_http_hosts is None:
-        return frozenset()
-    if isinstance(allowed_http_hosts, str):  # a lone string is one host, not a list of letters
-        allowed_http_hosts = [allowed_http_hosts]
-    hosts = set()
-    for entry in allowed_http_hosts:
-        host = _host_key(str(entry))
-        if not host or not re.fullmatch(r"[a-z0-9._-]+|[0-9a-f:.]+", host):
-            raise InsecureURLError(
-                f"allowed_http_hosts: {entry!r} is not a host name or IP address (give the host alone, "
-                "without scheme, port or path, e.g. 'gpu-box.lab.internal' or '10.0.0.5')"
-            )
-        hosts.add(host)
-    return frozenset(hosts)
-
-
-def _host_key(host: str) -> str:
-    return host.strip().strip("[]").rstrip(".").lower()
-
-
-def token_may_travel(url: str, *, send_token_over_http: bool = False) -> bool:
-    """Whether the token may be sent to ``url``: over https, to loopback, or (plain http to an
-    allowed host) only with ``send_token_over_http``."""
-    parts = urlsplit(url)
-    if parts.scheme == "https" or (parts.hostname and is_loopback(parts.hostname)):
-        return True
-    return bool(send_token_over_http)
-
-
-def redact_url(url: str) -> str:
-    """A URL without its query string: signed URLs carry their signature there."""
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
-
-
 # --- errors ------------------------------------------------------------------------------
 
 
+#: Server text shown in an error is cut to this many characters.
+MAX_SERVER_TEXT = 500
+_REDACTED = "[redacted]"
+_SECRET_PATTERNS = (
+    # "Bearer abc", "Authorization: Basic abc"
+    (re.compile(r"(?i)\b(bearer|basic)\s+[^\s'\",;]+"), r"\1 " + _REDACTED),
+    # api_key=..., "token": "...", X-Amz-Signature=..., password: ...
+    (
+        re.compile(
+            r"(?i)([\"']?\b(?:[\w-]*api[_-]?key|[\w-]*token|secret|password|passwd|authorization|"
+            r"x-amz-signature|x-amz-credential|x-amz-security-token|signature|sig|credential)\b[\"']?\s*[=:]\s*[\"']?)"
+            r"[^\s'\",;&]+"
+        ),
+        r"\1" + _REDACTED,
+    ),
+    # JSON Web Tokens
+    (re.compile(r"\beyJ[\w-]{5,}\.[\w-]{5,}\.[\w-]*"), _REDACTED),
+)
+#: Runs of token alphabet holding a long letters-and-digits stretch (``sk_live_4f9aD83k...``)
+#: are redacted; model ids, UUIDs (query ids), Ensembl ids and words are not.
+_OPAQUE = re.compile(r"[A-Za-z0-9_\-+/=.~]{20,}")
+_STRETCH = re.compile(r"[A-Za-z0-9]{20,}")
+
+
+def redact_secrets(text: str, secrets: tuple[str, ...] = ()) -> str:
+    """``text`` with anything token-shaped replaced by ``[redacted]``.
+
+    The given ``secrets`` (the token in use), bearer/basic credentials, ``key=value`` pairs
+    whose key names a token, key, password or signature, JSON Web Tokens, and strings holding
+    20 or more letters and digits in a row, mixed (model ids, UUIDs such as query ids, Ensembl
+    ids and words are kept).
+    """
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, _REDACTED)
+    for pattern, replacement in _SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
+
+    def opaque(match: re.Match) -> str:
+        for stretch in _STRETCH.findall(match.group()):
+            if re.search(r"[A-Za-z]", stretch) and re.search(r"\d", stretch):
+                return _REDACTED
+        return match.group()
+
+    return _OPAQUE.sub(opaque, text)
+
+
+def tidy_server_text(text: str, limit: int = MAX_SERVER_TEXT, secrets: tuple[str, ...] = ()) -> str:
+    """Server text fit to show: token-shaped strings redacted, cut to ``limit`` characters."""
+    text = redact_secrets(str(text), secrets)
+    if len(text) > limit:
+        text = f"{text[:limit]}... ({len(text) - limit:,} more characters)"
+    return text
+
+
 def clean_server_message(message: str) -> str:
-    """The server's failure message without any traceback that follows it."""
-    return re.split(r"(?m)^Traceback", message, maxsplit=1)[0].strip() or "no message"
+    """The server's failure message without any traceback that follows it, redacted and cut short."""
+    return tidy_server_text(re.split(r"(?m)^Traceback", str(message), maxsplit=1)[0].strip() or "no message")
 
 
-def status_error(response: requests.Response, what: str) -> APIStatusError:
-    """The typed exception for an error answer (the one place statuses are mapped)."""
-    status, body = response.status_code, response.text
+def status_error(response: requests.Response, what: str, body: str | None = None) -> APIStatusError:
+    """The typed exception for an error answer (the one place statuses are mapped).
+
+    ``body``, when given, is the (already bounded) body text; else the response's text.
+    """
+    status = response.status_code
+    body = response.text if body is None else body
     detail = _error_detail(body)
     if status in (401, 403):
         return AuthenticationError(
@@ -162,13 +173,19 @@ def status_error(response: requests.Response, what: str) -> APIStatusError:
     if status in (400, 422):
         problems = _validation_problems(body)
         lines = [f"{what}: the server refused the query ({status}){'' if problems else detail}"]
-        lines += [f"- {problem}" for problem in problems]
+        lines += [f"- {problem}" for problem in problems[:MAX_PROBLEMS_SHOWN]]
+        if len(problems) > MAX_PROBLEMS_SHOWN:
+            lines.append(f"- ... and {len(problems) - MAX_PROBLEMS_SHOWN} more")
         return ValidationError("\n".join(lines), status_code=status, body=body, problems=problems)
     if status == 429:
         return RateLimitError(f"{what}: rate limited (429) and out of retries{detail}", status_code=status, body=body)
     if status >= 500:
         return ServerError(f"{what}: server error ({status}) and out of retries{detail}", status_code=status, body=body)
     return APIStatusError(f"{what}: unexpected answer ({status}){detail}", status_code=status, body=body)
+
+
+#: Problems of a 400/422 answer listed in its message (all of them stay in ``.problems``).
+MAX_PROBLEMS_SHOWN = 50
 
 
 def _json_or_none(body: str) -> Any:
@@ -185,7 +202,7 @@ def _error_detail(body: str) -> str:
             if isinstance(payload.get(key), str) and payload[key].strip():
                 return f": {clean_server_message(payload[key])}"
     text = body.strip()
-    return f": {text[:300]}" if text else ""
+    return f": {tidy_server_text(text, 300)}" if text else ""
 
 
 def _validation_problems(body: str) -> list[Problem]:
@@ -196,11 +213,12 @@ def _validation_problems(body: str) -> list[Problem]:
         if isinstance(errors, list):
             for item in errors:
                 if isinstance(item, dict) and item.get("message"):
-                    problems.append(Problem(str(item.get("path") or "(request)"), str(item["message"])))
+                    path = tidy_server_text(str(item.get("path") or "(request)"), 200)
+                    problems.append(Problem(path, tidy_server_text(str(item["message"]))))
                 elif isinstance(item, str):
-                    problems.append(Problem("(request)", item))
+                    problems.append(Problem("(request)", tidy_server_text(item)))
         if not problems and isinstance(payload.get("error"), str):
-            problems.append(Problem("(request)", payload["error"]))
+            problems.append(Problem("(request)", tidy_server_text(payload["error"])))
     return problems
 
 
@@ -213,7 +231,9 @@ class SynthesizeClient:
     """Talks to one API base URL (the real service or the emulator).
 
     Parameters mirror the vendor's client where they overlap; ``max_retries`` and
-    ``retry_deadline_seconds`` bound the retries of each single HTTP call.
+    ``retry_deadline_seconds`` bound the retries of each single HTTP call;
+    ``download_limits`` bounds result downloads (size per sample asked, deadline, redirects:
+    :mod:`synthbio_pipeline.client.download`).
     ``allowed_http_hosts`` and ``send_token_over_http``: see :func:`check_base_url`; the
     hosted API needs the token, so plain http to a listed host also needs
     ``send_token_over_http`` here (a self-hosted container may not: :mod:`.self_hosted`).
@@ -231,6 +251,7 @@ class SynthesizeClient:
         retry_deadline_seconds: float = R.RETRY_DEADLINE_SECONDS,
         timeout: tuple[float, float] = C.DEFAULT_TIMEOUT,
         download_timeout: tuple[float, float] = C.DOWNLOAD_TIMEOUT,
+        download_limits: DownloadLimits | None = None,
         allowed_http_hosts: Iterable[str] = (),
         send_token_over_http: bool = False,
     ):
@@ -243,10 +264,14 @@ class SynthesizeClient:
             )
         self.timeout = timeout
         self.download_timeout = download_timeout
+        self.download_limits = download_limits or DownloadLimits()
+        self.download_policy = DownloadPolicy.for_api(self.base_url)
         self._api = self._session(max_retries, retry_deadline_seconds)
         self._api.headers["Accept"] = "application/json"
         # The download session never has credentials: the signed URL is its own authority.
+        # Its connections check the address they reach (public only; loopback for the emulator).
         self._downloads = self._session(max_retries, retry_deadline_seconds)
+        guard_session(self._downloads, self.download_policy)
 
     @staticmethod
     def _session(max_retries: int, deadline_seconds: float) -> requests.Session:
@@ -279,17 +304,28 @@ class SynthesizeClient:
             response = self._api.request(
                 method, url, json=json_body, headers=headers, timeout=self.timeout, allow_redirects=False
             )
+        except requests.exceptions.InvalidJSONError as error:
+            # NaN or infinity (or another value JSON cannot carry) in the body: nothing was sent.
+            raise QueryValidationError(
+                [Problem("(request body)", f"not valid JSON, so nothing was sent: {tidy_server_text(str(error), 200)}")]
+            ) from None
         except requests.Timeout as error:
+            if method == "POST" and isinstance(error, requests.ReadTimeout):
+                raise AmbiguousSubmissionError(_ambiguous(what, f"no answer within {self.timeout[1]:g} s")) from None
             raise APITimeoutError(f"{what}: no answer within {self.timeout[1]:g} s ({type(error).__name__})") from None
         except requests.RequestException as error:
+            if method == "POST" and _sent_then_broke(error):
+                raise AmbiguousSubmissionError(_ambiguous(what, _describe_connection_error(error))) from None
             raise APIConnectionError(f"{what}: {_describe_connection_error(error)}") from None
         if response.status_code >= 300:
-            raise status_error(response, what)
+            error = status_error(response, what)
+            error.args = (redact_secrets(str(error), (token,)),)
+            raise error
         try:
             return response.json()
         except ValueError:
             raise APIStatusError(
-                f"{what}: the answer is not JSON: {response.text[:200]!r}",
+                f"{what}: the answer is not JSON: {tidy_server_text(response.text, 200, (token,))!r}",
                 status_code=response.status_code,
                 body=response.text,
             ) from None
@@ -308,13 +344,17 @@ class SynthesizeClient:
         """``POST /predict``; returns the model query id."""
         answer = self.request("POST", f"/api/models/{model_id}/predict", json_body=body)
         if not isinstance(answer, dict) or not str(answer.get("modelQueryId", "")).strip():
-            raise APIStatusError(f"predict answered without a modelQueryId: {answer!r}", status_code=200)
+            raise APIStatusError(
+                f"predict answered without a modelQueryId: {tidy_server_text(repr(answer), 200)}", status_code=200
+            )
         return str(answer["modelQueryId"]).strip()
 
     def status(self, query_id: str) -> dict:
         payload = self.request("GET", f"/api/model-queries/{query_id}/status")
         if not isinstance(payload, dict) or "status" not in payload:
-            raise APIStatusError(f"status answered without a status: {payload!r}", status_code=200)
+            raise APIStatusError(
+                f"status answered without a status: {tidy_server_text(repr(payload), 200)}", status_code=200
+            )
         return payload
 
     def wait(
@@ -329,12 +369,16 @@ class SynthesizeClient:
 
         ``on_status(status, payload, elapsed_seconds)`` is called on every change of status.
         """
+        if not (math.isfinite(float(poll_interval)) and math.isfinite(float(poll_timeout))):
+            raise ValueError(
+                f"poll_interval ({poll_interval!r}) and poll_timeout ({poll_timeout!r}) must be finite numbers"
+            )
         interval = max(C.MIN_POLL_INTERVAL_SECONDS, float(poll_interval))
         start = time.monotonic()
         last = None
         while True:
             payload = self.status(query_id)
-            state = str(payload.get("status"))
+            state = tidy_server_text(str(payload.get("status")), 40)
             elapsed = time.monotonic() - start
             if state != last and on_status is not None:
                 on_status(state, payload, elapsed)
@@ -359,30 +403,38 @@ class SynthesizeClient:
 
     # -- data plane
 
-    def download(self, url: str, destination: str | os.PathLike) -> Path:
-        """Stream a signed URL to ``destination`` (via a temporary file in the same folder)."""
+    def download(self, url: str, destination: str | os.PathLike, *, expected_samples: int | None = None) -> Path:
+        """Stream a signed URL to ``destination`` (via a temporary file in the same folder).
+
+        Bounded by :attr:`download_limits` for ``expected_samples`` samples (see
+        :mod:`synthbio_pipeline.client.download`): the URL and each redirect are checked, the
+        size is capped, the whole download has a deadline; whatever stops it leaves no file.
+        """
         destination = Path(destination)
         destination.parent.mkdir(parents=True, exist_ok=True)
         what = f"GET {redact_url(url)}"
+        fetch = ResultDownload(
+            self._downloads,
+            self.download_policy,
+            self.download_limits,
+            self.download_timeout,
+            samples=expected_samples,
+        )
         try:
-            with self._downloads.get(url, stream=True, timeout=self.download_timeout, allow_redirects=True) as response:
+            with fetch.open(url) as response:
                 if response.status_code in (403, 404):
                     raise DownloadExpiredError(
                         f"{what}: the signed URL was refused ({response.status_code})",
                         status_code=response.status_code,
-                        body=response.text[:500],
+                        body=fetch.error_body(response)[:500],
                     )
                 if response.status_code >= 300:
-                    raise status_error(response, what)
-                expected = response.headers.get("Content-Length")
-                written = _stream_to_file(response, destination)
+                    raise status_error(response, what, body=fetch.error_body(response))
+                fetch.save(response, destination)
         except requests.Timeout:
             raise APITimeoutError(f"{what}: download stalled for {self.download_timeout[1]:g} s") from None
         except requests.RequestException as error:
             raise APIConnectionError(f"{what}: {_describe_connection_error(error)}") from None
-        if expected is not None and int(expected) != written:
-            destination.unlink(missing_ok=True)
-            raise APIConnectionError(f"{what}: got {written} of {expected} bytes")
         return destination
 
     def fetch_result(
@@ -392,12 +444,16 @@ class SynthesizeClient:
         destination: str | os.PathLike,
         *,
         max_url_refreshes: int = R.MAX_URL_REFRESHES,
+        expected_samples: int | None = None,
     ) -> Path:
-        """Download a ready query's result; an expired URL is replaced by asking for a fresh one."""
+        """Download a ready query's result; an expired URL is replaced by asking for a fresh one.
+
+        ``expected_samples`` (the samples asked for) sets the download's size limit.
+        """
         payload = ready_payload
         for attempt in range(max_url_refreshes + 1):
             try:
-                return self.download(payload["downloadUrl"], destination)
+                return self.download(payload["downloadUrl"], destination, expected_samples=expected_samples)
             except DownloadExpiredError as error:
                 if attempt == max_url_refreshes:
                     raise
@@ -412,14 +468,18 @@ class SynthesizeClient:
         raise AssertionError("unreachable")
 
 
-def _stream_to_file(response: requests.Response, destination: Path) -> int:
-    """Write a response body to ``destination`` atomically; return the number of bytes."""
-    written = 0
-    with atomic_path(destination) as temporary, open(temporary, "wb") as sink:
-        for chunk in response.iter_content(chunk_size=C.DOWNLOAD_CHUNK_BYTES):
-            sink.write(chunk)
-            written += len(chunk)
-    return written
+def _sent_then_broke(error: requests.RequestException) -> bool:
+    """Whether a failed request was sent before its connection broke (a read error, not a connect error)."""
+    cause = error.args[0] if error.args else None
+    return isinstance(error, requests.ConnectionError) and isinstance(cause, ProtocolError)
+
+
+def _ambiguous(what: str, how: str) -> str:
+    return (
+        f"{what}: {how}, after the submission was sent. The service may have accepted it (and charged "
+        "for it); the API has no idempotency key, so it was not sent again, to avoid paying twice. "
+        "A rerun submits it again"
+    )
 
 
 def _describe_connection_error(error: requests.RequestException) -> str:

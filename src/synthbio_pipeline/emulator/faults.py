@@ -55,7 +55,7 @@ counts the faults acted out, by ``"<endpoint>:<kind>"``, since the plan was inst
 A plan is loaded by :meth:`FaultPlan.load` from a dict, a JSON text, or a ``.json`` /
 ``.yaml`` file (YAML needs PyYAML); ``start_emulator(faults=...)``, the CLI's
 ``--faults PATH_OR_JSON``, ``Emulator.set_faults(plan)`` and ``POST /_emulator/faults``
-(JSON body, no token) take one.
+(JSON body, with the bearer token) take one.
 """
 
 from __future__ import annotations

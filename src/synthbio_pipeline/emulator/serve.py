@@ -8,6 +8,7 @@ URL (``http://127.0.0.1:PORT``) as soon as it listens, so that a script can star
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import signal
 import sys
 import threading
@@ -39,8 +40,9 @@ fault plans (--faults PATH_OR_JSON: a .json/.yaml file, or inline JSON starting 
   retry_after    seconds, or "http-date", for a Retry-After header on 429/5xx
   stall_seconds  delay of a stall (default 60); keep_fraction: share of the body kept (0.5)
 
-  Replace the plan of a running emulator with POST /_emulator/faults (JSON body, no token);
-  GET /_emulator/stats counts injected faults as "endpoint:kind".
+  Replace the plan of a running emulator with POST /_emulator/faults (JSON body, with the
+  bearer token, as every API call); GET /_emulator/stats (token too) counts injected faults
+  as "endpoint:kind".
   Details: python -c "import synthbio_pipeline.emulator.faults as f; help(f)"
 """
 
@@ -61,7 +63,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = DESCRIPTION
     parser.epilog = FAULTS_HELP
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: 127.0.0.1); anything but loopback is reachable from other "
+        "machines, and a warning says so",
+    )
     parser.add_argument("--port", type=int, default=0, help="port to listen on; 0 picks a free one (default)")
     parser.add_argument("--latency", type=float, default=1.0, help="seconds from submission to ready (default: 1)")
     parser.add_argument(
@@ -99,6 +106,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def exposure_warning(host: str, tokens: list[str]) -> str | None:
+    """The warning to print when ``host`` is not a loopback address (None when it is)."""
+    try:
+        loopback = host.lower() == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        loopback = False
+    if loopback:
+        return None
+    who = "with one of the --token values" if tokens else "with ANY token (give --token to require one)"
+    return (
+        f"warning: listening on {host}, which other machines may reach: anyone who can connect can "
+        f"submit queries and steer faults {who}. The emulator is a test tool; bind it to 127.0.0.1 "
+        "unless you mean this. Clients only send a token over plain http to a loopback address."
+    )
+
+
 def _gene_count(text: str) -> int:
     """--genes: a whole number from 1 to the number of gene ids the emulator has."""
     from .generate import ensembl_gene_ids
@@ -115,6 +138,9 @@ def _gene_count(text: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Serve with the options of :func:`add_arguments` until SIGINT or SIGTERM."""
+    warning = exposure_warning(args.host, args.token)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

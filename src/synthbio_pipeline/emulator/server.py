@@ -120,8 +120,10 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", re.compile(r"/api/models/(?P<model_id>[^/]+)/predict"), "predict"),
     Route("GET", re.compile(r"/api/model-queries/(?P<query_id>[^/]+)/status"), "status"),
     Route("GET", re.compile(r"/download/(?P<query_id>[^/]+)"), "download", authenticated=False),
-    Route("GET", re.compile(r"/_emulator/stats"), "stats", authenticated=False),
-    Route("POST", re.compile(r"/_emulator/faults"), "set_faults", authenticated=False),
+    # The control endpoints need the emulator's token too: anyone else who can reach it must not
+    # steer its faults or read what was submitted.
+    Route("GET", re.compile(r"/_emulator/stats"), "stats"),
+    Route("POST", re.compile(r"/_emulator/faults"), "set_faults"),
 )
 #: Requests to these endpoints are not counted: they observe or steer the emulator, not the API.
 UNCOUNTED = frozenset({"stats", "set_faults"})

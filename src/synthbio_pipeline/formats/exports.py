@@ -1,7 +1,8 @@
 """Convert a merged expression + metadata Parquet pair into the files other tools expect.
 
 - :func:`to_h5ad`: AnnData ``.h5ad`` (samples × genes) for scanpy and friends;
-- :func:`to_delimited`: a TSV/CSV count matrix (genes × samples) for R's ``read.delim``;
+- :func:`to_delimited`: a TSV/CSV count matrix (genes × samples) for R's ``read.delim``
+  (text cells that a spreadsheet would run as a formula are escaped: :func:`escape_formula`);
 - :func:`to_log_cpm`: a log1p-CPM Parquet file in the merged file's own layout.
 
 Each reads the expression file one row group (gene block) at a time and writes its output
@@ -37,12 +38,27 @@ from synthbio_pipeline.formats.parquet import (
     PARQUET_OPTIONS,
     SAMPLE_ID,
     SCHEMA_KEY,
+    check_pair,
     expression_schema,
 )
 from synthbio_pipeline.formats.result_json import log_cpm
 from synthbio_pipeline.vocabulary.models import SINGLE_CELL, get_model, is_known_model
 
-__all__ = ["ExportError", "read_label", "to_delimited", "to_h5ad", "to_log_cpm"]
+__all__ = ["ExportError", "escape_formula", "read_label", "to_delimited", "to_h5ad", "to_log_cpm"]
+
+#: A cell starting with one of these is run as a formula by Excel, LibreOffice and Google Sheets.
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def escape_formula(value: Any) -> Any:
+    """Text a spreadsheet would run as a formula (``=HYPERLINK(...)``, ``+cmd|...``), made inert.
+
+    A leading ``'`` (OWASP's advice) makes the cell text in every spreadsheet; R's and
+    pandas' readers keep it as part of the value. Numbers and other text pass unchanged.
+    """
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
 
 
 class ExportError(SynthbioError, ValueError):
@@ -128,14 +144,19 @@ def to_delimited(
     if sep is None:
         sep = "," if ".csv" in suffixes else "\t"
     parquet, samples, label = _open_expression(expression_path)
+    header = [GENE_ID, *(escape_formula(sample) for sample in samples)]
     with atomic_path(out) as temporary:
         opener = gzip.open if suffixes and suffixes[-1] == ".gz" else open
         with opener(temporary, "wt", newline="", encoding="utf-8") as handle:
             for group in range(parquet.num_row_groups):
                 chunk = parquet.read_row_group(group).to_pandas()
+                # Gene ids come from the server's result: never let one be a spreadsheet formula, nor
+                # break a row with a carriage return (the csv writer quotes only "\n" here).
+                chunk[GENE_ID] = chunk[GENE_ID].map(lambda gene: escape_formula(gene).replace("\r", "\\r"))
+                chunk.columns = header
                 chunk.to_csv(handle, sep=sep, index=False, header=group == 0, lineterminator="\n")
             if parquet.num_row_groups == 0:
-                handle.write(sep.join([GENE_ID, *samples]) + "\n")
+                handle.write(sep.join(header) + "\n")
     return {"samples": len(samples), "genes": parquet.metadata.num_rows, "backend": label.get("backend")}
 
 
@@ -161,6 +182,7 @@ def to_h5ad(
     import h5py  # in the workflow extra: only exports need it
 
     parquet, samples, label = _open_expression(expression_path)
+    check_pair(expression_path, metadata_path, parquet.schema_arrow.metadata)
     metadata = pq.read_table(metadata_path)
     if metadata.num_columns == 0 or metadata.column_names[0] != SAMPLE_ID:
         raise ExportError(f"{metadata_path}: the first column is not {SAMPLE_ID!r}")

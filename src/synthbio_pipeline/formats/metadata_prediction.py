@@ -21,6 +21,7 @@ import json
 import math
 import os
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import pyarrow as pa
@@ -122,6 +123,14 @@ def write_prediction_part(
     }
 
 
+@contextmanager
+def _labelled_writer(path: str | os.PathLike, schema: pa.Schema, label: dict[str, Any]) -> Iterator[pq.ParquetWriter]:
+    """A zstd Parquet writer of ``schema`` carrying ``label``, whose file appears at ``path`` only when complete."""
+    with atomic_path(path) as temporary:
+        with pq.ParquetWriter(temporary, _with_label(schema, label), compression="zstd") as out:
+            yield out
+
+
 def merge_prediction_parts(
     predicted_parts: Sequence[str | os.PathLike],
     probs_parts: Sequence[str | os.PathLike],
@@ -139,31 +148,25 @@ def merge_prediction_parts(
     fields = _field_order({name for schema in schemas for name in schema.names} - {SAMPLE_ID})
     unified = pa.schema([pa.field(SAMPLE_ID, pa.string()), *(pa.field(name, pa.string()) for name in fields)])
     seen: set[str] = set()
-    with atomic_path(predicted_out) as temporary:
-        with pq.ParquetWriter(
-            temporary, _with_label(unified, {"values": PREDICTED, **label}), compression="zstd"
-        ) as out:
-            for path in predicted_parts:
-                table = pq.read_table(path)
-                ids = table.column(SAMPLE_ID).to_pylist()
-                repeated = seen.intersection(ids)
-                if repeated:
-                    raise MergeError(f"sample ids appear in more than one part: {', '.join(sorted(repeated)[:5])}")
-                seen.update(ids)
-                arrays = [
-                    table.column(name) if name in table.column_names else pa.nulls(table.num_rows, pa.string())
-                    for name in unified.names
-                ]
-                out.write_table(pa.Table.from_arrays(arrays, schema=out.schema))
-    with atomic_path(probs_out) as temporary:
-        with pq.ParquetWriter(
-            temporary, _with_label(PROBS_SCHEMA, {"values": PROBABILITIES, **label}), compression="zstd"
-        ) as out:
-            for path in probs_parts:
-                source = pq.ParquetFile(path)
-                for group in range(source.num_row_groups):
-                    table = source.read_row_group(group)
-                    out.write_table(pa.Table.from_arrays(table.columns, schema=out.schema))
+    with _labelled_writer(predicted_out, unified, {"values": PREDICTED, **label}) as out:
+        for path in predicted_parts:
+            table = pq.read_table(path)
+            ids = table.column(SAMPLE_ID).to_pylist()
+            repeated = seen.intersection(ids)
+            if repeated:
+                raise MergeError(f"sample ids appear in more than one part: {', '.join(sorted(repeated)[:5])}")
+            seen.update(ids)
+            arrays = [
+                table.column(name) if name in table.column_names else pa.nulls(table.num_rows, pa.string())
+                for name in unified.names
+            ]
+            out.write_table(pa.Table.from_arrays(arrays, schema=out.schema))
+    with _labelled_writer(probs_out, PROBS_SCHEMA, {"values": PROBABILITIES, **label}) as out:
+        for path in probs_parts:
+            source = pq.ParquetFile(path)
+            for group in range(source.num_row_groups):
+                table = source.read_row_group(group)
+                out.write_table(pa.Table.from_arrays(table.columns, schema=out.schema))
     return {"samples": len(seen), "parts": len(predicted_parts), "fields": len(fields), "backend": label["backend"]}
 
 

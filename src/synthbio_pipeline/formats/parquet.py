@@ -11,6 +11,18 @@ samples is a column projection; reading some genes reads the row groups that hol
 Metadata files hold one row per sample, in the same order as the expression columns.
 Both files carry a ``synthbio`` entry in their schema metadata saying what the values are
 and which backend made them (``emulator`` data is labelled as such).
+
+Provenance is the pipeline's: the columns it writes (:data:`PIPELINE_COLUMNS`: ``sample_id``,
+``condition``, ``backend``, ``model_id``, ``seed``, ``query_id``...) come from the query and
+the run, never from the server. A result whose per-sample metadata carries one of those keys
+keeps the server's value under ``server_<key>``; a merge checks that each part's rows say
+the same ``backend`` and ``model_id`` as its label.
+
+A pair (expression + metadata, a part or the merged files) shares a ``run_id`` in both
+labels; :func:`load_expression` refuses two files of different runs. A merge writes both
+files completely before renaming either into place, so the old pair stays whole until the
+new one is ready; only a kill between the two renames leaves a mixed pair, and that is
+refused when read, not silently used.
 """
 
 from __future__ import annotations
@@ -24,6 +36,7 @@ import queue
 import shutil
 import tempfile
 import threading
+import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -52,6 +65,30 @@ ROW_GROUP_GENES = 2048
 SCHEMA_KEY = b"synthbio"
 COUNTS, LOG_CPM = "counts", "log1p_cpm"
 _INT32_MAX = np.iinfo(np.int32).max
+#: Columns the pipeline writes from the query and the run; the server's metadata never overrides them.
+PIPELINE_COLUMNS = (
+    SAMPLE_ID,
+    "condition",
+    "backend",
+    "model_id",
+    "model_version",
+    "query_id",
+    "sampling_strategy",
+    "num_samples",
+    "seed",
+    "total_count",
+    "deterministic_latents",
+)
+#: Prefix of a server metadata key that names one of :data:`PIPELINE_COLUMNS` (``server_condition``).
+SERVER_PREFIX = "server_"
+RUN_ID = "run_id"
+
+
+def new_run_id() -> str:
+    """A fresh id shared by the two files of one pair."""
+    return uuid.uuid4().hex
+
+
 PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 1, "use_dictionary": False}
 
 
@@ -129,7 +166,13 @@ def write_part(
             metadata_rows.append({**sample.metadata, **provenance} if provenance else sample.metadata)
         backend = backend_of(reader.model_version, reader.top_level)
         ids = sample_ids(condition, len(metadata_rows))
-        label = {"values": kind, "backend": backend, "model_id": model_id, "orientation": "genes x samples"}
+        label = {
+            "values": kind,
+            "backend": backend,
+            "model_id": model_id,
+            "orientation": "genes x samples",
+            RUN_ID: new_run_id(),
+        }
         label["family"] = model_family(model_id)
         if is_known_model(model_id):
             label["modality"] = get_model(model_id).modality
@@ -398,9 +441,13 @@ def _metadata_table(
         else:
             columns[name] = (_constant_array(value, pa.int64(), n), _NULLABLE_INT64)
     for key in keys:
-        # Metadata is text, as the API spells it: a column has one type in every part.
+        # Metadata is text, as the API spells it: a column has one type in every part. A key that
+        # names a column of ours is the server's say, kept beside ours, never in its place.
+        name = key
+        while name in columns:
+            name = SERVER_PREFIX + name
         values = [row.get(key, requested.get(key)) for row in rows]
-        columns[key] = (
+        columns[name] = (
             _string_array([_metadata_text(value) for value in values], pa.large_string()),
             _STRING,
         )
@@ -553,7 +600,11 @@ def merge_parts(
         "backend": backends[0] if len(backends) == 1 else backends,
         "orientation": "genes x samples",
         "parts": len(expression_parts),
+        # One part is copied as it is, so the pair keeps that part's run id (its expression carries it).
+        RUN_ID: labels[0].get(RUN_ID) if len(expression_parts) == 1 else new_run_id(),
     }
+    if label[RUN_ID] is None:
+        del label[RUN_ID]
     # Which models and which modality made the samples (a reference file's modality is checked with it).
     if models:
         label["model_ids"] = models
@@ -562,14 +613,20 @@ def merge_parts(
         label["modality"] = modalities.pop()
     schema = expression_schema(ids, value_type, label)
 
-    if len(expression_parts) == 1:
-        # One part is already the merged file: copy its bytes rather than decode and re-encode them.
-        with atomic_path(expression_out) as temporary:
-            shutil.copyfile(expression_parts[0], temporary)
-    else:
-        _merge_expression(expression_parts, expression_out, schema)
-
-    _merge_metadata(metadata_parts, ids, metadata_out, label)
+    # Both files are written in full before either is renamed into place (the metadata first):
+    # the old pair stays whole until the new one is ready.
+    with atomic_path(expression_out) as expression_temporary, atomic_path(metadata_out) as metadata_temporary:
+        if len(expression_parts) == 1:
+            # One part is already the merged file: copy its bytes rather than decode and re-encode them.
+            shutil.copyfile(expression_parts[0], expression_temporary)
+        else:
+            _merge_expression(expression_parts, expression_temporary, schema)
+        row_backends = _merge_metadata(metadata_parts, ids, metadata_temporary, label)
+        if row_backends != set(backends):
+            raise MergeError(
+                f"the expression parts say backend {', '.join(backends)} but the metadata rows say "
+                f"{', '.join(sorted(row_backends))}; the parts do not belong together"
+            )
     return {"samples": len(ids), "parts": len(expression_parts), "backend": label["backend"]}
 
 
@@ -577,21 +634,23 @@ def merge_parts(
 METADATA_ROWS_PER_WRITE = 8192
 
 
-def _merge_metadata(metadata_parts, ids: list[str], metadata_out, label: dict) -> None:
+def _merge_metadata(metadata_parts, ids: list[str], metadata_out, label: dict) -> set[str]:
     """Concatenate the metadata parts (a key only some parts have is null in the others), streaming.
 
     The parts' schemas are read first (small) to unify them; rows are then written a few
-    thousand at a time (holding 1,000 parts' tables cost 25 MB), and checked against ``ids``.
+    thousand at a time (holding 1,000 parts' tables cost 25 MB), and checked against ``ids``
+    and against each part's label (``backend``, ``model_id``). Returns the rows' backends.
     """
     schemas = [pq.ParquetFile(path).schema_arrow for path in metadata_parts]
     unified = pa.unify_schemas([schema.remove_metadata() for schema in schemas], promote_options="permissive")
     unified = unified.with_metadata(
         {b"pandas": _merged_pandas_metadata(unified, schemas), SCHEMA_KEY: json.dumps(label).encode()}
     )
-    pending, rows, seen = [], 0, 0
+    pending, rows, seen, backends = [], 0, 0, set()
     with atomic_path(metadata_out) as temporary, pq.ParquetWriter(temporary, unified, compression="zstd") as out:
         for index, path in enumerate(metadata_parts):
             table = pq.ParquetFile(path).read()  # pq.read_table would import pandas
+            backends |= _check_provenance(path, table, schemas[index])
             table = pa.table(
                 [
                     table.column(field.name).cast(field.type)
@@ -611,6 +670,22 @@ def _merge_metadata(metadata_parts, ids: list[str], metadata_out, label: dict) -
                 pending, rows = [], 0
     if seen != len(ids):
         raise MergeError("the metadata parts do not list the same samples, in the same order, as the expression parts")
+    return backends
+
+
+def _check_provenance(path, table: pa.Table, schema: pa.Schema) -> set[str]:
+    """A metadata part's rows must say what its label says about where the data came from."""
+    part_label = json.loads((schema.metadata or {}).get(SCHEMA_KEY, b"{}"))
+    found = {}
+    for key in ("backend", "model_id"):
+        if key in table.column_names:
+            found[key] = {str(value) for value in table.column(key).to_pylist() if value is not None}
+            if key in part_label and table.num_rows and found[key] != {str(part_label[key])}:
+                raise MergeError(
+                    f"{path}: its rows say {key} {', '.join(sorted(found[key]))} but its label says "
+                    f"{part_label[key]!r}; provenance must agree"
+                )
+    return found.get("backend") or ({str(part_label["backend"])} if "backend" in part_label else set())
 
 
 def _merged_pandas_metadata(schema: pa.Schema, parts: Sequence[pa.Schema]) -> bytes:
@@ -675,6 +750,35 @@ def reencode_expression(expression_parts, expression_out, schema: pa.Schema) -> 
 # --- reading -----------------------------------------------------------------------------
 
 
+def check_pair(
+    expression_path: str | os.PathLike,
+    metadata_path: str | os.PathLike,
+    expression_metadata: dict | None = None,
+) -> None:
+    """Refuse an expression file and a metadata file that were not written as one pair.
+
+    Both carry the pair's ``run_id`` in their ``synthbio`` label; files of different runs (a
+    merge killed between its two renames, or files copied from two runs) raise MergeError.
+    A file without a run id (written by other code, or rewritten with pandas) cannot be told
+    apart, and is left to the callers' sample checks. ``expression_metadata`` is the
+    expression file's schema metadata, when already read.
+    """
+    if expression_metadata is None:
+        expression_metadata = pq.read_schema(expression_path).metadata
+    ids = []
+    for metadata in (expression_metadata, pq.read_schema(metadata_path).metadata):
+        try:
+            ids.append(json.loads((metadata or {}).get(SCHEMA_KEY, b"{}")).get(RUN_ID))
+        except (ValueError, AttributeError):
+            ids.append(None)
+    if None not in ids and ids[0] != ids[1]:
+        raise MergeError(
+            f"{expression_path} and {metadata_path} are not one pair: they come from different runs "
+            f"(run ids {ids[0]} and {ids[1]}); a merge was interrupted between writing the two, or the "
+            "files were copied from different runs. Run the merge again"
+        )
+
+
 def load_expression(
     expression_path: str | os.PathLike,
     metadata_path: str | os.PathLike | None = None,
@@ -729,6 +833,7 @@ def load_expression(
         expression = expression.T
     metadata = None
     if metadata_path is not None:
+        check_pair(expression_path, metadata_path, source.schema_arrow.metadata)
         metadata = pd.read_parquet(metadata_path).set_index(SAMPLE_ID)
         order = expression.index if orientation == "samples" else expression.columns
         missing = order.difference(metadata.index)

@@ -61,12 +61,21 @@ from synthbio_pipeline.vocabulary.options import (
     TRUE_WORDS,
 )
 from synthbio_pipeline.vocabulary.query import CLIENT_SOURCE, MODEL_FIELDS, WIRE_MODE, query_problems, to_wire
+from synthbio_pipeline.vocabulary.values import parse_finite, parse_whole, too_long
 from synthbio_pipeline.vocabulary.words import did_you_mean, quoted
 
 CONDITION_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 CONDITION_RULE = "1-100 ASCII letters, digits, '_', '.' or '-', starting with a letter or digit"
 #: More samples than this in one condition is almost surely a typo (and would be costly).
 MAX_SAMPLES_PER_CONDITION = 10_000
+#: Rows a table may have (config ``max_table_rows``): a larger one is refused before it is all read.
+MAX_TABLE_ROWS = 20_000
+#: Bytes per row a table may average: a file larger than (rows + 1) × this is refused unread.
+MAX_BYTES_PER_ROW = 4096
+#: Names Windows reserves for devices, with or without an extension (``nul.txt``): no file may have them.
+WINDOWS_RESERVED = frozenset(
+    {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(10)), *(f"LPT{i}" for i in range(10))}
+)
 REQUIRED_COLUMNS = ("condition", "num_samples")
 #: The columns that override the config's defaults: the model's fields, then the query options.
 OPTION_COLUMNS = (*MODEL_FIELDS, *ALL_OPTIONS)
@@ -197,12 +206,18 @@ class Condition:
         return to_wire(self.query(counts), validate=False)[1]
 
 
-def read_conditions(path: str | Path, defaults: Mapping[str, Any] | None = None) -> list[Condition]:
-    """Read and check a conditions table (TSV, or CSV by its ``.csv`` name)."""
+def read_conditions(
+    path: str | Path, defaults: Mapping[str, Any] | None = None, *, max_rows: int = MAX_TABLE_ROWS
+) -> list[Condition]:
+    """Read and check a conditions table (TSV, or CSV by its ``.csv`` name).
+
+    A table of more than ``max_rows`` rows (or a file too large to hold that many) is refused
+    before it is read in full.
+    """
     path = Path(path)
     defaults = {key: value for key, value in (defaults or {}).items() if value is not None}
     problems = _Problems(path)
-    rows = _read_rows(path, problems)
+    rows = _read_rows(path, problems, max_rows)
     if rows is None:
         raise ConditionsError(problems)
     header, records = rows
@@ -229,10 +244,11 @@ def write_query(condition: Condition, path: str | Path, counts: list[int] | None
     if condition.is_reference and counts is None:
         raise ValueError(f"condition {condition.name!r} has a reference: its query needs the aligned counts")
     body = condition.wire_body(counts)
+    # allow_nan=False: NaN or infinity never reaches a query file (JSON has no such numbers).
     if counts is None:
-        text = json.dumps(body, indent=2, ensure_ascii=False)
+        text = json.dumps(body, indent=2, ensure_ascii=False, allow_nan=False)
     else:
-        text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+        text = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     with atomic_path(path) as temporary:
         temporary.write_text(text + "\n")
 
@@ -240,8 +256,21 @@ def write_query(condition: Condition, path: str | Path, counts: list[int] | None
 # --- reading ---------------------------------------------------------------------------
 
 
-def _read_rows(path: Path, problems: _Problems) -> tuple[list[str], list[tuple[int, list[str]]]] | None:
+def _read_rows(
+    path: Path, problems: _Problems, max_rows: int = MAX_TABLE_ROWS
+) -> tuple[list[str], list[tuple[int, list[str]]]] | None:
+    limit = (max_rows + 1) * MAX_BYTES_PER_ROW
     try:
+        size = path.stat().st_size
+        if size > limit:
+            problems.add(
+                None,
+                None,
+                f"the file is {size / 1e6:,.1f} MB, more than a table of {max_rows:,} rows should take "
+                f"({limit / 1e6:,.1f} MB at most); nothing was read. Split the table, or raise max_table_rows "
+                "in the config if you mean to run this many conditions",
+            )
+            return None
         raw = path.read_bytes()
     except OSError as error:
         problems.add(None, None, f"cannot read the file: {error.strerror}")
@@ -284,6 +313,14 @@ def _read_rows(path: Path, problems: _Problems) -> tuple[list[str], list[tuple[i
                 problems.add(reader.line_num, None, f"{len(cells)} fields, but the header has {len(header)}")
                 continue
             records.append((reader.line_num, cells))
+            if len(records) > max_rows:
+                problems.add(
+                    reader.line_num,
+                    None,
+                    f"the table has more than {max_rows:,} rows (the limit; the rest was not read): split it, "
+                    "or raise max_table_rows in the config if you mean to run this many conditions",
+                )
+                return None
     except csv.Error as error:
         problems.add(reader.line_num, None, f"malformed table: {error}")
         return None
@@ -344,10 +381,20 @@ def _condition_of(
         bad("condition", f"{raw_name!r} has leading or trailing whitespace; ids are {CONDITION_RULE}")
     elif not CONDITION_PATTERN.fullmatch(name):
         bad("condition", f"{name!r} is not a valid id: use {CONDITION_RULE} (it becomes part of file paths)")
-    elif name in seen:
-        bad("condition", f"duplicate id {name!r}: also on line {seen[name]}")
+    elif portable_name_problem(name):
+        bad("condition", portable_name_problem(name))
+    elif name.lower() in seen:
+        first, first_line = seen[name.lower()]
+        if first == name:
+            bad("condition", f"duplicate id {name!r}: also on line {first_line}")
+        else:
+            bad(
+                "condition",
+                f"duplicate id {name!r}: {first!r} on line {first_line} differs only in case, and on "
+                "case-insensitive file systems (macOS, Windows) both would write the same files",
+            )
     else:
-        seen[name] = line
+        seen[name.lower()] = (name, line)
 
     cells = {column: value.strip() for column, value in record.items() if value.strip() != ""}
     reference, reference_sample = cells.get("reference"), cells.get("reference_sample")
@@ -402,6 +449,9 @@ def _condition_of(
     options = {}
     for key, option in ALL_OPTIONS.items():
         value, column = _pick(cells, defaults, key)
+        if isinstance(value, str) and too_long(value):
+            bad(column, f"{value[:20]}... {too_long(value)}")
+            continue
         if value is None:
             continue
         if key not in QUERY_OPTIONS and key not in takes:
@@ -425,6 +475,9 @@ def _condition_of(
         )
     metadata = {key: _parse_metadata(key, value) for key, value in cells.items() if key in METADATA_KEYS}
     num_samples = _parse_int(cells.get("num_samples", ""))
+    if isinstance(num_samples, str) and too_long(num_samples):
+        bad("num_samples", f"{num_samples[:20]}... {too_long(num_samples)}")
+        num_samples = 1  # a stand-in, so that the row's other cells are still checked
     query.update(options)
     query["inputs"] = [{"metadata": metadata, "num_samples": num_samples}]
 
@@ -504,6 +557,9 @@ def _gem2_condition(
     options = {}
     for key, option in ALL_OPTIONS.items():
         value, column = _pick(cells, defaults, key)
+        if isinstance(value, str) and too_long(value):
+            bad(column, f"{value[:20]}... {too_long(value)}")
+            continue
         if value is None:
             continue
         if key not in ("seed", "total_count"):
@@ -527,6 +583,8 @@ def _gem2_condition(
             bad("gene_perturbations", f"gene {index + 1}: {message}")
     metadata.update(lists)
     num_samples = _parse_int(cells.get("num_samples", ""))
+    if isinstance(num_samples, str) and too_long(num_samples):
+        bad("num_samples", f"{num_samples[:20]}... {too_long(num_samples)}")
     body = gem2_body(
         operation,
         modality,
@@ -590,9 +648,7 @@ def _pick(cells: Mapping[str, str], defaults: Mapping[str, Any], key: str, synon
 
 
 def _parse_int(value: Any) -> Any:
-    if isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value):
-        return int(value)
-    return value  # left as it is, so that the check names what was written
+    return parse_whole(value)  # a whole number of bounded length, else left as written (the check names it)
 
 
 def _parse_option(kind: str, value: Any) -> Any:
@@ -618,9 +674,18 @@ def _parse_bool(value: Any) -> Any:
 
 def _parse_metadata(key: str, value: str, keys: Mapping[str, MetadataKey] = METADATA_KEYS) -> Any:
     if keys[key].numeric:
-        try:
-            number = float(value)
-        except ValueError:
-            return value
-        return int(number) if number.is_integer() else number
+        return parse_finite(value)  # NaN, infinity and overlong numbers stay text: the check refuses them
     return value
+
+
+def portable_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a file name on Windows, macOS or Linux alike (outputs travel), or None."""
+    stem = name.split(".", 1)[0].upper()
+    if stem in WINDOWS_RESERVED:
+        return (
+            f"{name!r} is a device name Windows reserves ({stem}, with any extension): files named after it "
+            "cannot be copied to Windows; rename the condition"
+        )
+    if name.endswith("."):
+        return f"{name!r} ends with a dot, which Windows drops from file names; rename the condition"
+    return None

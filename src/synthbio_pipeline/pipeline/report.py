@@ -39,7 +39,8 @@ import pyarrow.parquet as pq
 
 from synthbio_pipeline.errors import SynthbioError
 from synthbio_pipeline.files import atomic_path
-from synthbio_pipeline.formats.parquet import COUNTS, GENE_ID, LOG_CPM, SAMPLE_ID, SCHEMA_KEY
+from synthbio_pipeline.formats.exports import escape_formula
+from synthbio_pipeline.formats.parquet import COUNTS, GENE_ID, LOG_CPM, SAMPLE_ID, SCHEMA_KEY, check_pair
 from synthbio_pipeline.formats.result_json import log_cpm
 
 __all__ = [
@@ -50,14 +51,21 @@ __all__ = [
     "condition_styles",
     "condition_summary",
     "conditions_frame",
+    "backend_name",
     "data_source",
+    "emulator_warning",
+    "file_label",
+    "new_figure",
     "plot_condition_correlation",
     "plot_detected_genes",
     "plot_library_sizes",
     "plot_pca",
     "read_run_summaries",
+    "save_figure",
+    "titled",
     "write_condition_summary",
     "write_conditions_page",
+    "write_delimited",
     "write_html_table",
     "write_report",
 ]
@@ -118,11 +126,16 @@ class ReportData:
         return "emulator" in self.backend
 
     def title(self, text: str) -> str:
-        if self.backend == "emulator":
-            return f"{text}\n{EMULATOR_NOTE}"
-        if self.is_emulator:
-            return f"{text}\npartly {EMULATOR_NOTE}"
-        return text
+        return titled(text, self.backend)
+
+
+def titled(text: str, backend: str) -> str:
+    """A figure title, with a line saying when (part of) the data comes from the emulator."""
+    if backend == "emulator":
+        return f"{text}\n{EMULATOR_NOTE}"
+    if "emulator" in backend:
+        return f"{text}\npartly {EMULATOR_NOTE}"
+    return text
 
 
 # --- statistics --------------------------------------------------------------------------
@@ -147,12 +160,13 @@ def compute_report(
     if values not in (COUNTS, LOG_CPM):
         raise ReportError(f"{expression_path} holds values of unknown kind {values!r}")
 
+    check_pair(expression_path, metadata_path, schema.metadata)
     metadata = pd.read_parquet(metadata_path)
     if list(metadata[SAMPLE_ID]) != samples:
         raise ReportError(f"{metadata_path} does not list the samples of {expression_path} in the same order")
     sample_conditions = [str(c) for c in metadata["condition"]]
     conditions = list(dict.fromkeys(sample_conditions))  # the conditions table's order
-    backend = _backend(label, metadata)
+    backend = backend_name(label, metadata)
 
     # Pass 1: library sizes and detected genes.
     library = np.zeros(len(samples), np.int64)
@@ -267,11 +281,17 @@ def _pearson(sums: np.ndarray, cross: np.ndarray, n: int) -> np.ndarray:
     return np.clip(correlation, -1.0, 1.0)
 
 
-def _backend(label: dict, metadata: pd.DataFrame) -> str:
-    """``emulator``, ``synthesize``, or ``emulator+synthesize`` for a mixed file."""
+def file_label(path: str | os.PathLike) -> dict:
+    """The label a merged Parquet file carries in its schema metadata (``{}`` when it has none)."""
+    return json.loads((pq.read_schema(path).metadata or {}).get(SCHEMA_KEY, b"{}"))
+
+
+def backend_name(label: dict, metadata: pd.DataFrame | None = None) -> str:
+    """``emulator``, ``synthesize``, or ``emulator+synthesize`` for a mixed file: the backends
+    its ``label`` names and, given the metadata, those of its ``backend`` column."""
     found = label.get("backend", [])
     found = {found} if isinstance(found, str) else set(found)
-    if "backend" in metadata:
+    if metadata is not None and "backend" in metadata:
         found |= {str(b) for b in metadata["backend"].dropna().unique()}
     return "+".join(sorted(found)) or "unknown"
 
@@ -361,14 +381,25 @@ def write_condition_summary(
             path,
             title=f"Per-condition summary ({len(data.conditions):,} conditions)",
             notes=notes,
-            emulator=_emulator_warning(data.backend),
+            emulator=emulator_warning(data.backend),
             code_columns=["query id"],
         )
         return table
-    separator = "\t" if suffix == ".tsv" else ","
-    with atomic_path(path) as temporary:
-        table.to_csv(temporary, sep=separator, index=False, float_format="%.10g", na_rep="NA")
+    write_delimited(table, path, float_format="%.10g")
     return table
+
+
+def write_delimited(frame: pd.DataFrame, path: str | os.PathLike, *, float_format: str) -> None:
+    """Write ``frame`` atomically as TSV (``.tsv``) or CSV (anything else), missing values as ``NA``.
+
+    Text cells a spreadsheet would run as a formula (model versions and query ids are the
+    server's text) get a leading ``'``: :func:`~synthbio_pipeline.formats.exports.escape_formula`.
+    """
+    separator = "\t" if Path(path).suffix.lower() == ".tsv" else ","
+    text = frame.select_dtypes(include=["object", "string"]).columns
+    escaped = frame.assign(**{column: frame[column].map(escape_formula) for column in text})
+    with atomic_path(path) as temporary:
+        escaped.to_csv(temporary, sep=separator, index=False, float_format=float_format, na_rep="NA")
 
 
 _SUMMARY_HEADERS = {
@@ -386,14 +417,14 @@ _SUMMARY_HEADERS = {
 
 def data_source(expression_path: str | os.PathLike) -> str:
     """Who made a merged file's values, in words: ``emulator``, ``Synthesize Bio API`` or both."""
-    label = json.loads((pq.read_schema(expression_path).metadata or {}).get(SCHEMA_KEY, b"{}"))
-    found = label.get("backend", [])
+    found = file_label(expression_path).get("backend", [])
     found = {found} if isinstance(found, str) else set(found)
     words = {"emulator": "emulator", "synthesize": "Synthesize Bio API"}
     return " + ".join(words.get(b, b) for b in sorted(found)) or "unknown"
 
 
-def _emulator_warning(backend: str) -> str | None:
+def emulator_warning(backend: str) -> str | None:
+    """The banner an HTML page shows when (part of) its data comes from the emulator."""
     if backend == "emulator":
         return "Emulator data (synthetic, not a model): made by the bundled API emulator, not by GEM-1."
     if "emulator" in backend:
@@ -553,7 +584,8 @@ def write_html_table(
 # --- figures -----------------------------------------------------------------------------
 
 
-def _figure(width: float, height: float):
+def new_figure(width: float, height: float):
+    """A matplotlib figure of ``width`` × ``height`` inches, drawn without pyplot."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -565,7 +597,8 @@ def _figure(width: float, height: float):
     return figure
 
 
-def _save(figure, path: str | os.PathLike) -> Path:
+def save_figure(figure, path: str | os.PathLike) -> Path:
+    """Write ``figure`` atomically in the format of ``path``'s suffix (SVG without one), reproducibly."""
     import matplotlib
 
     path = Path(path)
@@ -603,7 +636,7 @@ def _strip_plot(data: ReportData, values: np.ndarray, path, *, title: str, ylabe
     longest = max((len(c) for c in data.conditions), default=0)
     # Slanted labels take height: grow the figure so the plot area keeps its size.
     named = n <= MAX_NAMED_CONDITIONS
-    figure = _figure(
+    figure = new_figure(
         max(6.0, 0.38 * min(n, MAX_NAMED_CONDITIONS) + 2.5),
         4.2 + (0.055 * longest if named and _slanted(data.conditions) else 0.0),
     )
@@ -615,19 +648,40 @@ def _strip_plot(data: ReportData, values: np.ndarray, path, *, title: str, ylabe
         x = i + rng.uniform(-0.18, 0.18, len(y))
         axes.scatter(x, y, s=18, color=colour, marker=marker, alpha=0.8, linewidths=0, zorder=3)
         axes.hlines(np.median(y), i - 0.3, i + 0.3, color="black", linewidth=1.5, zorder=2)
-    if named:
+    return _finish_per_condition(
+        axes,
+        data,
+        values,
+        path,
+        labels=data.conditions,
+        xlabel="condition (black bar: median)",
+        unnamed_xlabel=f"{n:,} conditions, in table order (black bar: median; names in the summary table)",
+        title=title,
+        ylabel=ylabel,
+    )
+
+
+def _finish_per_condition(
+    axes, data: ReportData, values: np.ndarray, path, *, labels, xlabel, unnamed_xlabel, title, ylabel
+) -> Path:
+    """The shared axes of a per-condition plot (one column per condition, y from zero), then save.
+
+    Conditions are named on the x axis (``labels``, slanted when needed) up to
+    MAX_NAMED_CONDITIONS; beyond that the axis says only how many there are."""
+    n = len(data.conditions)
+    if n <= MAX_NAMED_CONDITIONS:
         slanted = _slanted(data.conditions)
         axes.set_xticks(
             range(n),
-            data.conditions,
+            labels,
             rotation=45 if slanted else 0,
             ha="right" if slanted else "center",
             rotation_mode="anchor",
         )
-        axes.set_xlabel("condition (black bar: median)")
+        axes.set_xlabel(xlabel)
     else:
         axes.set_xticks([])
-        axes.set_xlabel(f"{n:,} conditions, in table order (black bar: median; names in the summary table)")
+        axes.set_xlabel(unnamed_xlabel)
     axes.set_xlim(-0.6, n - 0.4)
     # From zero: a small spread must look small (a few % of 20,000 detected genes is noise).
     axes.set_ylim(0, max(float(np.max(values, initial=0)), 1.0) * 1.08)
@@ -639,7 +693,7 @@ def _strip_plot(data: ReportData, values: np.ndarray, path, *, title: str, ylabe
     axes.yaxis.set_major_formatter(_thousands())
     axes.grid(axis="y", alpha=0.3)
     axes.set_title(data.title(title), loc="left")
-    return _save(figure, path)
+    return save_figure(axes.figure, path)
 
 
 def _thousands():
@@ -700,7 +754,7 @@ def _distribution_plot(data: ReportData, values: np.ndarray, path, *, title: str
     n = len(data.conditions)
     named = n <= MAX_NAMED_CONDITIONS
     longest = max((len(c) for c in data.conditions), default=0)
-    figure = _figure(
+    figure = new_figure(
         max(6.0, 0.45 * min(n, MAX_NAMED_CONDITIONS) + 2.5),
         4.4 + (0.045 * (longest + 11) if named and _slanted(data.conditions) else 0.0),
     )
@@ -721,39 +775,27 @@ def _distribution_plot(data: ReportData, values: np.ndarray, path, *, title: str
         shown = y if len(y) <= MAX_POINTS_PER_CONDITION else rng.choice(y, MAX_POINTS_PER_CONDITION, replace=False)
         x = i + rng.uniform(-0.15, 0.15, len(shown))
         axes.scatter(x, shown, s=8, color=colour, marker=marker, alpha=0.6, linewidths=0, zorder=2)
-    if named:
-        slanted = _slanted(data.conditions)
-        axes.set_xticks(
-            range(n),
-            [f"{c} ({int((conditions == c).sum()):,} cells)" if n <= 8 else c for c in data.conditions],
-            rotation=45 if slanted else 0,
-            ha="right" if slanted else "center",
-            rotation_mode="anchor",
-        )
-        axes.set_xlabel("condition (violin: distribution over cells; bar: quartiles; line: median)")
-    else:
-        axes.set_xticks([])
-        axes.set_xlabel(f"{n:,} conditions, in table order (names in the summary table)")
-    axes.set_xlim(-0.6, n - 0.4)
-    axes.set_ylim(0, max(float(np.max(values, initial=0)), 1.0) * 1.08)
-    axes.set_ylabel(ylabel)
-    from matplotlib.ticker import MaxNLocator
-
-    axes.yaxis.set_major_locator(MaxNLocator(integer=True))
-    axes.yaxis.set_major_formatter(_thousands())
-    axes.grid(axis="y", alpha=0.3)
-    axes.set_title(data.title(title), loc="left")
-    return _save(figure, path)
+    return _finish_per_condition(
+        axes,
+        data,
+        values,
+        path,
+        labels=[f"{c} ({int((conditions == c).sum()):,} cells)" if n <= 8 else c for c in data.conditions],
+        xlabel="condition (violin: distribution over cells; bar: quartiles; line: median)",
+        unnamed_xlabel=f"{n:,} conditions, in table order (names in the summary table)",
+        title=title,
+        ylabel=ylabel,
+    )
 
 
 def _nothing_to_compare(data: ReportData, path, *, title: str, reason: str) -> Path:
     """A small figure that says why there is no plot, instead of a plot that says nothing."""
-    figure = _figure(6.5, 2.4)
+    figure = new_figure(6.5, 2.4)
     axes = figure.add_subplot()
     axes.set_axis_off()
     axes.text(0.0, 0.55, reason, ha="left", va="center", wrap=True, fontsize="medium", color="#374151")
     axes.set_title(data.title(title), loc="left")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def _nothing_to_compare_reason(data: ReportData, what: str) -> str | None:
@@ -785,7 +827,7 @@ def plot_pca(data: ReportData, path: str | os.PathLike) -> Path:
     n = len(data.conditions)
     named = n <= MAX_NAMED_CONDITIONS
     columns = math.ceil(n / 22) if named else 0
-    figure = _figure(6.5 + 1.9 * columns, max(5.0, min(0.21 * n / max(columns, 1) + 1.5, 9.0)) if named else 5.5)
+    figure = new_figure(6.5 + 1.9 * columns, max(5.0, min(0.21 * n / max(columns, 1) + 1.5, 9.0)) if named else 5.5)
     axes = figure.add_subplot()
     conditions = np.asarray(data.sample_conditions)
     for (colour, marker), condition in zip(condition_styles(n), data.conditions):
@@ -828,7 +870,7 @@ def plot_pca(data: ReportData, path: str | os.PathLike) -> Path:
             fontsize="small",
         )
     axes.set_title(data.title(title), loc="left")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_condition_correlation(data: ReportData, path: str | os.PathLike) -> Path:
@@ -841,7 +883,7 @@ def plot_condition_correlation(data: ReportData, path: str | os.PathLike) -> Pat
     n = len(data.conditions)
     named = n <= MAX_NAMED_CONDITIONS
     side = max(5.5, 0.32 * n + 3.5) if named else 8.0
-    figure = _figure(side + 1.0, side)
+    figure = new_figure(side + 1.0, side)
     axes = figure.add_subplot()
     diagonal = np.eye(n, dtype=bool)
     off_diagonal = data.correlation[~diagonal & np.isfinite(data.correlation)]
@@ -887,7 +929,7 @@ def plot_condition_correlation(data: ReportData, path: str | os.PathLike) -> Pat
                 )
     figure.colorbar(image, ax=axes, label="Pearson r of condition means (diagonal: 1, grey)", shrink=0.8)
     axes.set_title(data.title(title), loc="left")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 # --- everything at once ------------------------------------------------------------------

@@ -50,9 +50,19 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from synthbio_pipeline.files import atomic_path
 from synthbio_pipeline.formats.parquet import COUNTS, GENE_ID, LOG_CPM, SAMPLE_ID, SCHEMA_KEY
-from synthbio_pipeline.pipeline.report import EMULATOR_NOTE, MAX_NAMED_CONDITIONS, ReportError, write_html_table
+from synthbio_pipeline.pipeline.report import (
+    MAX_NAMED_CONDITIONS,
+    ReportError,
+    backend_name,
+    emulator_warning,
+    file_label,
+    new_figure,
+    save_figure,
+    titled,
+    write_delimited,
+    write_html_table,
+)
 from synthbio_pipeline.vocabulary.metadata import METADATA_KEYS, PERTURBATIONAL
 
 __all__ = [
@@ -126,33 +136,6 @@ def _canonical_series(values: pd.Series) -> pd.Series:
     return text.astype(object).where(text.notna(), None)
 
 
-def _backend(*paths: str | os.PathLike, metadata: pd.DataFrame | None = None) -> str:
-    found: set[str] = set()
-    for path in paths:
-        label = json.loads((pq.read_schema(path).metadata or {}).get(SCHEMA_KEY, b"{}"))
-        backend = label.get("backend", [])
-        found |= {backend} if isinstance(backend, str) else set(backend)
-    if metadata is not None and "backend" in metadata:
-        found |= {str(b) for b in metadata["backend"].dropna().unique()}
-    return "+".join(sorted(found)) or "unknown"
-
-
-def _title(text: str, backend: str) -> str:
-    if backend == "emulator":
-        return f"{text}\n{EMULATOR_NOTE}"
-    if "emulator" in backend:
-        return f"{text}\npartly {EMULATOR_NOTE}"
-    return text
-
-
-def _emulator_warning(backend: str) -> str | None:
-    if backend == "emulator":
-        return "Emulator data (synthetic, not a model): made by the bundled API emulator, not by GEM-1."
-    if "emulator" in backend:
-        return f"Partly emulator data (synthetic, not a model): backends {backend}."
-    return None
-
-
 def _read_metadata(path: str | os.PathLike) -> pd.DataFrame:
     try:
         metadata = pd.read_parquet(path)
@@ -166,35 +149,6 @@ def _read_metadata(path: str | os.PathLike) -> pd.DataFrame:
             f"{path} lists sample {metadata[SAMPLE_ID][metadata[SAMPLE_ID].duplicated()].iloc[0]!r} twice"
         )
     return metadata
-
-
-def _figure(width: float, height: float):
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as exc:  # matplotlib comes with the workflow extra only
-        raise ImportError("the report needs matplotlib: pip install 'synthbio-pipeline[workflow]'") from exc
-    figure = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(figure)
-    return figure
-
-
-def _save(figure, path: str | os.PathLike) -> Path:
-    import matplotlib
-
-    path = Path(path)
-    fmt = path.suffix.lstrip(".").lower() or "svg"
-    metadata = {"Date": None} if fmt in ("svg", "pdf") else None
-    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "synthbio"}):
-        with atomic_path(path) as temporary:
-            figure.savefig(temporary, format=fmt, dpi=150, metadata=metadata)
-    return path
-
-
-def _write_table(frame: pd.DataFrame, path: str | os.PathLike) -> None:
-    separator = "\t" if Path(path).suffix.lower() == ".tsv" else ","
-    with atomic_path(path) as temporary:
-        frame.to_csv(temporary, sep=separator, index=False, float_format="%.6g", na_rep="NA")
 
 
 def _short(text: str, width: int = 32) -> str:
@@ -369,7 +323,7 @@ def compute_round_trip(
         table=table,
         conditions=[c for c in asked if c in set(table["condition"])],
         fields=ordered,
-        backend=_backend(metadata_path, metadata=metadata),
+        backend=backend_name(file_label(metadata_path), metadata),
         samples=len(sample_condition),
         not_predicted=not_predicted,
         predicted_fields=fields_predicted,
@@ -446,7 +400,7 @@ def write_round_trip_table(rt: RoundTrip, path: str | os.PathLike) -> pd.DataFra
     """The round-trip table as TSV (``.tsv``), an HTML page (``.html``) or CSV."""
     table = rt.table
     if Path(path).suffix.lower() not in (".html", ".htm"):
-        _write_table(table, path)
+        write_delimited(table, path, float_format="%.6g")
         return table
     shown = table.rename(columns=_ROUND_TRIP_HEADERS)[list(_ROUND_TRIP_HEADERS.values())]
     notes = [
@@ -471,7 +425,7 @@ def write_round_trip_table(rt: RoundTrip, path: str | os.PathLike) -> pd.DataFra
         path,
         title=f"Round trip: requested vs predicted metadata ({len(rt.conditions):,} conditions)",
         notes=notes,
-        emulator=_emulator_warning(rt.backend),
+        emulator=emulator_warning(rt.backend),
         code_columns=["requested", "most predicted"],
     )
     return table
@@ -512,7 +466,7 @@ def plot_round_trip(rt: RoundTrip, path: str | os.PathLike) -> Path:
 
     n, k = len(rt.conditions), len(rt.fields)
     if n == 0 or k == 0:
-        figure = _figure(7.0, 2.6)
+        figure = new_figure(7.0, 2.6)
         axes = figure.add_subplot()
         axes.set_axis_off()
         reason = (
@@ -521,8 +475,8 @@ def plot_round_trip(rt: RoundTrip, path: str | os.PathLike) -> Path:
             f" requested, not predicted: {', '.join(rt.not_predicted) or 'none'})"
         )
         axes.text(0.0, 0.6, "Nothing to compare:\n" + _wrap(reason, 80), va="top", fontsize="medium")
-        axes.set_title(_title("Round trip: requested vs predicted metadata", rt.backend), loc="left")
-        return _save(figure, path)
+        axes.set_title(titled("Round trip: requested vs predicted metadata", rt.backend), loc="left")
+        return save_figure(figure, path)
 
     named = n <= MAX_NAMED_CONDITIONS
     annotate = n <= MAX_ANNOTATED_CONDITIONS and k <= 14
@@ -531,7 +485,7 @@ def plot_round_trip(rt: RoundTrip, path: str | os.PathLike) -> Path:
     width = 2 * (k * cell + 0.4) + (0.075 * longest if named else 0.6) + 1.6
     rows_height = (0.26 * n if named else 6.0) + 0.5
     longest_field = max(len(f) for f in rt.fields)
-    figure = _figure(max(7.0, width), rows_height + 0.07 * longest_field + 2.6)
+    figure = new_figure(max(7.0, width), rows_height + 0.07 * longest_field + 2.6)
     # The top row ("all conditions", only for several) is one condition row high, at least a readable strip.
     several = n > 1
     ratios = [max(0.35, min(0.6, rows_height / n)), max(rows_height, 0.8)] if several else [1.0]
@@ -578,14 +532,14 @@ def plot_round_trip(rt: RoundTrip, path: str | os.PathLike) -> Path:
                 axes.set_ylabel(f"{n:,} conditions, in table order (names in round_trip.tsv)")
     figure.colorbar(image, ax=figure.axes, label="0 to 1 (grey: not requested or not predicted)", shrink=0.6)
     figure.suptitle(
-        _title(
+        titled(
             f"Round trip: requested vs predicted metadata ({_count(n, 'condition')}, {_count(rt.samples, 'sample')})",
             rt.backend,
         ),
         x=0.01,
         ha="left",
     )
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def _count(n: int, word: str) -> str:
@@ -927,7 +881,7 @@ def compute_reference_comparison(
         panels=panels,
         top=top,
         n_genes=n_genes,
-        backend=_backend(expression_path, metadata=metadata),
+        backend=backend_name(file_label(expression_path), metadata),
         top_n=top_n,
         values=values,
         notes=notes,
@@ -946,7 +900,7 @@ def plot_ma(ref: ReferenceComparison, path: str | os.PathLike, *, table_name: st
     n = len(shown)
     columns = 1 if n == 1 else 2 if n <= 4 else 3 if n <= 9 else 4
     rows = math.ceil(n / columns)
-    figure = _figure(max(6.0, 3.4 * columns + 0.6), 2.9 * rows + 1.3)
+    figure = new_figure(max(6.0, 3.4 * columns + 0.6), 2.9 * rows + 1.3)
     axes_grid = figure.subplots(rows, columns, sharex=True, sharey=True, squeeze=False)
     limit = 1.0
     for c in shown:
@@ -1013,15 +967,15 @@ def plot_ma(ref: ReferenceComparison, path: str | os.PathLike, *, table_name: st
     # About 13 characters per inch at this size: wrap to the figure's width.
     characters = int(figure.get_figwidth() * 13)
     lines = [_wrap(line, characters) for line in (heading, note)]
-    figure.suptitle(_title("\n".join(lines), ref.backend), x=0.01, ha="left", fontsize="medium")
-    return _save(figure, path)
+    figure.suptitle(titled("\n".join(lines), ref.backend), x=0.01, ha="left", fontsize="medium")
+    return save_figure(figure, path)
 
 
 def write_top_changed_genes(ref: ReferenceComparison, path: str | os.PathLike) -> pd.DataFrame:
     """The top changed genes per condition as TSV (``.tsv``), HTML (``.html``) or CSV."""
     table = ref.top
     if Path(path).suffix.lower() not in (".html", ".htm"):
-        _write_table(table, path)
+        write_delimited(table, path, float_format="%.6g")
         return table
     shown = table.rename(
         columns={
@@ -1050,7 +1004,7 @@ def write_top_changed_genes(ref: ReferenceComparison, path: str | os.PathLike) -
         path,
         title=f"Top changed genes vs the reference ({len(ref.conditions):,} conditions)",
         notes=notes,
-        emulator=_emulator_warning(ref.backend),
+        emulator=emulator_warning(ref.backend),
         code_columns=["gene id", "reference"],
     )
     return table

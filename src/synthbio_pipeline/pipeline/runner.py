@@ -9,8 +9,11 @@ submitted afresh. The ticket is removed once the outputs are written.
 
 What is still not covered, because the API has no idempotency key: a submission the
 server accepted whose answer was lost on the way back. The client does not resend it (a
-POST is never retried after it was sent), so the job fails and its rerun submits again;
-the window is the few milliseconds between the server accepting and us writing the ticket.
+POST is never retried after it was sent): the job fails with an
+:class:`~synthbio_pipeline.errors.AmbiguousSubmissionError` saying so, and a note is written
+beside the ticket (``{ticket}.ambiguous``). Its rerun submits again, and says that it does
+and why, since the first submission may have been paid for. The window is the time between
+the server accepting and its answer reaching us.
 """
 
 from __future__ import annotations
@@ -34,12 +37,15 @@ from typing import Any
 
 from synthbio_pipeline.client import constants as C
 from synthbio_pipeline.client import retry as R
+from synthbio_pipeline.client.download import DownloadLimits, samples_asked
 from synthbio_pipeline.client.http import SynthesizeClient
 from synthbio_pipeline.client.self_hosted import SelfHostedClient, self_hosted_enabled
 from synthbio_pipeline.errors import (
+    AmbiguousSubmissionError,
     APIConnectionError,
     APIStatusError,
     AuthenticationError,
+    DownloadRefusedError,
     MissingTokenError,
     NotFoundError,
     PollTimeoutError,
@@ -113,6 +119,39 @@ def load_ticket(path: Path) -> Ticket | None:
 def save_ticket(path: Path, ticket: Ticket) -> None:
     with atomic_path(path, durable=True) as temporary:
         temporary.write_text(json.dumps(asdict(ticket), indent=2) + "\n")
+
+
+#: Appended to a ticket's path: the note of a submission whose answer was lost.
+AMBIGUOUS_SUFFIX = ".ambiguous"
+
+
+def ambiguous_note_path(ticket_path: Path) -> Path:
+    return ticket_path.with_name(ticket_path.name + AMBIGUOUS_SUFFIX)
+
+
+def record_ambiguous(ticket_path: Path, body_sha256: str, model_id: str, base_url: str, error: str) -> Path:
+    """Note, beside the ticket, a submission that may have been accepted (and paid for) unanswered."""
+    path = ambiguous_note_path(ticket_path)
+    note = {
+        "body_sha256": body_sha256,
+        "model_id": model_id,
+        "base_url": base_url,
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "error": error,
+        "meaning": "this submission was sent and its answer lost: the service may have accepted (and charged "
+        "for) it; the next run submits it again",
+    }
+    with atomic_path(path, durable=True) as temporary:
+        temporary.write_text(json.dumps(note, indent=2) + "\n")
+    return path
+
+
+def load_ambiguous(ticket_path: Path) -> dict | None:
+    try:
+        note = json.loads(ambiguous_note_path(ticket_path).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return note if isinstance(note, dict) else None
 
 
 METADATA_PREDICTION = "metadata-prediction"
@@ -217,6 +256,7 @@ def run_prediction(
     allowed_http_hosts: Sequence[str] = (),
     send_token_over_http: bool = False,
     latents_out: str | os.PathLike | None = None,
+    download_limits: DownloadLimits | None = None,
 ) -> dict[str, Any]:
     """Submit (or resume) the query in ``query_path``, wait, download, parse, write parts.
 
@@ -243,6 +283,7 @@ def run_prediction(
     query is resubmitted at most ``resubmit_failed`` times (default 0: a failure usually
     means metadata the model refuses, and every submission costs credits). The token is
     read from the environment (or keyring) inside the job: it is never a parameter.
+    ``download_limits`` bounds the result download (size per sample asked, deadline).
     """
     body = json.loads(Path(query_path).read_text())
     digest = body_sha256(body)
@@ -308,7 +349,10 @@ def run_prediction(
     started = time.monotonic()
 
     own_progress = Progress(log, heartbeat) if progress is None else nullcontext(progress)
-    with own_progress as progress, SynthesizeClient(base_url, model_id=model_id, **url_rules) as client:
+    with (
+        own_progress as progress,
+        SynthesizeClient(base_url, model_id=model_id, download_limits=download_limits, **url_rules) as client,
+    ):
         ticket = load_ticket(ticket_path)
         changes = [] if ticket is None else ticket.changes(digest, model_id, client.base_url)
         if changes:
@@ -328,9 +372,24 @@ def run_prediction(
         try:
             while True:
                 if ticket is None:
-                    query_id = _submit_when_admitted(client, model_id, body, condition, started + poll_timeout, log)
+                    earlier = load_ambiguous(ticket_path)
+                    if earlier is not None and earlier.get("body_sha256") == digest:
+                        log.warning(
+                            "%s: submitting again: an earlier submission of this query (%s) was sent but its "
+                            "answer was lost, so the service may have accepted (and charged for) it; the API has "
+                            "no way to tell, so this query may be paid for twice (note: %s)",
+                            condition,
+                            earlier.get("when", "time unknown"),
+                            ambiguous_note_path(ticket_path),
+                        )
+                    try:
+                        query_id = _submit_when_admitted(client, model_id, body, condition, started + poll_timeout, log)
+                    except AmbiguousSubmissionError as error:
+                        note = record_ambiguous(ticket_path, digest, model_id, client.base_url, str(error))
+                        raise AmbiguousSubmissionError(f"{condition}: {error} (recorded in {note})") from None
                     ticket = Ticket(query_id, digest, model_id, client.base_url, submitted_before + 1)
                     save_ticket(ticket_path, ticket)
+                    ambiguous_note_path(ticket_path).unlink(missing_ok=True)
                     log.info("%s: submitted to %s as model query %s", condition, model_id, query_id)
                 else:
                     log.info(
@@ -368,7 +427,15 @@ def run_prediction(
             progress.finished(condition)
 
         summary = _download_and_write(
-            client, ticket.query_id, ready, condition, outputs, write, log, cpu_lock or nullcontext()
+            client,
+            ticket.query_id,
+            ready,
+            condition,
+            outputs,
+            write,
+            log,
+            cpu_lock or nullcontext(),
+            samples_asked(body),
         )
     if not keep_ticket:
         ticket_path.unlink(missing_ok=True)
@@ -479,12 +546,16 @@ def _submit_when_admitted(client, model_id, body, condition, deadline, log) -> s
     raise AssertionError("unreachable")
 
 
-def _download_and_write(client, query_id, ready, condition, folder, write, log, cpu_lock) -> dict[str, Any]:
-    """Download the result and write the parts; a broken or corrupt download is fetched again."""
+def _download_and_write(
+    client, query_id, ready, condition, folder, write, log, cpu_lock, samples: int | None = None
+) -> dict[str, Any]:
+    """Download the result and write the parts; a broken or corrupt download is fetched again.
+
+    ``samples`` (asked for) sets the download's size limit."""
     with tempfile.TemporaryDirectory(prefix=".download-", dir=folder) as scratch:
         for attempt in range(1, R.DOWNLOAD_ATTEMPTS + 1):
             try:
-                result = client.fetch_result(query_id, ready, Path(scratch) / "result.json")
+                result = client.fetch_result(query_id, ready, Path(scratch) / "result.json", expected_samples=samples)
                 log.info("%s: downloaded %.1f MB", condition, result.stat().st_size / 1e6)
                 with cpu_lock:
                     return write(result, query_id)
@@ -690,6 +761,16 @@ def _advice(error: BaseException) -> str:
         return f"the service has trouble: wait a little, {rerun}"
     if isinstance(error, APIStatusError):
         return f"an answer the workflow did not expect: check api_base_url, {rerun}"
+    if isinstance(error, AmbiguousSubmissionError):
+        return (
+            "the service may have accepted (and charged for) this query; a rerun submits it again, so it may be "
+            "paid for twice (a note beside the tickets records it)"
+        )
+    if isinstance(error, DownloadRefusedError):
+        return (
+            f"a download limit was hit ({error.limit}); if the result is genuine, raise the setting the message "
+            f"names, {rerun}"
+        )
     if isinstance(error, APIConnectionError):  # and APITimeoutError
         return f"check that the service at api_base_url is reachable, {rerun}"
     if isinstance(error, PollTimeoutError):

@@ -14,6 +14,7 @@ the API itself.
 
 from __future__ import annotations
 
+import math
 import numbers
 import re
 from collections.abc import Mapping
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from synthbio_pipeline.errors import Problem
+from synthbio_pipeline.vocabulary.values import too_long
 from synthbio_pipeline.vocabulary.words import did_you_mean, listed, quoted
 
 BIOLOGICAL, PERTURBATIONAL, TECHNICAL = "biological", "perturbational", "technical"
@@ -257,10 +259,14 @@ def metadata_value_problem(spec: MetadataKey, value: Any) -> str | None:
     if spec.numeric:
         if isinstance(value, bool) or not isinstance(value, (numbers.Real, str)):
             return f"must be {spec.expected}, not {value!r}"
+        if isinstance(value, str) and too_long(value):
+            return f"{too_long(value)} (must be {spec.expected})"
         try:
             number = float(value)
-        except ValueError:
+        except (ValueError, OverflowError):
             return f"must be {spec.expected}, not {value!r}"
+        if not math.isfinite(number):  # inf, nan, 1e999: JSON cannot carry them
+            return f"must be a finite number ({spec.expected}), not {value!r}"
         return None if number >= 0 else f"must not be negative, not {value!r}"
     if not isinstance(value, str):
         return f"must be text, not {value!r}"

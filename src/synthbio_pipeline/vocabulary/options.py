@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from synthbio_pipeline.errors import Problem
+from synthbio_pipeline.vocabulary.values import INT64_MAX
 from synthbio_pipeline.vocabulary.words import did_you_mean, quoted
 
 INTEGER, BOOLEAN, LIST = "integer", "boolean", "array"
@@ -76,6 +77,8 @@ class QueryOption:
             return None
         if not is_int(value) or (self.minimum is not None and value < self.minimum):
             return f"must be {self.expected()}, not {value!r}"
+        if abs(value) > INT64_MAX:
+            return f"is too large: at most {INT64_MAX:,} (64 bits)"
         return None
 
 

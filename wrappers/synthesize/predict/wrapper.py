@@ -31,8 +31,15 @@ logging.basicConfig(
     format="%(asctime)s %(levelname)s %(threadName)s %(message)s",
 )
 
+from synthbio_pipeline.client.download import DownloadLimits
 from synthbio_pipeline.pipeline.references import read_gene_order
 from synthbio_pipeline.pipeline.runner import BatchQuery, failure_line, run_batch
+
+
+def download_limits():
+    """Optional {bytes_per_value, deadline_seconds}: bounds of each result download (size, time)."""
+    limits = snakemake.params.get("download_limits") or {}
+    return DownloadLimits(**limits) if limits else None
 
 
 def required(name):
@@ -127,6 +134,7 @@ def main():
         self_hosted=snakemake.params.get("self_hosted"),
         allowed_http_hosts=tuple(snakemake.params.get("allowed_http_hosts") or ()),
         send_token_over_http=bool(snakemake.params.get("send_token_over_http", False)),
+        download_limits=download_limits(),
         log=logging.getLogger("synthesize.predict"),
     )
 
