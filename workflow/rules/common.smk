@@ -262,7 +262,12 @@ def ticket_dir(group):
 # request. What the run would buy is said by `snakemake -n`, and by a run once the service
 # has answered the preflight.
 if RUNS_JOBS or workflow.output_settings.dryrun:
-    PURCHASES = plan_purchases(CONDITIONS.values(), ticket_dir, config["api_base_url"])
+    PURCHASES = plan_purchases(
+        CONDITIONS.values(),
+        ticket_dir,
+        config["api_base_url"],
+        allowed_http_hosts=config["allowed_http_hosts"],
+    )
     _over = budget_problem(PURCHASES, config["max_samples"])
     if _over:
         raise WorkflowError(_over)

@@ -35,9 +35,15 @@ class Purchase:
 
 
 def plan_purchases(
-    conditions: Iterable[Condition], ticket_dir: Callable[[str], Path], base_url: str
+    conditions: Iterable[Condition],
+    ticket_dir: Callable[[str], Path],
+    base_url: str,
+    *,
+    allowed_http_hosts: Iterable[str] = (),
 ) -> dict[str, Purchase]:
     """Per model id, what the run would buy and what tickets already hold.
+
+    ``allowed_http_hosts``: as :func:`~synthbio_pipeline.client.http.check_base_url`'s.
 
     ``ticket_dir(group)`` is the folder of that output group's tickets (a GEM-1 group is its modality).
     """
@@ -46,7 +52,7 @@ def plan_purchases(
         entry = plan.setdefault(condition.model_id, Purchase(condition.model_id, condition.modality))
         # Tickets are kept per output group (GEM-1's are its modalities; gem-2-bulk, ...).
         ticket = load_ticket(Path(ticket_dir(condition.group)) / f"{condition.name}.json")
-        url = resolve_base_url(base_url, condition.model_id)
+        url = resolve_base_url(base_url, condition.model_id, allowed_http_hosts=allowed_http_hosts)
         if ticket is not None and ticket.matches(body_sha256(condition.wire_body()), condition.model_id, url):
             entry.held_queries += 1
             entry.held_samples += condition.num_samples
