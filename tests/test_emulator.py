@@ -366,7 +366,8 @@ def test_gene_order_is_deterministic_unique_and_sorted():
     assert gene_order(44_590) == ids
 
 
-SHARED_GENE_IDS = Path("/work/shared/data/ensembl_human_gene_ids.txt")
+# The project's shared data folder lies beside the checkout (where it is present).
+SHARED_GENE_IDS = Path(__file__).resolve().parents[2] / "shared/data/ensembl_human_gene_ids.txt"
 
 
 def test_gene_ids_are_real_human_ensembl_ids_with_the_well_known_genes():
