@@ -490,17 +490,8 @@ def _condition_of(
         elif path == "inputs[0].num_samples":
             bad("num_samples", "required: a whole number of at least 1" if num_samples == "" else found.message)
         else:
-            column = columns.get(path) or path
-            if column.startswith("config defaults."):
-                bad(path, f"{found.message} (the value is {column}; set this row's {path!r} to override it)")
-            else:
-                bad(column, found.message)
-    if isinstance(num_samples, int) and num_samples > MAX_SAMPLES_PER_CONDITION:
-        bad(
-            "num_samples",
-            f"{num_samples:,} is more than {MAX_SAMPLES_PER_CONDITION:,} samples in one condition; "
-            "split it into several conditions if you mean it",
-        )
+            _report_at(bad, columns.get(path) or path, path, found.message)
+    _check_sample_cap(num_samples, bad)
     if len(problems) > before:
         return None
     return Condition(
@@ -611,17 +602,8 @@ def _gem2_condition(
             "inputs.modality": "modality",
             "operation": "operation",
         }.get(path, "total_count" if path.startswith(item + "output_total") else path)
-        column = columns.get(key, key)
-        if column.startswith("config defaults."):
-            bad(key, f"{message} (the value is {column}; set this row's {key!r} to override it)")
-        else:
-            bad(column, message)
-    if isinstance(num_samples, int) and num_samples > MAX_SAMPLES_PER_CONDITION:
-        bad(
-            "num_samples",
-            f"{num_samples:,} is more than {MAX_SAMPLES_PER_CONDITION:,} samples in one condition; "
-            "split it into several conditions if you mean it",
-        )
+        _report_at(bad, columns.get(key, key), key, message)
+    _check_sample_cap(num_samples, bad)
     if len(problems) > before:
         return None
     return Condition(
@@ -635,6 +617,23 @@ def _gem2_condition(
         options=options,
         operation=operation,
     )
+
+
+def _report_at(bad, column: str, key: str, message: str) -> None:
+    """Report a problem at the column it came from; a config default is named as the source."""
+    if column.startswith("config defaults."):
+        bad(key, f"{message} (the value is {column}; set this row's {key!r} to override it)")
+    else:
+        bad(column, message)
+
+
+def _check_sample_cap(num_samples: Any, bad) -> None:
+    if isinstance(num_samples, int) and num_samples > MAX_SAMPLES_PER_CONDITION:
+        bad(
+            "num_samples",
+            f"{num_samples:,} is more than {MAX_SAMPLES_PER_CONDITION:,} samples in one condition; "
+            "split it into several conditions if you mean it",
+        )
 
 
 def _pick(cells: Mapping[str, str], defaults: Mapping[str, Any], key: str, synonym: str | None = None):
