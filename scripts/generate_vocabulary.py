@@ -34,7 +34,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from synthbio_pipeline.files import atomic_path
-from synthbio_pipeline.vocabulary.families import GEM2, GEM2_MODEL_IDS, GEM2_OPERATION_SPECS, PREDICT_EXPRESSION
+from synthbio_pipeline.vocabulary.families import (
+    AUTOENCODE,
+    FROM_REFERENCE,
+    GEM2,
+    GEM2_MODEL_IDS,
+    GEM2_OPERATION_SPECS,
+    PREDICT_EXPRESSION,
+)
 from synthbio_pipeline.vocabulary.gem2 import (
     GEM1_SHAPE_FIELDS,
     GEM2_FIELDS,
@@ -251,8 +258,12 @@ def conditions_columns() -> list[str]:
         "operation",
         [
             ("type", "string"),
-            ("pattern", _cell(_words_pattern((PREDICT_EXPRESSION,)))),
-            ("description", f"GEM-2 rows of model {GEM2} only: the operation ({PREDICT_EXPRESSION}, the default)"),
+            ("pattern", _cell(_words_pattern(TABLE_OPERATIONS))),
+            (
+                "description",
+                f"GEM-2 rows of model {GEM2} only: the operation ({PREDICT_EXPRESSION}, the default; "
+                f"{FROM_REFERENCE} and {AUTOENCODE} with a reference)",
+            ),
         ],
     )
     for column, (key, name) in PERTURBATION_COLUMNS.items():
@@ -344,6 +355,8 @@ def _table(header: tuple[str, ...], rows: Iterable[tuple[str, ...]]) -> list[str
 
 #: The GEM-2 ids a conditions table row names most often (the others: README, GEM-2).
 GEM2_TABLE_IDS = ("gem-2-bulk", "gem-2-sc", "gem-2-bulk_baseline", "gem-2-sc_baseline")
+#: The GEM-2 operations a table row runs (pipeline.conditions.TABLE_GEM2_OPERATIONS).
+TABLE_OPERATIONS = (PREDICT_EXPRESSION, FROM_REFERENCE, AUTOENCODE)
 
 
 def readme_option_columns() -> list[str]:
@@ -370,15 +383,18 @@ def readme_option_columns() -> list[str]:
             "`model`",
             f"Any model id of the model table, such as `{MODELS[0].model_id}`, or a GEM-2 id of "
             f"{_code(PREDICT_EXPRESSION)}: {', '.join(_code(i) for i in GEM2_TABLE_IDS)} "
-            f"(also with `-ensemble`), or {_code(GEM2)} with the `operation` column. It overrides "
+            f"(also with `-ensemble`), or {_code(GEM2)} with the `operation` column; with a `reference`, "
+            "`gem-2-{bulk,sc}_reference-conditioning` (an ensemble member too) or "
+            "`gem-2-{bulk,sc}_autoencode`. It overrides "
             "`modality`'s model; a GEM-2 row takes GEM-2's metadata columns (below) and merges into "
             "`results/gem-2-{modality}/`, never into a GEM-1 matrix. `model_id` is its synonym.",
             "the modality's GEM-1 model",
         ),
         (
             "`operation`",
-            f"Rows of model {_code(GEM2)} only: the GEM-2 operation, {_code(PREDICT_EXPRESSION)} (the "
-            "operations that read a sample's counts are not run from the table yet).",
+            f"Rows of model {_code(GEM2)} only: the GEM-2 operation, {_code(PREDICT_EXPRESSION)}, or, on a "
+            f"row with a `reference`, {_code(FROM_REFERENCE)} or {_code(AUTOENCODE)} (`num_samples` 1). "
+            "`predict-metadata` runs from an `annotate:` entry, not the table.",
             f"{_code(PREDICT_EXPRESSION)}",
         ),
     ]

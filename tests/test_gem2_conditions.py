@@ -86,7 +86,7 @@ def test_bad_gem2_cells_are_told_at_their_line_and_column(tmp_path):
         "bad_gene\t1\tgem-2-bulk\tliver\t\t\tENSG00000141510;TP53\t1\t\n"
         "gem2_on_gem1\t1\tgem-1-bulk\tliver\t\t\t\t1\t\n"
         "typo\t1\tgem-2-blk\tliver\t\t\t\t1\t\n"
-        "counts_op\t1\tgem-2-bulk_autoencode\t\t\t\t\t1\t\n"
+        "counts_op\t1\tgem-2-bulk_predict-metadata\t\t\t\t\t1\t\n"
         "bad_seed\t1\tgem-2-bulk\tliver\t\t\t\tx\t\n",
     )
     found, text = problems(path)
@@ -104,7 +104,7 @@ def test_bad_gem2_cells_are_told_at_their_line_and_column(tmp_path):
     assert "gene 2" in found[(5, "gene_perturbations")] and "Ensembl" in found[(5, "gene_perturbations")]
     assert "GEM-2 column" in found[(6, "tissue")]
     assert "did you mean 'gem-2-bulk'" in found[(7, "model")]
-    assert "predict-expression" in found[(8, "model")]
+    assert "answers metadata" in found[(8, "model")] and "annotate" in found[(8, "model")]
     assert f"{path}:3 (condition 'bad_smiles'), column 'smiles'" in text
 
 
@@ -131,3 +131,72 @@ def test_model_and_model_id_are_synonyms_not_both(tmp_path):
     assert (1, "model_id") in found
     path = table(tmp_path, "a\t1\tgem-2-bulk\tliver\n", "condition\tnum_samples\tmodel_id\ttissue\n")
     assert read_conditions(path)[0].group == "gem-2-bulk"
+
+
+REFERENCE_HEADER = (
+    "condition\tnum_samples\tmodel\toperation\treference\treference_sample\tsmiles\ttissue\ttotal_count\n"
+)
+
+
+def test_gem2_reference_and_autoencode_rows_send_the_reference_counts(tmp_path):
+    path = table(
+        tmp_path,
+        "etoh\t2\tgem-2-bulk_reference-conditioning\t\tref.tsv\tctrl\tCCO\t\t\n"
+        "member\t1\tgem-2-sc_reference-conditioning-p3rz5xv7\t\tref.tsv\t\t\t\t5000\n"
+        "named\t1\tgem-2\tpredict-expression-from-reference\tref.tsv\tctrl\t\t\t\n"
+        "auto\t1\tgem-2-bulk_autoencode\t\tref.tsv\tctrl\t\t\t\n",
+        REFERENCE_HEADER,
+    )
+    etoh, member, named, auto = read_conditions(path, {"seed": 3})
+    assert all(c.is_reference and c.is_gem2 for c in (etoh, member, named, auto))
+    assert [c.group for c in (etoh, member, named, auto)] == [
+        "gem-2-bulk",
+        "gem-2-single-cell",
+        "gem-2-bulk",
+        "gem-2-bulk",
+    ]
+    assert (etoh.reference, etoh.reference_sample, member.reference_sample) == ("ref.tsv", "ctrl", None)
+    counts = [5, 0, 7]
+    body = etoh.wire_body(counts)
+    assert body["operation"] == "predict-expression-from-reference"
+    assert body["inputs"]["items"] == [
+        {"counts": counts, "metadata": {"bioactive_entity_perturbations": [{"smiles": "CCO"}]}, "num_samples": 2}
+    ]
+    assert gem2_problems("gem-2-bulk_reference-conditioning", body, n_genes=3) == []
+    item = member.wire_body(counts)["inputs"]["items"][0]
+    assert item == {"counts": counts, "num_samples": 1, "output_total": {"type": "custom", "value": 5000}}
+    assert named.wire_body(counts)["operation"] == "predict-expression-from-reference"
+    # autoencode: the sample's counts only (one output), no sampling strategy.
+    assert auto.num_samples == 1 and auto.mode is None
+    body = auto.wire_body(counts)
+    assert body["operation"] == "autoencode" and body["inputs"]["items"] == [{"counts": counts}]
+    assert body["options"] == {"seed": 3}
+    assert gem2_problems("gem-2-bulk_autoencode", body, n_genes=3) == []
+
+
+def test_bad_gem2_reference_rows_are_told_at_their_column(tmp_path):
+    path = table(
+        tmp_path,
+        "no_file\t2\tgem-2-bulk_reference-conditioning\t\t\t\tCCO\t\t\n"
+        "file_on_baseline\t2\tgem-2-bulk\t\tref.tsv\tctrl\t\tliver\t\n"
+        "auto_samples\t3\tgem-2-bulk_autoencode\t\tref.tsv\tctrl\t\t\t\n"
+        "auto_metadata\t1\tgem-2-bulk_autoencode\t\tref.tsv\tctrl\tCCO\t\t\n"
+        "metadata_op\t1\tgem-2\tpredict-metadata\tref.tsv\t\t\t\t\n"
+        "sample_alone\t1\tgem-2-bulk_reference-conditioning\t\t\tctrl\t\t\t\n",
+        REFERENCE_HEADER,
+    )
+    found, _ = problems(path)
+    assert set(found) == {
+        (2, "reference"),
+        (3, "reference"),
+        (4, "num_samples"),
+        (5, "smiles"),
+        (6, "operation"),
+        (7, "reference_sample"),
+        (7, "reference"),
+    }
+    assert "reads a sample's counts" in found[(2, "reference")]
+    assert "generates from metadata" in found[(3, "reference")]
+    assert "one output per reference sample" in found[(4, "num_samples")]
+    assert "takes no metadata" in found[(5, "smiles")]
+    assert "annotate" in found[(6, "operation")]

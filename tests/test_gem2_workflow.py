@@ -138,3 +138,71 @@ def test_plain_http_goes_only_to_listed_hosts_and_the_token_only_when_told(tmp_p
     assert container.returncode == 0, output_of(container)
     told = dry_run(tmp_path / "told", allowed_http_hosts=["10.255.255.1"], send_token_over_http=True)
     assert told.returncode == 0, output_of(told)
+
+
+def test_gem2_reference_and_autoencode_rows_send_aligned_counts(make_emulator, emulator_token, tmp_path):
+    """GEM-2 reference rows (a from-reference id, an ensemble member, gem-2 with the operation)
+    and an autoencode row: GEM-2's gene order is learned once (its own cache file), each
+    reference aligned to it and sent in the item's counts; outputs in the GEM-2 group with the
+    reference's provenance, and autoencode's release and VAE run per sample."""
+    emulator = make_emulator(genes=GENES, latency=0.1)
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    run = run_workflow(earlier, workdir_with(earlier, MIXED), emulator, emulator_token)
+    assert run.returncode == 0, output_of(run)
+    source = pd.read_parquet(earlier / "results/gem-2-bulk/expression.parquet").set_index("gene_id")
+    genes = list(source.index)
+    # A TSV reference: versioned ids, reversed, 10% of the model's genes left out.
+    work = tmp_path / "work"
+    work.mkdir()
+    kept = source.iloc[::-1].iloc[: int(GENES * 0.9)]
+    (work / "refs").mkdir()
+    pd.DataFrame({"gene_id": [f"{g}.3" for g in kept.index], "ctrl": kept["liver_etoh_1"].values}).to_csv(
+        work / "refs/ref.tsv", sep="\t", index=False
+    )
+    table = (
+        "condition\tnum_samples\tmodel\toperation\treference\treference_sample\tsmiles\tseed\n"
+        "plain\t1\tgem-2-bulk\t\t\t\t\t1\n"
+        "etoh\t2\tgem-2-bulk_reference-conditioning\t\trefs/ref.tsv\tctrl\tCCO\t2\n"
+        "member\t1\tgem-2-bulk_reference-conditioning-p3rz5xv7\t\trefs/ref.tsv\t\t\t3\n"
+        "named\t1\tgem-2\tpredict-expression-from-reference\trefs/ref.tsv\tctrl\t\t4\n"
+        "auto\t1\tgem-2-bulk_autoencode\t\trefs/ref.tsv\tctrl\t\t5\n"
+    )
+    configfile = workdir_with(work, table, batch_size=2)
+    before = sum(emulator.stats()["submissions"].values())
+    run = run_workflow(work, configfile, emulator, emulator_token)
+    assert run.returncode == 0, output_of(run)
+    # 5 conditions, and the gene order: the earlier run's results are not this workdir's, so
+    # one sample of gem-2-bulk is bought to learn it (6 queries in all).
+    assert sum(emulator.stats()["submissions"].values()) - before == 5 + 1
+    cache = next((work / "resources/gene_order").glob("*/gem-2-bulk.json"))
+    cached = json.loads(cache.read_text())
+    assert cached["genes"] == genes and "one-sample query of gem-2-bulk" in cached["source"]
+    assert not list((work / "resources/gene_order").glob("*/gem-1-bulk.json"))
+
+    results = work / "results/gem-2-bulk"
+    assert sorted(p.name for p in (work / "results").iterdir() if (p / "expression.parquet").exists()) == ["gem-2-bulk"]
+    expression = pd.read_parquet(results / "expression.parquet").set_index("gene_id")
+    metadata = pd.read_parquet(results / "metadata.parquet")
+    ids = ["plain_1", "etoh_1", "etoh_2", "member_1", "named_1", "auto_1"]
+    assert list(expression.columns) == ids and list(expression.index) == genes
+    assert metadata.reference.isna().tolist() == [True] + [False] * 5
+    assert metadata.reference.tolist()[1:] == ["refs/ref.tsv"] * 5
+    assert metadata.reference_sample.tolist()[1:] == ["ctrl"] * 5
+    aligned = source["liver_etoh_1"].where(source.index.isin(kept.index), 0)
+    assert set(metadata.reference_library_size.dropna()) == {int(aligned.sum())}
+    # The queries carried the reference aligned to GEM-2's gene order (a left-out gene is 0).
+    for name, operation in [("etoh", "predict-expression-from-reference"), ("auto", "autoencode")]:
+        (query,) = (work / "results/queries/gem-2-bulk").glob(f"*/{name}.json")
+        body = json.loads(query.read_text())
+        assert body["operation"] == operation
+        assert body["inputs"]["items"][0]["counts"] == aligned.astype(int).tolist()
+    references = pd.read_parquet(results / "references.parquet").set_index("gene_id")
+    assert list(references.index) == genes and list(references.columns) == ["etoh", "member", "named", "auto"]
+    assert references["etoh"].tolist() == aligned.astype(int).tolist()
+    # autoencode's provenance per sample; the other rows have none.
+    auto = metadata.set_index("sample_id").loc["auto_1"]
+    assert auto["model_release_id"] and str(auto["vae_run_id"])
+    assert metadata.set_index("sample_id")["model_release_id"].isna().tolist() == [True] * 5 + [False]
+    # A from-reference sample is drawn around the reference's library size (no total_count given).
+    assert abs(expression["etoh_1"].sum() / aligned.sum() - 1) < 0.25

@@ -41,6 +41,7 @@ from synthbio_pipeline.pipeline.preflight import (
     service_problem,
 )
 from synthbio_pipeline.pipeline.references import (
+    GENE_ORDER_MODELS,
     CountsFiles,
     annotation_problems,
     gene_order_path,
@@ -57,7 +58,8 @@ from synthbio_pipeline.vocabulary.models import (
     PREDICT_METADATA_MODELS,
 )
 
-MODALITY_OF_MODEL = {model: modality for modality, model in MODALITY_MODELS.items()}
+# The output group whose gene order a model's (rule gene_order's {model}) is.
+GROUP_OF_GENE_ORDER_MODEL = {model: group for group, model in GENE_ORDER_MODELS.items()}
 
 
 wildcard_constraints:
@@ -68,7 +70,7 @@ wildcard_constraints:
     batch=r"[0-9]+",
     name=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     service=r"[A-Za-z0-9._-]+",
-    model="|".join(map(re.escape, MODALITY_MODELS.values())),
+    model="|".join(map(re.escape, GENE_ORDER_MODELS.values())),
 
 
 # The wrapper directory, found from this file, so that it resolves whatever the working
@@ -338,69 +340,73 @@ if _own:
     )
 
 
-def gene_order_file(modality):
-    """The gene order the counts of a modality's references are aligned to: the config's
-    file, or the cache the rule gene_order fills (resources/gene_order/{service}/{model}.json).
+def gene_order_file(group):
+    """The gene order the counts of an output group's references are aligned to (GEM-1's
+    and GEM-2's differ): the config's file (GEM-1 groups), or the cache the rule gene_order
+    fills (resources/gene_order/{service}/{model}.json).
     """
-    configured = config["gene_order_files"].get(modality)
+    configured = config["gene_order_files"].get(group)
     if configured:
         return configured
-    return gene_order_path(config["api_base_url"], MODALITY_MODELS[modality])
+    return gene_order_path(config["api_base_url"], GENE_ORDER_MODELS[group])
 
 
-def gene_order_input(modality):
+def gene_order_input(group):
     """gene_order_file as an input of a rule (a configured file is the user's, never prefixed)."""
-    path = gene_order_file(modality)
-    return local(path) if config["gene_order_files"].get(modality) else path
+    path = gene_order_file(group)
+    return local(path) if config["gene_order_files"].get(group) else path
 
 
-def reference_conditions(modality):
-    return [c for c in CONDITIONS.values() if c.modality == modality and c.is_reference]
+def reference_conditions(group):
+    """The reference rows whose samples merge into an output group."""
+    return [c for c in CONDITIONS.values() if c.group == group and c.is_reference]
 
 
-def gene_order_modalities():
-    """The modalities whose gene order the run needs: reference rows or annotate files."""
-    wanted = {c.modality for c in CONDITIONS.values() if c.is_reference}
+def gene_order_groups():
+    """The output groups whose gene order the run needs: reference rows or annotate files."""
+    wanted = {c.group for c in CONDITIONS.values() if c.is_reference}
     wanted |= {entry.modality for entry in ANNOTATIONS.values()}
-    return [m for m in MODALITIES if m in wanted]
+    return [g for g in OUTPUT_GROUPS if g in wanted]
 
 
 def known_gene_orders():
-    """{modality: gene order} for those known before any job: configured, cached, or in
-    this workflow's own results of the baseline model from this service (free to read).
+    """{group: gene order} for those known before any job: configured, cached, or in this
+    workflow's own results of the group's baseline model from this service (free to read).
     """
     orders = {}
-    for modality in gene_order_modalities():
-        configured = config["gene_order_files"].get(modality)
+    for group in gene_order_groups():
+        configured = config["gene_order_files"].get(group)
         if configured and not os.path.exists(configured):
             raise WorkflowError(
-                f"gene_order_files.{modality}: {configured} does not exist (config/README.md, "
+                f"gene_order_files.{group}: {configured} does not exist (config/README.md, "
                 "'Reference conditioning')"
             )
-        path = configured or prefixed(gene_order_file(modality))
+        path = configured or prefixed(gene_order_file(group))
         if os.path.exists(path):
-            orders[modality] = read_gene_order(path)
+            orders[group] = read_gene_order(path)
             continue
         known = known_gene_order(
-            prefixed(f"results/predictions/{modality}"),
-            MODALITY_MODELS[modality],
+            prefixed(f"results/predictions/{group}"),
+            GENE_ORDER_MODELS[group],
             config["api_base_url"],
         )
         if known is not None:
-            orders[modality] = known[0]
+            orders[group] = known[0]
     return orders
 
 
 def gene_order_checks(wildcards):
     """What the gene_order job checks once it knows the order: the reference rows and annotate
-    files of its modality (when the order was not known before the run, this is where their
-    overlap with the model's genes is first checked, before any of their queries is written).
+    files of its output group (when the order was not known before the run, this is where
+    their overlap with the model's genes is first checked, before any of their queries is
+    written).
     """
-    modality = MODALITY_OF_MODEL[wildcards.model]
+    group = GROUP_OF_GENE_ORDER_MODEL[wildcards.model]
     return {
         "table": config["conditions"],
-        "conditions": reference_conditions(modality),
-        "annotations": [a for a in ANNOTATIONS.values() if a.modality == modality],
+        "group": group,
+        "conditions": reference_conditions(group),
+        "annotations": [a for a in ANNOTATIONS.values() if a.modality == group],
     }
 
 
@@ -417,7 +423,7 @@ def samples_of(modality):
 
 
 _files = CountsFiles()
-if workflow.is_main_process and gene_order_modalities():
+if workflow.is_main_process and gene_order_groups():
     _orders = known_gene_orders()
     raise_if_problems(
         reference_problems(
@@ -425,10 +431,10 @@ if workflow.is_main_process and gene_order_modalities():
         ),
         annotation_problems(ANNOTATIONS.values(), _orders, files=_files, first=256),
     )
-    for _modality in gene_order_modalities():
-        if _modality not in _orders:
+    for _group in gene_order_groups():
+        if _group not in _orders:
             print(
-                f"The gene order of {MODALITY_MODELS[_modality]} is not known yet: one sample "
+                f"The gene order of {GENE_ORDER_MODELS[_group]} is not known yet: one sample "
                 "of it will be bought to learn it (config/README.md, 'Reference conditioning').",
                 file=sys.stderr,
             )
@@ -527,7 +533,7 @@ def final_outputs():
         targets += expand("results/{group}/latents.parquet", group=present)
     # The aligned references (the report compares each reference-conditioned condition with them).
     targets += [
-        f"results/{m}/references.parquet" for m in gem1 if reference_conditions(m)
+        f"results/{g}/references.parquet" for g in present if reference_conditions(g)
     ]
     if outputs["predicted_metadata"]:
         targets += expand(
@@ -591,7 +597,7 @@ def get_query_inputs(wildcards):
         return {}
     return {
         "references": [local(p) for p in dict.fromkeys(c.reference for c in refs)],
-        "gene_order": gene_order_input(group_modality(wildcards.group)),
+        "gene_order": gene_order_input(wildcards.group),
     }
 
 
@@ -602,14 +608,14 @@ def get_predict_inputs(wildcards):
     prefix = f"results/queries/{wildcards.group}/{wildcards.batch}"
     inputs = {"queries": prefix, "columns": f"{prefix}.columns.json"}
     if any(c.is_reference for c in get_batch_conditions(wildcards)):
-        inputs["gene_order"] = gene_order_input(group_modality(wildcards.group))
+        inputs["gene_order"] = gene_order_input(wildcards.group)
     return inputs
 
 
 def get_alignment_inputs(wildcards):
-    refs = reference_conditions(wildcards.modality)
+    refs = reference_conditions(wildcards.group)
     return {
-        "gene_order": gene_order_input(wildcards.modality),
+        "gene_order": gene_order_input(wildcards.group),
         "references": [local(p) for p in dict.fromkeys(c.reference for c in refs)],
     }
 
@@ -727,7 +733,7 @@ def has_reference_rows(modality):
     return any(
         getattr(c, "reference", None)
         for c in CONDITIONS.values()
-        if c.modality == modality
+        if c.group == modality
     )
 
 

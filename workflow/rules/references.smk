@@ -4,7 +4,8 @@
 
 
 # The gene order of a baseline model from a service (its reference-conditioning and
-# metadata-prediction models share it), learned once and cached: from this workflow's
+# metadata-prediction models share it; GEM-2's ids of a modality share gem-2-{bulk,sc}'s),
+# learned once and cached: from this workflow's
 # own results of that model when it holds one, else from a one-sample query (paid).
 # Then every reference row and annotate file of the modality is checked against it,
 # before any of their queries is written.
@@ -37,19 +38,20 @@ rule gene_order:
         "../scripts/gene_order.py"
 
 
-# Every reference-conditioned condition's sample aligned to the gene order, in one file:
+# Every reference-conditioned condition's sample of an output group aligned to its gene
+# order, in one file:
 # the report compares the generated samples with these.
 rule align_references:
     input:
         unpack(get_alignment_inputs),
     output:
-        "results/{modality}/references.parquet",
+        "results/{group}/references.parquet",
     log:
-        "logs/references/{modality}.log",
+        "logs/references/{group}.log",
     localrule: True
     conda:
         "../envs/synthbio.yaml"
     params:
-        conditions=lambda wildcards: reference_conditions(wildcards.modality),
+        conditions=lambda wildcards: reference_conditions(wildcards.group),
     script:
         "../scripts/align_references.py"

@@ -1,6 +1,6 @@
 """Learn a model's gene order and cache it (rule gene_order): from this workflow's own
 results of the model when it holds one, else from one paid query of one sample. Then check
-the modality's reference rows and annotate files against it (their overlap with the model's
+the output group's reference rows and annotate files against it (their overlap with the model's
 genes), before any of their queries is written."""
 
 import logging
@@ -21,18 +21,18 @@ from synthbio_pipeline.pipeline.references import (
     reference_problems,
 )
 from synthbio_pipeline.pipeline.runner import failure_line
-from synthbio_pipeline.vocabulary.models import get_model
 
 
 def main():
     model_id = snakemake.wildcards.model
-    modality = get_model(model_id).modality
+    checks = snakemake.params.checks
+    group = checks["group"]  # the output group whose gene order this is (bulk, gem-2-bulk, ...)
     out = snakemake.output[0]
     source = learn_gene_order(
         out,
         model_id=model_id,
         base_url=snakemake.params.base_url,
-        predictions=os.path.join(snakemake.params.predictions, modality),
+        predictions=os.path.join(snakemake.params.predictions, group),
         poll_interval=float(snakemake.params.poll_interval),
         poll_timeout=float(snakemake.params.poll_timeout),
         keep_ticket=True,
@@ -40,8 +40,7 @@ def main():
     )
     logging.info("%s: gene order cached in %s, from %s", model_id, out, source)
 
-    checks = snakemake.params.checks
-    orders = {modality: read_gene_order(out)}
+    orders = {group: read_gene_order(out)}
     raise_if_problems(
         reference_problems(checks["conditions"], checks["table"], orders),
         annotation_problems(checks["annotations"], orders),

@@ -30,7 +30,16 @@ from typing import Any
 
 from synthbio_pipeline.errors import SynthbioError
 from synthbio_pipeline.files import atomic_path
-from synthbio_pipeline.vocabulary.families import GEM2, GEM2_MODEL_IDS, PREDICT_EXPRESSION, gem2_model, output_group
+from synthbio_pipeline.vocabulary.families import (
+    AUTOENCODE,
+    FROM_REFERENCE,
+    GEM2,
+    GEM2_MODEL_IDS,
+    GEM2_OPERATION_BY_NAME,
+    PREDICT_EXPRESSION,
+    gem2_model,
+    output_group,
+)
 from synthbio_pipeline.vocabulary.gem2 import (
     GEM2_TABLE_KEYS,
     GENE_PERTURBATION,
@@ -93,8 +102,15 @@ GEM2_ONLY_COLUMNS = (
     *PERTURBATION_COLUMNS,
     OPERATION_COLUMN,
 )
-#: GEM-2 compatibility ids the table runs (those of ``predict-expression``), for messages.
-TABLE_GEM2_IDS = tuple(row.model_id for row in GEM2_MODEL_IDS.values() if row.operation == PREDICT_EXPRESSION)
+#: The GEM-2 operations a table row runs: from metadata, and from a reference sample's counts
+#: (``reference``/``reference_sample``) moved to the row's metadata or autoencoded.
+TABLE_GEM2_OPERATIONS = (PREDICT_EXPRESSION, FROM_REFERENCE, AUTOENCODE)
+#: The GEM-2 operations whose items carry a sample's counts (a reference row's).
+GEM2_COUNTS_OPERATIONS = tuple(o for o in TABLE_GEM2_OPERATIONS if "counts" in GEM2_OPERATION_BY_NAME[o].item_keys)
+#: GEM-2 compatibility ids the table runs, for messages.
+TABLE_GEM2_IDS = tuple(
+    row.model_id for row in GEM2_MODEL_IDS.values() if row.operation in TABLE_GEM2_OPERATIONS and row.member is None
+)
 
 
 @dataclass(frozen=True)
@@ -198,12 +214,37 @@ class Condition:
             return gem2_body(
                 self.operation,
                 self.modality,
-                [gem2_item(self.metadata, self.num_samples, self.options.get("total_count"))],
+                [
+                    table_gem2_item(
+                        self.operation, self.metadata, self.num_samples, self.options.get("total_count"), counts
+                    )
+                ],
                 seed=self.options.get("seed"),
-                sampling_strategy=self.mode,
+                sampling_strategy=self.mode if GEM2_OPERATION_BY_NAME[self.operation].draws_samples else None,
                 source=CLIENT_SOURCE,
             )
         return to_wire(self.query(counts), validate=False)[1]
+
+
+def table_gem2_item(
+    operation: str,
+    metadata: Mapping[str, Any],
+    num_samples: Any,
+    output_total: int | None = None,
+    counts: list[int] | None = None,
+) -> dict[str, Any]:
+    """A GEM-2 row's one item, with only the keys its operation takes: ``autoencode`` takes a
+    sample's counts (and the library size) and no metadata or ``num_samples``."""
+    spec = GEM2_OPERATION_BY_NAME[operation]
+    item = gem2_item(metadata, num_samples, output_total if spec.takes_output_total else None)
+    allowed = spec.item_keys + spec.optional_item_keys
+    if "metadata" not in allowed or (not metadata and "metadata" not in spec.item_keys):
+        item.pop("metadata")
+    if "num_samples" not in allowed:
+        item.pop("num_samples")
+    if counts is not None:
+        item = {"counts": counts, **item}
+    return item
 
 
 def read_conditions(
@@ -515,25 +556,34 @@ def _gem2_condition(
     on the body it sends (:func:`~synthbio_pipeline.vocabulary.gem2.gem2_problems`), each
     problem told at the column it came from."""
     row = gem2_model(model_id)
-    if "reference" in cells or "reference_sample" in cells:
-        column = "reference" if "reference" in cells else "reference_sample"
-        bad(column, f"{model_id} is a GEM-2 model: reference rows run GEM-1's reference-conditioning models only")
     operation = row.operation or cells.get(OPERATION_COLUMN) or PREDICT_EXPRESSION
+    reference = cells.get("reference")
     if row.operation is not None and cells.get(OPERATION_COLUMN, row.operation) != row.operation:
         bad(
             OPERATION_COLUMN,
             f"{model_id} runs {row.operation!r}, the row says {cells[OPERATION_COLUMN]!r}; "
             f"use model {GEM2} to name the operation, or leave the cell empty",
         )
-    elif operation != PREDICT_EXPRESSION and operation in {r.operation for r in GEM2_MODEL_IDS.values()}:
+        return None
+    if operation not in TABLE_GEM2_OPERATIONS and operation in GEM2_OPERATION_BY_NAME:
         column = OPERATION_COLUMN if row.operation is None else model_column
         bad(
             column,
-            f"{operation!r} reads a sample's counts: the conditions table runs GEM-2's "
-            f"{PREDICT_EXPRESSION!r} only ({GEM2} with operation {PREDICT_EXPRESSION}, or "
-            f"{quoted(TABLE_GEM2_IDS[:4])}, ...)",
+            f"{operation!r} answers metadata, not samples: the conditions table runs GEM-2's "
+            f"{quoted(TABLE_GEM2_OPERATIONS)}; predict a counts file's metadata with an 'annotate:' entry "
+            "of the config (config/README.md)",
         )
         return None
+    reads_counts = operation in GEM2_COUNTS_OPERATIONS
+    if reads_counts and reference is None:
+        bad("reference", f"{model_id} ({operation}) reads a sample's counts: give its counts file here")
+    elif not reads_counts and ("reference" in cells or "reference_sample" in cells):
+        column = "reference" if "reference" in cells else "reference_sample"
+        bad(
+            column,
+            f"{model_id} ({operation}) generates from metadata: a row with a reference runs "
+            f"{FROM_REFERENCE!r} (gem-2-bulk_reference-conditioning, ...) or {AUTOENCODE!r}",
+        )
     modality, modality_column = _pick(cells, defaults, "modality")
     if row.modality is not None:
         if "modality" in cells and cells["modality"] != row.modality:
@@ -573,19 +623,44 @@ def _gem2_condition(
         if message:
             bad("gene_perturbations", f"gene {index + 1}: {message}")
     metadata.update(lists)
-    num_samples = _parse_int(cells.get("num_samples", ""))
+    spec = GEM2_OPERATION_BY_NAME.get(operation)
+    if spec is not None and not spec.draws_samples:
+        # One output per item: the row's sample, encoded and decoded.
+        if cells.get("num_samples") != "1":
+            bad("num_samples", f"{operation!r} answers one output per reference sample: num_samples must be 1")
+        num_samples = 1
+        if "mode" in cells or WIRE_MODE in cells:
+            bad(
+                "mode" if "mode" in cells else WIRE_MODE,
+                f"{operation!r} draws no samples: it takes no sampling strategy",
+            )
+        mode = None
+    else:
+        num_samples = _parse_int(cells.get("num_samples", ""))
     if isinstance(num_samples, str) and too_long(num_samples):
         bad("num_samples", f"{num_samples[:20]}... {too_long(num_samples)}")
+    if spec is not None and "metadata" not in spec.item_keys + spec.optional_item_keys:
+        columns_given = {key: key for key in metadata} | {s: s for s in sources.values()}
+        for column in columns_given:
+            if column not in lists:
+                bad(column, f"{operation!r} takes no metadata: the sample's counts say it all")
+    item = (
+        table_gem2_item(operation, metadata, num_samples, options.get("total_count"))
+        if spec is not None
+        else gem2_item(metadata, num_samples, options.get("total_count"))
+    )
     body = gem2_body(
         operation,
         modality,
-        [gem2_item(metadata, num_samples, options.get("total_count"))],
+        [item],
         seed=options.get("seed"),
         sampling_strategy=mode,
     )
     item = "inputs.items[0]."
     for found in gem2_problems(model_id, body):
         path, message = found.path, found.message
+        if path == item + "counts":
+            continue  # a reference row's counts come from its file, checked with it
         if path.startswith(item + "metadata."):
             rest = path[len(item + "metadata.") :]
             column = sources.get(rest.split(".")[0], rest.split("[")[0].split(".")[0])
@@ -615,6 +690,8 @@ def _gem2_condition(
         num_samples=num_samples,
         metadata=metadata,
         options=options,
+        reference=reference,
+        reference_sample=cells.get("reference_sample") if reference is not None else None,
         operation=operation,
     )
 

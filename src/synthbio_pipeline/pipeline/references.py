@@ -21,7 +21,11 @@ gets 0 (:func:`align`, which says how many).
 (there is no endpoint; the reference-conditioning example query has counts of the right length
 but no ids). The reference-conditioning and metadata-prediction models share their baseline
 model's order, which is cached per service and model in
-``resources/gene_order/{service}/{baseline model}.json`` (:func:`gene_order_path`).
+``resources/gene_order/{service}/{baseline model}.json`` (:func:`gene_order_path`). GEM-2 has
+its own gene order, one per modality: every GEM-2 id of a modality (``gem-2`` included) shares
+that of its baseline compatibility id, ``gem-2-bulk`` or ``gem-2-sc``
+(:data:`GENE_ORDER_MODELS`: an output group's source), learned the same way from a one-sample
+``predict-expression`` query.
 :func:`learn_gene_order` fills the cache from, in order: a result of the baseline model that
 this workflow already holds (its predictions, matched to the service by their tickets); else
 one paid query of one sample (``mean estimation``), logged and counted as such. The config
@@ -53,6 +57,8 @@ from synthbio_pipeline.files import atomic_path
 from synthbio_pipeline.formats.references import CountsFile, CountsFileError, open_counts
 from synthbio_pipeline.pipeline.conditions import Condition, TableProblem
 from synthbio_pipeline.pipeline.runner import load_ticket, run_prediction
+from synthbio_pipeline.vocabulary.families import GEM2_MODALITIES, gem2_model, is_gem2, output_group
+from synthbio_pipeline.vocabulary.gem2 import example_gem2_query
 from synthbio_pipeline.vocabulary.models import MEAN_ESTIMATION, MODALITY_MODELS, get_model, is_known_model
 from synthbio_pipeline.vocabulary.query import get_valid_query, to_wire
 from synthbio_pipeline.vocabulary.words import did_you_mean, quoted
@@ -288,7 +294,8 @@ def reference_problems(
 ) -> list[TableProblem]:
     """Every problem with the reference rows' files, as problems of the table's rows.
 
-    ``gene_orders`` (modality -> gene order, or None when not known yet) enables the overlap
+    ``gene_orders`` (output group -> gene order, or None when not known yet; a GEM-1 group is
+    its modality, ``bulk``, a GEM-2 group ``gem-2-bulk``) enables the overlap
     check; ``base`` is the folder relative reference paths start from (the working directory).
     """
     files = files or CountsFiles(base)
@@ -309,7 +316,7 @@ def reference_problems(
         if problem:
             bad("reference_sample", problem)
             continue
-        _, problem = check_sample(source, sample, condition.modality, gene_orders.get(condition.modality))
+        _, problem = check_sample(source, sample, condition.modality, gene_orders.get(condition.group))
         if problem:
             bad("reference", problem)
     return problems
@@ -472,10 +479,29 @@ def service_key(base_url: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", key)
 
 
-def gene_order_path(base_url: str, model_id: str, root: str = GENE_ORDER_DIR) -> str:
-    """Where the gene order of ``model_id``'s family (its modality's baseline model) is cached."""
-    baseline = MODALITY_MODELS[get_model(model_id).modality] if is_known_model(model_id) else model_id
-    return f"{root}/{service_key(base_url)}/{baseline}.json"
+#: Per output group, the model whose gene order its samples (and references) are in: GEM-1's
+#: baseline model of the modality, or GEM-2's baseline compatibility id (``gem-2-bulk``).
+GENE_ORDER_MODELS = {
+    **MODALITY_MODELS,
+    **{output_group(f"gem-2-{word}", modality): f"gem-2-{word}" for word, modality in GEM2_MODALITIES.items()},
+}
+
+
+def gene_order_model(model_id: str, modality: str | None = None) -> str:
+    """The model whose gene order ``model_id`` answers in (``modality``: for ``gem-2``, which
+    names none): a GEM-1 id's modality's baseline model, a GEM-2 id's ``gem-2-{bulk,sc}``."""
+    if is_gem2(model_id):
+        row = gem2_model(model_id)
+        modality = (row.modality if row is not None else None) or modality
+        if modality is None:
+            raise ValueError(f"{model_id} names no modality: give the modality to find its gene order")
+        return GENE_ORDER_MODELS[output_group(model_id, modality)]
+    return MODALITY_MODELS[get_model(model_id).modality] if is_known_model(model_id) else model_id
+
+
+def gene_order_path(base_url: str, model_id: str, root: str = GENE_ORDER_DIR, *, modality: str | None = None) -> str:
+    """Where the gene order of ``model_id``'s family (:func:`gene_order_model`) is cached."""
+    return f"{root}/{service_key(base_url)}/{gene_order_model(model_id, modality)}.json"
 
 
 def read_gene_order(path: str | os.PathLike) -> list[str]:
@@ -562,16 +588,7 @@ def learn_gene_order(
         genes, source = known
         log.info("%s: gene order (%d genes) from %s; nothing bought", model_id, len(genes), source)
     else:
-        spec = get_model(model_id)
-        example = get_valid_query(spec.modality)
-        query = {
-            "model_id": model_id,
-            "modality": spec.modality,
-            "mode": MEAN_ESTIMATION,
-            "seed": 0,
-            "inputs": [{"metadata": example["inputs"][0]["metadata"], "num_samples": 1}],
-        }
-        body = to_wire(query)[1]
+        body = _one_sample_body(model_id)
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         log.info(
@@ -600,7 +617,28 @@ def learn_gene_order(
     return source
 
 
+def _one_sample_body(model_id: str) -> dict[str, Any]:
+    """The wire body of one ``mean estimation`` sample of a baseline model (GEM-1's or GEM-2's)."""
+    if is_gem2(model_id):
+        body = example_gem2_query(model_id)
+        for item in body["inputs"]["items"]:
+            item["num_samples"] = 1
+        body["options"] = {"seed": 0, "sampling_strategy": MEAN_ESTIMATION}
+        return body
+    spec = get_model(model_id)
+    example = get_valid_query(spec.modality)
+    query = {
+        "model_id": model_id,
+        "modality": spec.modality,
+        "mode": MEAN_ESTIMATION,
+        "seed": 0,
+        "inputs": [{"metadata": example["inputs"][0]["metadata"], "num_samples": 1}],
+    }
+    return to_wire(query)[1]
+
+
 __all__ = [
+    "GENE_ORDER_MODELS",
     "MIN_GENE_OVERLAP",
     "Alignment",
     "Annotation",
@@ -608,6 +646,7 @@ __all__ = [
     "ReferenceError",
     "align",
     "annotation_problems",
+    "gene_order_model",
     "gene_order_path",
     "learn_gene_order",
     "read_annotations",
