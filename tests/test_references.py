@@ -24,6 +24,8 @@ from synthbio_pipeline.pipeline.references import (
     align,
     align_references,
     annotation_problems,
+    GENE_ORDER_MODELS,
+    gene_order_model,
     gene_order_path,
     read_annotations,
     read_gene_order,
@@ -403,6 +405,35 @@ def test_the_cache_is_keyed_by_service_and_baseline_model():
     path = gene_order_path("http://127.0.0.1:8123", "gem-1-sc_reference-conditioning")
     assert path == "resources/gene_order/127.0.0.1_8123/gem-1-sc.json"
     assert gene_order_path("https://app.synthesize.bio", "gem-1-bulk_predict-metadata").endswith("/gem-1-bulk.json")
+
+
+def test_gem2_has_its_own_gene_order_per_modality():
+    """Every GEM-2 id of a modality (gem-2 itself given the modality) shares gem-2-{bulk,sc}'s
+    gene order, apart from GEM-1's; each output group has its source."""
+    base = "http://127.0.0.1:8123"
+    for model_id in ("gem-2-bulk_reference-conditioning-p3rz5xv7", "gem-2-bulk_autoencode-ensemble", "gem-2-bulk"):
+        assert gene_order_path(base, model_id) == "resources/gene_order/127.0.0.1_8123/gem-2-bulk.json"
+    assert gene_order_path(base, "gem-2", modality="single-cell").endswith("/gem-2-sc.json")
+    with pytest.raises(ValueError, match="names no modality"):
+        gene_order_model("gem-2")
+    assert GENE_ORDER_MODELS == {
+        "bulk": "gem-1-bulk",
+        "single-cell": "gem-1-sc",
+        "gem-2-bulk": "gem-2-bulk",
+        "gem-2-single-cell": "gem-2-sc",
+    }
+
+
+def test_gem2_reference_rows_are_checked_against_gem2s_gene_order(tmp_path):
+    tsv(tmp_path / "ref.tsv")
+    rows = ["gem1\t2\tref.tsv\tctrl_a\t\t", "gem2\t2\tref.tsv\tctrl_a\t\tgem-2-bulk_reference-conditioning"]
+    header = "condition\tnum_samples\treference\treference_sample\tperturbation_type\tmodel"
+    conditions = read_conditions(table(tmp_path, rows, header=header))
+    # GEM-2's gene order shares too few genes with the file; GEM-1's is the file's own.
+    orders = {"bulk": GENES, "gem-2-bulk": [f"ENSG{i:011d}" for i in range(100, 140)]}
+    found = reference_problems(conditions, tmp_path / "conditions.tsv", orders, base=tmp_path)
+    assert [(p.condition, p.column) for p in found] == [("gem2", "reference")]
+    assert "covers 0 of the model's 40 genes" in found[0].message
 
 
 def test_gene_order_files_in_every_accepted_form(tmp_path):
