@@ -18,13 +18,13 @@ from synthbio_pipeline.formats.parquet import merge_parts, write_part
 from synthbio_pipeline.formats.references import CountsFileError, open_counts
 from synthbio_pipeline.pipeline.conditions import ConditionsError, read_conditions, write_query
 from synthbio_pipeline.pipeline.references import (
+    GENE_ORDER_MODELS,
     MIN_GENE_OVERLAP,
     Annotation,
     ReferenceError,
     align,
     align_references,
     annotation_problems,
-    GENE_ORDER_MODELS,
     gene_order_model,
     gene_order_path,
     read_annotations,
