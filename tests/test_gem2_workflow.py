@@ -168,13 +168,20 @@ def test_gem2_reference_and_autoencode_rows_send_aligned_counts(make_emulator, e
         "named\t1\tgem-2\tpredict-expression-from-reference\trefs/ref.tsv\tctrl\t\t4\n"
         "auto\t1\tgem-2-bulk_autoencode\t\trefs/ref.tsv\tctrl\t\t5\n"
     )
-    configfile = workdir_with(work, table, batch_size=2)
+    # GEM-2's predict-metadata of a counts file of one's own, aligned to GEM-2's gene order.
+    (work / "refs/mine.tsv").write_text(
+        pd.DataFrame({"gene_id": genes, **{f"d{i}": source.iloc[:, i].values for i in range(3)}}).to_csv(
+            sep="\t", index=False
+        )
+    )
+    annotate = [{"name": "mine", "path": "refs/mine.tsv", "modality": "bulk", "model": "gem-2-bulk_predict-metadata"}]
+    configfile = workdir_with(work, table, batch_size=2, annotate=annotate, predict_metadata_batch=2)
     before = sum(emulator.stats()["submissions"].values())
     run = run_workflow(work, configfile, emulator, emulator_token)
     assert run.returncode == 0, output_of(run)
-    # 5 conditions, and the gene order: the earlier run's results are not this workdir's, so
-    # one sample of gem-2-bulk is bought to learn it (6 queries in all).
-    assert sum(emulator.stats()["submissions"].values()) - before == 5 + 1
+    # 5 conditions, 3 annotated samples in 2 queries, and the gene order: the earlier run's
+    # results are not this workdir's, so one sample of gem-2-bulk is bought to learn it.
+    assert sum(emulator.stats()["submissions"].values()) - before == 5 + 2 + 1
     cache = next((work / "resources/gene_order").glob("*/gem-2-bulk.json"))
     cached = json.loads(cache.read_text())
     assert cached["genes"] == genes and "one-sample query of gem-2-bulk" in cached["source"]
@@ -204,5 +211,18 @@ def test_gem2_reference_and_autoencode_rows_send_aligned_counts(make_emulator, e
     auto = metadata.set_index("sample_id").loc["auto_1"]
     assert auto["model_release_id"] and str(auto["vae_run_id"])
     assert metadata.set_index("sample_id")["model_release_id"].isna().tolist() == [True] * 5 + [False]
+    # GEM-2's predicted metadata and class probabilities of the annotated file, per sample.
+    predicted = pd.read_parquet(work / "results/annotate/mine/predicted_metadata.parquet")
+    probs = pd.read_parquet(work / "results/annotate/mine/classifier_probs.parquet")
+    assert predicted["sample_id"].tolist() == ["d0", "d1", "d2"] and predicted.shape[1] > 1
+    assert predicted.drop(columns="sample_id").notna().all().all()
+    sums = probs.groupby(["sample_id", "field"])["probability"].sum()
+    assert set(probs["sample_id"]) == {"d0", "d1", "d2"} and ((sums - 1).abs() < 0.01).all()
+    label = json.loads(pq.read_schema(work / "results/annotate/mine/predicted_metadata.parquet").metadata[b"synthbio"])
+    assert label["model_id"] == "gem-2-bulk_predict-metadata"
+    (query,) = (work / "results/queries/annotate/mine").glob("0001.json")
+    body = json.loads(query.read_text())
+    assert body["operation"] == "predict-metadata" and len(body["inputs"]["items"]) == 2
+    assert body["inputs"]["items"][0]["counts"] == source.iloc[:, 0].astype(int).tolist()
     # A from-reference sample is drawn around the reference's library size (no total_count given).
     assert abs(expression["etoh_1"].sum() / aligned.sum() - 1) < 0.25

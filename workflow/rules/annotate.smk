@@ -65,9 +65,7 @@ rule write_annotate_queries:
         "../envs/synthbio.yaml"
     params:
         entry=lambda wildcards: ANNOTATIONS[wildcards.name],
-        model_id=lambda wildcards: PREDICT_METADATA_MODELS[
-            ANNOTATIONS[wildcards.name].modality
-        ],
+        model_id=lambda wildcards: ANNOTATIONS[wildcards.name].model_id,
         batch=config["predict_metadata_batch"],
         seed=config["defaults"].get("seed"),
     script:
@@ -89,9 +87,7 @@ rule annotate:
     resources:
         synthbio_api=config["queries_per_job"],
     params:
-        model_id=lambda wildcards: PREDICT_METADATA_MODELS[
-            ANNOTATIONS[wildcards.name].modality
-        ],
+        model_id=lambda wildcards: ANNOTATIONS[wildcards.name].model_id,
         base_url=config["api_base_url"],
         ticket_dir=lambda wildcards, output: os.path.join(
             os.path.dirname(output.summary), ".tickets"

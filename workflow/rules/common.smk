@@ -365,7 +365,7 @@ def reference_conditions(group):
 def gene_order_groups():
     """The output groups whose gene order the run needs: reference rows or annotate files."""
     wanted = {c.group for c in CONDITIONS.values() if c.is_reference}
-    wanted |= {entry.modality for entry in ANNOTATIONS.values()}
+    wanted |= {entry.group for entry in ANNOTATIONS.values()}
     return [g for g in OUTPUT_GROUPS if g in wanted]
 
 
@@ -406,7 +406,7 @@ def gene_order_checks(wildcards):
         "table": config["conditions"],
         "group": group,
         "conditions": reference_conditions(group),
-        "annotations": [a for a in ANNOTATIONS.values() if a.modality == group],
+        "annotations": [a for a in ANNOTATIONS.values() if a.group == group],
     }
 
 
@@ -449,7 +449,7 @@ if workflow.is_main_process and (
             if config["outputs"]["predicted_metadata"]
         },
         {
-            name: (entry.modality, len(_files.open(entry.path).samples))
+            name: (entry.modality, len(_files.open(entry.path).samples), entry.model_id)
             for name, entry in ANNOTATIONS.items()
         },
         config["predict_metadata_batch"],
@@ -458,6 +458,7 @@ if workflow.is_main_process and (
     # The budget guard again, with metadata prediction's samples (before any job buys them).
     if RUNS_JOBS or workflow.output_settings.dryrun:
         _modality_of = {m: modality for modality, m in PREDICT_METADATA_MODELS.items()}
+        _modality_of |= {a.model_id: a.modality for a in ANNOTATIONS.values()}
         _over = budget_problem(
             with_purchases(
                 PURCHASES,
@@ -622,7 +623,7 @@ def get_alignment_inputs(wildcards):
 
 def get_annotate_inputs(wildcards):
     entry = ANNOTATIONS[wildcards.name]
-    return {"counts": local(entry.path), "gene_order": gene_order_input(entry.modality)}
+    return {"counts": local(entry.path), "gene_order": gene_order_input(entry.group)}
 
 
 def get_metadata_in_flight(wildcards):

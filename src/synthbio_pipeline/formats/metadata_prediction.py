@@ -2,9 +2,11 @@
 
 A metadata-prediction model (``gem-1-{bulk,sc}_predict-metadata``) answers one output per
 input counts vector, each with ``metadata`` (the predicted value per field) and
-``classifier_probs`` (field -> value -> probability). :func:`write_prediction_part` streams
-one result (:func:`~synthbio_pipeline.formats.result_json.open_result`: one output in memory at
-a time) into two files:
+``classifier_probs`` (field -> value -> probability); GEM-2's ``predict-metadata`` names them
+``predicted_metadata`` and ``classifier_probabilities`` (its ``latents.encoded`` is not kept
+here). :func:`write_prediction_part` streams one result
+(:func:`~synthbio_pipeline.formats.result_json.open_result`: one output in memory at a time)
+into two files:
 
 - ``predicted_metadata.parquet``: one row per sample, ``sample_id`` then one text column per
   predicted field (in the API's key order, then others by name);
@@ -96,8 +98,10 @@ def write_prediction_part(
     probs: list[tuple[str, str, str, float]] = []
     with open_result(result_path, expected_samples=len(sample_ids)) as reader:
         for index, sample in enumerate(reader.samples()):
-            rows.append(sample.metadata)
-            probs.extend(_probability_rows(sample_ids[index], sample.extra.get("classifier_probs"), index))
+            # GEM-2 names them predicted_metadata and classifier_probabilities; GEM-1 metadata and classifier_probs.
+            predicted = sample.predicted_metadata
+            rows.append(predicted if predicted is not None else sample.metadata)
+            probs.extend(_probability_rows(sample_ids[index], sample.classifier_probabilities, index))
         backend = backend_of(reader.model_version, reader.top_level)
         model_version = reader.model_version
     label = {"backend": backend, "model_id": model_id, "model_version": _text(model_version)}

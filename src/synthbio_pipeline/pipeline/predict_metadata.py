@@ -38,8 +38,10 @@ from synthbio_pipeline.pipeline.references import (
     overlap_problem,
     values_problem,
 )
+from synthbio_pipeline.vocabulary.families import PREDICT_METADATA, gem2_model, is_gem2
+from synthbio_pipeline.vocabulary.gem2 import gem2_body
 from synthbio_pipeline.vocabulary.models import PREDICT_METADATA_MODELS
-from synthbio_pipeline.vocabulary.query import to_wire
+from synthbio_pipeline.vocabulary.query import CLIENT_SOURCE, to_wire
 
 logger = logging.getLogger(__name__)
 
@@ -54,20 +56,34 @@ def chunk_names(n_samples: int, batch: int) -> list[str]:
     return [f"{i:04d}" for i in range(1, -(-n_samples // batch) + 1)]
 
 
-def prediction_body(model_id: str, counts: Sequence[np.ndarray], seed: int | None = None) -> dict[str, Any]:
-    """The wire body of a metadata-prediction query of these counts vectors."""
+def prediction_body(
+    model_id: str, counts: Sequence[np.ndarray], seed: int | None = None, modality: str | None = None
+) -> dict[str, Any]:
+    """The wire body of a metadata-prediction query of these counts vectors (a GEM-2 model's
+    in GEM-2's shape: operation ``predict-metadata``, one item of ``counts`` per sample)."""
+    if is_gem2(model_id):
+        row = gem2_model(model_id)
+        return gem2_body(
+            PREDICT_METADATA,
+            (row.modality if row is not None else None) or modality,
+            [{"counts": c.astype(np.int64).tolist()} for c in counts],
+            seed=seed,
+            source=CLIENT_SOURCE,
+        )
     query: dict[str, Any] = {"model_id": model_id, "inputs": [{"counts": c.astype(np.int64).tolist()} for c in counts]}
     if seed is not None:
         query["seed"] = seed
     return to_wire(query, validate=False)[1]
 
 
-def _write(out: Path, samples_out, chunks: Iterator[tuple[list[str], list[np.ndarray]]], model_id, seed, batch):
+def _write(
+    out: Path, samples_out, chunks: Iterator[tuple[list[str], list[np.ndarray]]], model_id, seed, batch, modality=None
+):
     out.mkdir(parents=True, exist_ok=True)
     samples: dict[str, list[str]] = {}
     for index, (ids, counts) in enumerate(chunks, start=1):
         name = f"{index:04d}"
-        body = prediction_body(model_id, counts, seed)
+        body = prediction_body(model_id, counts, seed, modality)
         with atomic_path(out / f"{name}.json") as temporary:
             temporary.write_text(json.dumps(body, separators=(",", ":")) + "\n")
         samples[name] = ids
@@ -144,18 +160,19 @@ def queries_from_counts_file(
                 counts.append(alignment.counts)
             yield names, counts
 
-    samples = _write(Path(out), samples_out, chunks(), model_id, seed, batch)
+    samples = _write(Path(out), samples_out, chunks(), model_id, seed, batch, annotation.modality)
     log.info("%s: %d samples of %s; least covered: %s", where, len(source.samples), source.path, least[0].describe())
     return samples
 
 
 def planned_predictions(
-    generated: Mapping[str, int], annotated: Mapping[str, tuple[str, int]], batch: int = DEFAULT_BATCH
+    generated: Mapping[str, int], annotated: Mapping[str, tuple], batch: int = DEFAULT_BATCH
 ) -> list[tuple[str, str, int, int]]:
     """What metadata prediction asks for: ``(model id, what, queries, samples)`` per source.
 
     ``generated``: modality -> samples the run generates (``outputs.predicted_metadata``);
-    ``annotated``: annotate name -> (modality, samples in its file). Each query is paid for, like
+    ``annotated``: annotate name -> (modality, samples in its file[, model id: default the
+    modality's GEM-1 metadata-prediction model]). Each query is paid for, like
     the rows' own (the budget guard counts these with them).
     """
     plan = []
@@ -164,8 +181,9 @@ def planned_predictions(
             plan.append(
                 (PREDICT_METADATA_MODELS[modality], f"{modality} samples", len(chunk_names(samples, batch)), samples)
             )
-    for name, (modality, samples) in annotated.items():
-        plan.append((PREDICT_METADATA_MODELS[modality], f"annotate {name}", len(chunk_names(samples, batch)), samples))
+    for name, (modality, samples, *model) in annotated.items():
+        model_id = model[0] if model else PREDICT_METADATA_MODELS[modality]
+        plan.append((model_id, f"annotate {name}", len(chunk_names(samples, batch)), samples))
     return plan
 
 

@@ -57,9 +57,23 @@ from synthbio_pipeline.files import atomic_path
 from synthbio_pipeline.formats.references import CountsFile, CountsFileError, open_counts
 from synthbio_pipeline.pipeline.conditions import Condition, TableProblem
 from synthbio_pipeline.pipeline.runner import load_ticket, run_prediction
-from synthbio_pipeline.vocabulary.families import GEM2_MODALITIES, gem2_model, is_gem2, output_group
+from synthbio_pipeline.vocabulary.families import (
+    GEM2,
+    GEM2_MODALITIES,
+    GEM2_MODEL_IDS,
+    PREDICT_METADATA,
+    gem2_model,
+    is_gem2,
+    output_group,
+)
 from synthbio_pipeline.vocabulary.gem2 import example_gem2_query
-from synthbio_pipeline.vocabulary.models import MEAN_ESTIMATION, MODALITY_MODELS, get_model, is_known_model
+from synthbio_pipeline.vocabulary.models import (
+    MEAN_ESTIMATION,
+    MODALITY_MODELS,
+    PREDICT_METADATA_MODELS,
+    get_model,
+    is_known_model,
+)
 from synthbio_pipeline.vocabulary.query import get_valid_query, to_wire
 from synthbio_pipeline.vocabulary.words import did_you_mean, quoted
 
@@ -333,6 +347,28 @@ class Annotation:
     path: str
     modality: str
     index: int
+    #: The metadata-prediction model (the config's ``model``; default: the modality's GEM-1 one).
+    model_id: str = ""
+
+    def __post_init__(self):
+        if not self.model_id:
+            object.__setattr__(self, "model_id", PREDICT_METADATA_MODELS[self.modality])
+
+    @property
+    def group(self) -> str:
+        """The output group whose gene order its counts are aligned to (``bulk``, ``gem-2-bulk``)."""
+        return output_group(self.model_id, self.modality)
+
+
+def annotation_models(modality: str) -> list[str]:
+    """The metadata-prediction models an ``annotate:`` entry of ``modality`` may name: GEM-1's,
+    then GEM-2's (``gem-2``, and its predict-metadata ids of the modality, ensembles included)."""
+    gem2 = [
+        row.model_id
+        for row in GEM2_MODEL_IDS.values()
+        if row.operation == PREDICT_METADATA and row.modality == modality
+    ]
+    return [PREDICT_METADATA_MODELS[modality], GEM2, *gem2]
 
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
@@ -348,7 +384,16 @@ def read_annotations(entries: Sequence[Mapping[str, Any]] | None) -> list[Annota
         elif name in seen:
             problems.append(f"annotate[{index}]: name {name!r} is used twice")
         seen.add(name)
-        found.append(Annotation(name, str(entry["path"]), str(entry["modality"]), index))
+        modality = str(entry["modality"])
+        model_id = str(entry.get("model") or PREDICT_METADATA_MODELS[modality])
+        allowed = annotation_models(modality)
+        if model_id not in allowed:
+            hint = did_you_mean(model_id, allowed)
+            problems.append(
+                f"annotate[{index}] ({name!r}): model {model_id!r} does not predict {modality} metadata"
+                f"{hint or f'; one of {quoted(allowed)}'}"
+            )
+        found.append(Annotation(name, str(entry["path"]), modality, index, model_id))
     if problems:
         raise ReferenceError("the config's annotate list has problems; nothing was sent:\n- " + "\n- ".join(problems))
     return found
@@ -381,7 +426,7 @@ def annotation_problems(
         if problem:
             problems.append(f"{where}: {source.path}: {problem}")
             continue
-        gene_order = gene_orders.get(entry.modality)
+        gene_order = gene_orders.get(entry.group)
         for sample, values in iter_samples(source, limit=first):
             problem = values_problem(values, source.genes)
             if problem is None and gene_order is not None:
@@ -645,6 +690,7 @@ __all__ = [
     "CountsFiles",
     "ReferenceError",
     "align",
+    "annotation_models",
     "annotation_problems",
     "gene_order_model",
     "gene_order_path",
