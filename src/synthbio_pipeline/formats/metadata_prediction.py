@@ -96,7 +96,8 @@ def write_prediction_part(
     """
     rows: list[dict[str, Any]] = []
     probs: list[tuple[str, str, str, float]] = []
-    with open_result(result_path, expected_samples=len(sample_ids)) as reader:
+    # GEM-2 predict-metadata outputs carry no counts: none are needed here.
+    with open_result(result_path, expected_samples=len(sample_ids), require_counts=False) as reader:
         for index, sample in enumerate(reader.samples()):
             # GEM-2 names them predicted_metadata and classifier_probabilities; GEM-1 metadata and classifier_probs.
             predicted = sample.predicted_metadata

@@ -59,6 +59,7 @@ from synthbio_pipeline.files import atomic_path
 from synthbio_pipeline.formats.arrow_stream import write_arrow_part
 from synthbio_pipeline.formats.metadata_prediction import merge_prediction_parts, write_prediction_part
 from synthbio_pipeline.formats.parquet import merge_latents, merge_parts, write_part
+from synthbio_pipeline.vocabulary.families import GEM2, PREDICT_METADATA, gem2_operation, is_gem2
 from synthbio_pipeline.vocabulary.models import get_model, is_known_model
 
 logger = logging.getLogger(__name__)
@@ -157,8 +158,11 @@ def load_ambiguous(ticket_path: Path) -> dict | None:
 METADATA_PREDICTION = "metadata-prediction"
 
 
-def result_kind(model_id: str) -> str:
-    """``expression``, or ``metadata-prediction`` for a metadata-prediction model."""
+def result_kind(model_id: str, body: Any = None) -> str:
+    """``expression``, or ``metadata-prediction`` for a metadata-prediction model (GEM-2's
+    ``predict-metadata`` too: ``gem-2`` names its operation in ``body``)."""
+    if is_gem2(model_id):
+        return METADATA_PREDICTION if gem2_operation(model_id, body) == PREDICT_METADATA else "expression"
     return get_model(model_id).result_kind if is_known_model(model_id) else "expression"
 
 
@@ -289,7 +293,7 @@ def run_prediction(
     digest = body_sha256(body)
     url_rules = {"allowed_http_hosts": tuple(allowed_http_hosts), "send_token_over_http": send_token_over_http}
     if self_hosted_enabled(self_hosted):
-        if result_kind(model_id) == METADATA_PREDICTION:
+        if result_kind(model_id, body) == METADATA_PREDICTION:
             raise ValueError(f"{model_id} predicts metadata: the self-hosted path writes expression parts only")
         if expression_out is None or metadata_out is None:
             raise ValueError(f"{model_id} generates expression: give expression_out and metadata_out")
@@ -308,7 +312,7 @@ def run_prediction(
             latents_out=latents_out,
             **url_rules,
         )
-    if result_kind(model_id) == METADATA_PREDICTION:
+    if result_kind(model_id, body) == METADATA_PREDICTION:
         if predicted_out is None or probs_out is None or sample_ids is None:
             raise ValueError(f"{model_id} predicts metadata: give predicted_out, probs_out and sample_ids")
         first = predicted_out
@@ -629,7 +633,10 @@ def run_batch(
     names = [query.condition for query in queries]
     if len(set(names)) != len(names):
         raise ValueError(f"a batch lists a condition twice: {sorted({n for n in names if names.count(n) > 1})}")
-    kinds = {result_kind(query.model_id) for query in queries}
+    kinds = {
+        result_kind(query.model_id, json.loads(Path(query.query_path).read_text()) if query.model_id == GEM2 else None)
+        for query in queries
+    }
     if len(kinds) != 1:
         raise ValueError("a batch mixes metadata-prediction and expression models; run them as separate batches")
     kind = kinds.pop()
