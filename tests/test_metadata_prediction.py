@@ -17,11 +17,12 @@ from synthbio_pipeline.formats.parquet import merge_parts, write_part
 from synthbio_pipeline.formats.result_json import to_frames
 from synthbio_pipeline.pipeline.predict_metadata import (
     chunk_names,
+    prediction_body,
     queries_from_counts_file,
     queries_from_expression,
 )
 from synthbio_pipeline.pipeline.references import Annotation, ReferenceError
-from synthbio_pipeline.pipeline.runner import BatchQuery, run_batch
+from synthbio_pipeline.pipeline.runner import BatchQuery, result_kind, run_batch
 
 GENES = [f"ENSG{i:011d}" for i in range(1, 21)]
 
@@ -81,6 +82,49 @@ def test_a_prediction_result_becomes_two_parts(tmp_path):
     # The same values as the vendor-style frames of the same document.
     frames = to_frames(result, result_kind="metadata-prediction")
     assert frames["metadata"]["sex"].tolist() == predicted["sex"].tolist()
+
+
+def test_a_gem2_prediction_result_is_read_by_gem2s_field_names(tmp_path):
+    """GEM-2 predict-metadata: predicted_metadata, classifier_probabilities, latents.encoded, no counts."""
+    document = {
+        "gene_order": GENES,
+        "model_version": "emulator-2",
+        "outputs": [
+            {
+                "predicted_metadata": {"tissue": "liver", "sex": "female"},
+                "classifier_probabilities": {"tissue": {"liver": 0.7, "lung": 0.3}},
+                "latents": {"encoded": [0.1, 0.2]},
+            }
+        ],
+    }
+    (tmp_path / "r.json").write_text(json.dumps(document))
+    write_prediction_part(
+        tmp_path / "r.json",
+        sample_ids=["d0"],
+        model_id="gem-2-bulk_predict-metadata",
+        query_id="q",
+        predicted_out=tmp_path / "p.parquet",
+        probs_out=tmp_path / "c.parquet",
+    )
+    assert pq.read_table(tmp_path / "p.parquet").to_pydict() == {
+        "sample_id": ["d0"],
+        "sex": ["female"],
+        "tissue": ["liver"],
+    }
+    probs = pd.read_parquet(tmp_path / "c.parquet")
+    assert probs.set_index("value").probability.to_dict() == {"liver": 0.7, "lung": 0.3}
+
+
+def test_gem2_metadata_prediction_bodies_and_result_kinds(tmp_path):
+    counts = [np.array([1, 0, 4]), np.array([2, 2, 2])]
+    body = prediction_body("gem-2-sc_metadata-ensemble", counts, seed=3)
+    assert body["operation"] == "predict-metadata" and body["options"] == {"seed": 3}
+    assert body["inputs"]["modality"] == "single-cell"
+    assert body["inputs"]["items"] == [{"counts": [1, 0, 4]}, {"counts": [2, 2, 2]}]
+    assert prediction_body("gem-2", counts, modality="bulk")["inputs"]["modality"] == "bulk"
+    assert result_kind("gem-2-bulk_predict-metadata") == result_kind("gem-1-bulk_predict-metadata")
+    assert result_kind("gem-2", body) == "metadata-prediction"
+    assert result_kind("gem-2", {"operation": "autoencode"}) == result_kind("gem-2-bulk_autoencode") == "expression"
 
 
 @pytest.mark.parametrize("bad", [1.5, -0.1, "high", float("nan")])

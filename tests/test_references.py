@@ -381,6 +381,13 @@ def test_reference_columns_and_options_are_checked_per_cell(tmp_path, header, ro
 def test_annotate_entries_and_their_files_are_checked(tmp_path):
     entries = read_annotations([{"name": "mine", "path": "mine.tsv", "modality": "bulk"}])
     assert entries == [Annotation("mine", "mine.tsv", "bulk", 0)]
+    assert entries[0].model_id == "gem-1-bulk_predict-metadata" and entries[0].group == "bulk"
+    (gem2,) = read_annotations([{"name": "g", "path": "x", "modality": "single-cell", "model": "gem-2-sc_metadata"}])
+    assert (gem2.model_id, gem2.group) == ("gem-2-sc_metadata", "gem-2-single-cell")
+    with pytest.raises(ReferenceError, match="does not predict bulk metadata; did you mean 'gem-2-bulk_metadata'"):
+        read_annotations([{"name": "a", "path": "x", "modality": "bulk", "model": "gem-2-sc_metadata"}])
+    with pytest.raises(ReferenceError, match="gem-2-bulk_autoencode' does not predict"):
+        read_annotations([{"name": "a", "path": "x", "modality": "bulk", "model": "gem-2-bulk_autoencode"}])
     with pytest.raises(ReferenceError, match="used twice"):
         read_annotations([{"name": "a", "path": "x", "modality": "bulk"}] * 2)
     tsv(tmp_path / "mine.tsv")
