@@ -144,7 +144,8 @@ def test_gem2_reference_and_autoencode_rows_send_aligned_counts(make_emulator, e
     """GEM-2 reference rows (a from-reference id, an ensemble member, gem-2 with the operation)
     and an autoencode row: GEM-2's gene order is learned once (its own cache file), each
     reference aligned to it and sent in the item's counts; outputs in the GEM-2 group with the
-    reference's provenance, and autoencode's release and VAE run per sample."""
+    reference's provenance, and autoencode's release and VAE run per sample. GEM-2's
+    predict-metadata annotates a file of one's own and the GEM-2 group's samples."""
     emulator = make_emulator(genes=GENES, latency=0.1)
     earlier = tmp_path / "earlier"
     earlier.mkdir()
@@ -175,13 +176,16 @@ def test_gem2_reference_and_autoencode_rows_send_aligned_counts(make_emulator, e
         )
     )
     annotate = [{"name": "mine", "path": "refs/mine.tsv", "modality": "bulk", "model": "gem-2-bulk_predict-metadata"}]
-    configfile = workdir_with(work, table, batch_size=2, annotate=annotate, predict_metadata_batch=2)
+    configfile = workdir_with(
+        work, table, outputs={"predicted_metadata": True}, batch_size=2, annotate=annotate, predict_metadata_batch=2
+    )
     before = sum(emulator.stats()["submissions"].values())
     run = run_workflow(work, configfile, emulator, emulator_token)
     assert run.returncode == 0, output_of(run)
-    # 5 conditions, 3 annotated samples in 2 queries, and the gene order: the earlier run's
-    # results are not this workdir's, so one sample of gem-2-bulk is bought to learn it.
-    assert sum(emulator.stats()["submissions"].values()) - before == 5 + 2 + 1
+    # 5 conditions, 3 annotated samples in 2 queries, the 6 generated samples' metadata in 3,
+    # and the gene order: the earlier run's results are not this workdir's, so one sample of
+    # gem-2-bulk is bought to learn it.
+    assert sum(emulator.stats()["submissions"].values()) - before == 5 + 2 + 3 + 1
     cache = next((work / "resources/gene_order").glob("*/gem-2-bulk.json"))
     cached = json.loads(cache.read_text())
     assert cached["genes"] == genes and "one-sample query of gem-2-bulk" in cached["source"]
@@ -224,5 +228,14 @@ def test_gem2_reference_and_autoencode_rows_send_aligned_counts(make_emulator, e
     body = json.loads(query.read_text())
     assert body["operation"] == "predict-metadata" and len(body["inputs"]["items"]) == 2
     assert body["inputs"]["items"][0]["counts"] == source.iloc[:, 0].astype(int).tolist()
+    # outputs: predicted_metadata: the GEM-2 group's samples, by GEM-2's predict-metadata.
+    predicted = pd.read_parquet(results / "predicted_metadata.parquet")
+    assert predicted["sample_id"].tolist() == ids
+    label = json.loads(pq.read_schema(results / "classifier_probs.parquet").metadata[b"synthbio"])
+    assert label["model_id"] == "gem-2-bulk_predict-metadata"
+    (query,) = (work / "results/queries/gem-2-bulk/predicted_metadata").glob("0001.json")
+    body = json.loads(query.read_text())
+    assert body["operation"] == "predict-metadata" and body["inputs"]["modality"] == "bulk"
+    assert body["inputs"]["items"][0]["counts"] == expression["plain_1"].tolist()
     # A from-reference sample is drawn around the reference's library size (no total_count given).
     assert abs(expression["etoh_1"].sum() / aligned.sum() - 1) < 0.25

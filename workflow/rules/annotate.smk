@@ -1,44 +1,45 @@
 # Metadata prediction (config/README.md, "Metadata prediction"): of every generated
 # sample (outputs: predicted_metadata) and of users' own counts files (annotate:), with
-# the modality's predict-metadata model, predict_metadata_batch samples per query. Each
+# the output group's predict-metadata model (GEM-1's or GEM-2's; an annotate entry's model), predict_metadata_batch samples per query. Each
 # query is paid for.
 
 
 rule write_metadata_queries:
     input:
-        expression="results/{modality}/expression.parquet",
+        expression="results/{group}/expression.parquet",
     output:
-        queries=directory("results/queries/{modality}/predicted_metadata"),
-        samples="results/queries/{modality}/predicted_metadata.samples.json",
+        queries=directory("results/queries/{group}/predicted_metadata"),
+        samples="results/queries/{group}/predicted_metadata.samples.json",
     log:
-        "logs/queries/{modality}/predicted_metadata.log",
+        "logs/queries/{group}/predicted_metadata.log",
     localrule: True
     conda:
         "../envs/synthbio.yaml"
     params:
-        model_id=lambda wildcards: PREDICT_METADATA_MODELS[wildcards.modality],
+        model_id=lambda wildcards: group_metadata_model(wildcards.group),
         batch=config["predict_metadata_batch"],
         seed=config["defaults"].get("seed"),
+        modality=lambda wildcards: group_modality(wildcards.group),
     script:
         "../scripts/write_metadata_queries.py"
 
 
 rule predict_metadata:
     input:
-        queries="results/queries/{modality}/predicted_metadata",
-        samples="results/queries/{modality}/predicted_metadata.samples.json",
+        queries="results/queries/{group}/predicted_metadata",
+        samples="results/queries/{group}/predicted_metadata.samples.json",
     output:
-        predicted_metadata="results/{modality}/predicted_metadata.parquet",
-        classifier_probs="results/{modality}/classifier_probs.parquet",
-        summary="results/predictions/{modality}/predicted_metadata/summary.json",
+        predicted_metadata="results/{group}/predicted_metadata.parquet",
+        classifier_probs="results/{group}/classifier_probs.parquet",
+        summary="results/predictions/{group}/predicted_metadata/summary.json",
     log:
-        "logs/predict/{modality}/predicted_metadata.log",
+        "logs/predict/{group}/predicted_metadata.log",
     localrule: True
     threads: 1
     resources:
         synthbio_api=get_metadata_in_flight,
     params:
-        model_id=lambda wildcards: PREDICT_METADATA_MODELS[wildcards.modality],
+        model_id=lambda wildcards: group_metadata_model(wildcards.group),
         base_url=config["api_base_url"],
         ticket_dir=lambda wildcards, output: os.path.join(
             os.path.dirname(output.summary), ".tickets"
@@ -68,6 +69,7 @@ rule write_annotate_queries:
         model_id=lambda wildcards: ANNOTATIONS[wildcards.name].model_id,
         batch=config["predict_metadata_batch"],
         seed=config["defaults"].get("seed"),
+        modality=lambda wildcards: ANNOTATIONS[wildcards.name].modality,
     script:
         "../scripts/write_metadata_queries.py"
 

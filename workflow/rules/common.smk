@@ -28,6 +28,7 @@ from synthbio_pipeline.pipeline.conditions import (
 )
 from synthbio_pipeline.pipeline.predict_metadata import (
     describe_plan,
+    group_metadata_model,
     planned_predictions,
 )
 from synthbio_pipeline.pipeline.provenance import provenance_labels
@@ -276,13 +277,15 @@ if RUNS_JOBS or workflow.output_settings.dryrun:
 # Before any job: the API answers, takes the token and has every model the table needs.
 if RUNS_JOBS:
     # The rows' models, and metadata prediction's (outputs: predicted_metadata, annotate).
-    _predicting = {e["modality"] for e in config["annotate"]}
+    _predicting = {
+        e.get("model") or PREDICT_METADATA_MODELS[e["modality"]]
+        for e in config["annotate"]
+    }
     if config["outputs"]["predicted_metadata"]:
-        _predicting |= {c.modality for c in CONDITIONS.values() if not c.is_gem2}
+        _predicting |= {group_metadata_model(c.group) for c in CONDITIONS.values()}
     problem = service_problem(
         config["api_base_url"],
-        {c.model_id for c in CONDITIONS.values()}
-        | {PREDICT_METADATA_MODELS[m] for m in _predicting},
+        {c.model_id for c in CONDITIONS.values()} | _predicting,
         self_hosted=SELF_HOSTED,
         allowed_http_hosts=config["allowed_http_hosts"],
         send_token_over_http=config["send_token_over_http"],
@@ -417,9 +420,9 @@ def gene_order_checks(wildcards):
 # be bought (the first reference run against a service), the gene_order job checks the
 # overlap before any reference or annotate query is written. Only the main process reads
 # the files.
-def samples_of(modality):
-    """The samples of a modality's GEM-1 rows (those metadata prediction reads)."""
-    return sum(c.num_samples for c in CONDITIONS.values() if c.group == modality)
+def samples_of(group):
+    """The samples of an output group's rows (those metadata prediction reads)."""
+    return sum(c.num_samples for c in CONDITIONS.values() if c.group == group)
 
 
 _files = CountsFiles()
@@ -444,8 +447,8 @@ if workflow.is_main_process and (
 ):
     _plan = planned_predictions(
         {
-            m: samples_of(m)
-            for m in MODALITIES
+            g: samples_of(g)
+            for g in OUTPUT_GROUPS
             if config["outputs"]["predicted_metadata"]
         },
         {
@@ -457,7 +460,9 @@ if workflow.is_main_process and (
     print(describe_plan(_plan), file=sys.stderr)
     # The budget guard again, with metadata prediction's samples (before any job buys them).
     if RUNS_JOBS or workflow.output_settings.dryrun:
-        _modality_of = {m: modality for modality, m in PREDICT_METADATA_MODELS.items()}
+        _modality_of = {
+            group_metadata_model(g): group_modality(g) for g in OUTPUT_GROUPS
+        }
         _modality_of |= {a.model_id: a.modality for a in ANNOTATIONS.values()}
         _over = budget_problem(
             with_purchases(
@@ -513,7 +518,7 @@ def final_outputs():
     """The merged pair of every output group in the table (never bulk and single-cell
     mixed, never GEM-1 and GEM-2 mixed), and the files `outputs` asks for."""
     present = present_groups()
-    # The GEM-1 groups (named by their modality): references and metadata prediction are GEM-1's.
+    # The GEM-1 groups (named by their modality): the reference reports are GEM-1's.
     gem1 = [g for g in present if g in MODALITIES]
     outputs = config["outputs"]
     targets = expand(
@@ -538,8 +543,8 @@ def final_outputs():
     ]
     if outputs["predicted_metadata"]:
         targets += expand(
-            "results/{modality}/{table}.parquet",
-            modality=gem1,
+            "results/{group}/{table}.parquet",
+            group=present,
             table=["predicted_metadata", "classifier_probs"],
         )
     targets += expand(
@@ -627,8 +632,8 @@ def get_annotate_inputs(wildcards):
 
 
 def get_metadata_in_flight(wildcards):
-    """Queries the metadata-prediction job of a modality keeps in flight."""
-    chunks = -(-samples_of(wildcards.modality) // config["predict_metadata_batch"])
+    """Queries the metadata-prediction job of an output group keeps in flight."""
+    chunks = -(-samples_of(wildcards.group) // config["predict_metadata_batch"])
     return max(1, min(chunks, config["queries_per_job"]))
 
 

@@ -23,9 +23,10 @@ def main():
         "batch": int(snakemake.params.batch),
         "seed": snakemake.params.seed,
     }
+    modality = snakemake.params.get("modality")
     out, samples_out = snakemake.output.queries, snakemake.output.samples
     if snakemake.input.get("expression"):
-        samples = queries_from_expression(snakemake.input.expression, out, samples_out, **options)
+        samples = queries_from_expression(snakemake.input.expression, out, samples_out, modality=modality, **options)
     else:
         samples = queries_from_counts_file(
             snakemake.params.entry,

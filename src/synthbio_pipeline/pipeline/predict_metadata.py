@@ -38,7 +38,14 @@ from synthbio_pipeline.pipeline.references import (
     overlap_problem,
     values_problem,
 )
-from synthbio_pipeline.vocabulary.families import PREDICT_METADATA, gem2_model, is_gem2
+from synthbio_pipeline.vocabulary.families import (
+    GEM2,
+    GEM2_MODALITIES,
+    PREDICT_METADATA,
+    gem2_model,
+    group_modality,
+    is_gem2,
+)
 from synthbio_pipeline.vocabulary.gem2 import gem2_body
 from synthbio_pipeline.vocabulary.models import PREDICT_METADATA_MODELS
 from synthbio_pipeline.vocabulary.query import CLIENT_SOURCE, to_wire
@@ -49,6 +56,15 @@ logger = logging.getLogger(__name__)
 #: each input is a whole counts vector (44,590 numbers, about 200 kB of JSON for bulk), so 50 make a
 #: request of about 10 MB.
 DEFAULT_BATCH = 50
+
+
+def group_metadata_model(group: str) -> str:
+    """The model predicting the metadata of an output group's samples (``outputs:
+    predicted_metadata``): the modality's GEM-1 one, or GEM-2's ``gem-2-{bulk,sc}_predict-metadata``."""
+    if group in PREDICT_METADATA_MODELS:
+        return PREDICT_METADATA_MODELS[group]
+    word = {modality: word for word, modality in GEM2_MODALITIES.items()}[group_modality(group)]
+    return f"{GEM2}-{word}_{PREDICT_METADATA}"
 
 
 def chunk_names(n_samples: int, batch: int) -> list[str]:
@@ -100,8 +116,10 @@ def queries_from_expression(
     model_id: str,
     batch: int = DEFAULT_BATCH,
     seed: int | None = None,
+    modality: str | None = None,
 ) -> dict[str, list[str]]:
-    """Queries predicting the metadata of every sample of a merged expression file (counts)."""
+    """Queries predicting the metadata of every sample of a merged expression file (counts);
+    ``modality``: for ``gem-2``, whose id names none."""
     source = pq.ParquetFile(expression)
     label = json.loads((source.schema_arrow.metadata or {}).get(b"synthbio", b"{}"))
     if label.get("values") not in (None, "counts"):
@@ -114,7 +132,7 @@ def queries_from_expression(
             table = source.read(columns=names)
             yield names, [table.column(name).to_numpy() for name in names]
 
-    return _write(Path(out), samples_out, chunks(), model_id, seed, batch)
+    return _write(Path(out), samples_out, chunks(), model_id, seed, batch, modality)
 
 
 def queries_from_counts_file(
@@ -170,17 +188,15 @@ def planned_predictions(
 ) -> list[tuple[str, str, int, int]]:
     """What metadata prediction asks for: ``(model id, what, queries, samples)`` per source.
 
-    ``generated``: modality -> samples the run generates (``outputs.predicted_metadata``);
+    ``generated``: output group -> samples the run generates (``outputs.predicted_metadata``);
     ``annotated``: annotate name -> (modality, samples in its file[, model id: default the
     modality's GEM-1 metadata-prediction model]). Each query is paid for, like
     the rows' own (the budget guard counts these with them).
     """
     plan = []
-    for modality, samples in generated.items():
+    for group, samples in generated.items():
         if samples:
-            plan.append(
-                (PREDICT_METADATA_MODELS[modality], f"{modality} samples", len(chunk_names(samples, batch)), samples)
-            )
+            plan.append((group_metadata_model(group), f"{group} samples", len(chunk_names(samples, batch)), samples))
     for name, (modality, samples, *model) in annotated.items():
         model_id = model[0] if model else PREDICT_METADATA_MODELS[modality]
         plan.append((model_id, f"annotate {name}", len(chunk_names(samples, batch)), samples))
@@ -199,6 +215,7 @@ def describe_plan(plan: Sequence[tuple[str, str, int, int]]) -> str:
 __all__ = [
     "DEFAULT_BATCH",
     "chunk_names",
+    "group_metadata_model",
     "describe_plan",
     "planned_predictions",
     "prediction_body",
