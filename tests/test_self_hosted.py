@@ -339,9 +339,9 @@ def test_a_trickling_stream_stops_at_the_deadline(server, tmp_path):
     data = arrow_stream(rows=40, batch_rows=5)
 
     def trickle():
-        for start in range(0, len(data), 64):
+        for offset in range(0, len(data), 64):
             time.sleep(0.1)  # well within the read timeout, far past the deadline in total
-            yield data[start : start + 64]
+            yield data[offset : offset + 64]
 
     server.answer("POST", "/api/models/gem-1-bulk/predict", (200, {"Content-Type": ARROW}, trickle()))
     limits = DownloadLimits(deadline_seconds=0.8)
