@@ -61,6 +61,8 @@ def merged(workdir: Path) -> dict[str, pd.DataFrame]:
         if (folder / "expression.parquet").exists():
             tables[f"{folder.name}/expression"] = pd.read_parquet(folder / "expression.parquet")
             tables[f"{folder.name}/metadata"] = pd.read_parquet(folder / "metadata.parquet").drop(columns="query_id")
+            if (folder / "latents.parquet").exists():  # outputs: latents
+                tables[f"{folder.name}/latents"] = pd.read_parquet(folder / "latents.parquet")
     return tables
 
 

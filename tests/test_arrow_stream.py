@@ -322,3 +322,49 @@ def test_the_benchmark_runs_small_and_passes(tmp_path):
     report = json.loads(figures.read_text())
     assert report["verify"]["ok"] and set(report["runs"]) >= {"json-part", "arrow-part"}
     assert all(run["peak_kb"] > 0 and run["wall_s"] >= 0 for run in report["runs"].values())
+
+
+@pytest.mark.parametrize(
+    "model_id, latent_names",
+    [
+        ("gem-2-bulk_autoencode", None),
+        ("gem-2", ["generated"]),
+        ("gem-2-sc_reference-conditioning", ["z_displacement", "z_ref", "z_target"]),
+    ],
+)
+def test_a_gem2_arrow_part_has_the_json_parts_metadata_and_latents(tmp_path, model_id, latent_names):
+    """The emulator's hosted JSON result and its self-hosted stream of one plan give the same parts:
+    autoencode's provenance (model_release_id, vae_run_id) in each sample's metadata row, and
+    the same latents under the same names (GEM-2's generated / z_*, not GEM-1's groups)."""
+    from synthbio_pipeline.emulator import gem2
+    from synthbio_pipeline.emulator.self_hosted import gem2_stream
+
+    genes = 120
+    body = gem2.example_query(model_id, genes)
+    request, problems = gem2.check(model_id, body, genes)
+    assert not problems, problems
+    plan = gem2.plan(request)
+    gem2.write_result(tmp_path / "result.json", plan, genes=genes)
+    data = b"".join(gem2_stream(plan, genes))
+    common = {"condition": "c1", "model_id": model_id, "query_id": "q-1", "body": body}
+    paths = {}
+    for path, source, write in (("j", tmp_path / "result.json", write_part), ("a", data, write_arrow_part)):
+        paths[path] = {kind: tmp_path / f"{path}{kind}.parquet" for kind in ("e", "m", "l")}
+        write(
+            source,
+            expression_out=paths[path]["e"],
+            metadata_out=paths[path]["m"],
+            latents_out=paths[path]["l"] if latent_names else None,
+            **common,
+        )
+    json_metadata, arrow_metadata = (pd.read_parquet(paths[p]["m"]) for p in ("j", "a"))
+    pd.testing.assert_frame_equal(arrow_metadata, json_metadata)
+    assert pq.read_table(paths["a"]["e"]).equals(pq.read_table(paths["j"]["e"]))
+    if latent_names is None:
+        assert {"model_release_id", "vae_run_id"} <= set(arrow_metadata.columns)
+        assert arrow_metadata["model_release_id"].notna().all() and arrow_metadata["vae_run_id"].notna().all()
+        assert (arrow_metadata["model_release_id"] == plan.release).all()
+        return
+    json_latents, arrow_latents = (pd.read_parquet(paths[p]["l"]) for p in ("j", "a"))
+    assert sorted(set(arrow_latents.columns) - {"sample_id"}) == latent_names
+    pd.testing.assert_frame_equal(arrow_latents, json_latents)

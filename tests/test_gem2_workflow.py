@@ -104,13 +104,16 @@ def test_self_hosted_run_gives_the_outputs_of_the_asynchronous_path(make_emulato
     hosted, container = tmp_path / "hosted", tmp_path / "container"
     hosted.mkdir(), container.mkdir()
     api = make_emulator(genes=GENES, latency=0.2)
-    run = run_workflow(hosted, workdir_with(hosted, MIXED), api, emulator_token)
+    run = run_workflow(hosted, workdir_with(hosted, MIXED, outputs={"latents": True}), api, emulator_token)
     assert run.returncode == 0, output_of(run)
 
     local = make_emulator(genes=GENES, latency=0.2, self_hosted=True, tokens=())
-    run = run_workflow(container, workdir_with(container, MIXED), local, None, env={"SYNTHESIZE_SELF_HOSTED": "1"})
+    configfile = workdir_with(container, MIXED, outputs={"latents": True})
+    run = run_workflow(container, configfile, local, None, env={"SYNTHESIZE_SELF_HOSTED": "1"})
     assert run.returncode == 0, output_of(run)
-    assert_same_outputs(hosted, container)
+    assert_same_outputs(hosted, container)  # latents.parquet included: the same latent names on both paths
+    latents = pd.read_parquet(container / "results" / "gem-2-bulk" / "latents.parquet")
+    assert list(latents.columns) == ["sample_id", "generated"] and latents["generated"].map(len).gt(0).all()
     logs = "".join(path.read_text() for path in (container / "logs" / "predict").rglob("*.log"))
     assert "self-hosted container" in logs and "submitted to" not in logs
     metadata = pd.read_parquet(container / "results" / "gem-2-bulk" / "metadata.parquet")

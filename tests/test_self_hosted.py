@@ -4,8 +4,10 @@ against the same server, for the same DataFrames)."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import socket
+import time
 
 import pandas as pd
 import pyarrow as pa
@@ -17,6 +19,7 @@ from scripted_server import ScriptedServer, start
 
 import synthbio_pipeline
 from synthbio_pipeline import errors
+from synthbio_pipeline.client.download import DownloadLimits
 from synthbio_pipeline.client.http import SynthesizeClient, check_base_url, token_may_travel
 from synthbio_pipeline.client.self_hosted import SelfHostedClient, self_hosted_enabled
 from synthbio_pipeline.formats.arrow_stream import arrow_to_frames
@@ -271,3 +274,83 @@ def test_plain_http_to_a_listed_host_carries_the_token_only_when_told(lan_server
         api_base_url=lan_server.url, allowed_http_hosts=[lan_server.host], send_token_over_http=True
     ) == {"models": []}
     assert lan_server.requests[-1].headers["Authorization"] == f"Bearer {TOKEN}"
+
+
+# --- the download limits bound a self-hosted stream too ---------------------------------------
+
+
+def run_container_query(server, tmp_path, limits, body=QUERY, **options):
+    from synthbio_pipeline.pipeline.runner import run_self_hosted
+
+    out = tmp_path / "parts"
+    return run_self_hosted(
+        body,
+        model_id="gem-1-bulk",
+        condition="liver",
+        expression_out=out / "liver.expression.parquet",
+        metadata_out=out / "liver.metadata.parquet",
+        base_url=server.url,
+        download_limits=limits,
+        **options,
+    )
+
+
+def test_a_stream_larger_than_the_download_limit_stops_and_leaves_nothing(server, tmp_path):
+    small = arrow_stream(rows=4)
+    # The limit for the 4 samples asked: a little more than the 4-sample stream takes.
+    limits = DownloadLimits(fixed_bytes=len(small) + 64, genes=3, bytes_per_value=1)
+    serve_prediction(server, data=small)
+    summary = run_container_query(server, tmp_path, limits)
+    assert summary["samples"] == 4 and summary["self_hosted"]
+
+    big = arrow_stream(rows=4_000, batch_rows=50)
+    assert len(big) > 10 * limits.max_bytes(4)
+    serve_prediction(server, data=big)
+    with pytest.raises(errors.DownloadRefusedError) as caught:
+        run_container_query(server, tmp_path / "big", limits)
+    assert caught.value.limit == "size"
+    message = str(caught.value)
+    assert "larger than the download limit" in message and "4 sample(s)" in message
+    assert "download.bytes_per_value" in message and "Nothing was kept" in message
+    assert not [p for p in (tmp_path / "big").rglob("*") if p.is_file()], "a half-written part was left"
+    assert server.count("POST") == 2  # refused, not asked again
+
+
+def test_a_gzip_stream_is_counted_raw_and_decoded(server):
+    data = arrow_stream(rows=2_000, batch_rows=100)
+    packed = gzip.compress(data)
+    assert len(packed) * 4 < len(data)
+    limits = DownloadLimits(fixed_bytes=len(packed) + 1024, genes=1, bytes_per_value=1)
+    server.answer("POST", "/api/models/gem-1-bulk/predict", (200, {"Content-Encoding": "gzip"}, packed))
+    with SelfHostedClient(server.url, download_limits=limits) as client:
+        with pytest.raises(errors.DownloadRefusedError, match="decodes to more than") as caught:
+            with client.predict_stream("gem-1-bulk", QUERY) as body:
+                arrow_to_frames(body)
+    assert caught.value.limit == "size"
+    # Within a limit it reads as it should, and both counts are kept.
+    roomy = DownloadLimits(fixed_bytes=2 * len(data), genes=1, bytes_per_value=1)
+    with SelfHostedClient(server.url, download_limits=roomy) as client:
+        with client.predict_stream("gem-1-bulk", QUERY) as body:
+            assert arrow_to_frames(body)["expression"].shape == (2_000, 3)
+        assert body.bytes_read == len(data) and body.raw_bytes == len(packed)
+
+
+def test_a_trickling_stream_stops_at_the_deadline(server, tmp_path):
+    data = arrow_stream(rows=40, batch_rows=5)
+
+    def trickle():
+        for offset in range(0, len(data), 64):
+            time.sleep(0.1)  # well within the read timeout, far past the deadline in total
+            yield data[offset : offset + 64]
+
+    server.answer("POST", "/api/models/gem-1-bulk/predict", (200, {"Content-Type": ARROW}, trickle()))
+    limits = DownloadLimits(deadline_seconds=0.8)
+    started = time.monotonic()
+    with pytest.raises(errors.DownloadRefusedError) as caught:
+        run_container_query(server, tmp_path, limits)
+    elapsed = time.monotonic() - started
+    assert caught.value.limit == "deadline"
+    assert "deadline of 0.8 s" in str(caught.value) and "download.deadline_seconds" in str(caught.value)
+    assert 0.8 <= elapsed < 3, elapsed
+    assert len(data) / 64 * 0.1 > 3  # the whole trickle would have taken longer
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]

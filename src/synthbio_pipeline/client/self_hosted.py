@@ -14,6 +14,14 @@ here), and never in clear text to a non-loopback host unless ``send_token_over_h
 The stream is handed to the caller as a file object read straight off the socket
 (:meth:`SelfHostedClient.predict_stream`): :mod:`synthbio_pipeline.formats.arrow_stream`
 reads it batch by batch, so the body is never held whole.
+
+The stream is bounded as a result download is (:class:`~synthbio_pipeline.client.download.DownloadLimits`,
+the client's ``download_limits``; config ``download``): at most ``max_bytes(samples asked)``
+bytes, counted as they come off the socket (and again decoded, when the container sends gzip),
+and an overall deadline (``deadline_seconds``, from the request on; checked between reads, so
+overrun by at most one read timeout). Either limit raises
+:class:`~synthbio_pipeline.errors.DownloadRefusedError` naming it (``limit`` ``size`` or
+``deadline``) and the setting that raises it; the reader's parts are then never published.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,12 +37,15 @@ from urllib.parse import urlsplit
 import requests
 
 from synthbio_pipeline.client import constants as C
+from synthbio_pipeline.client.download import DownloadLimits, samples_asked
 from synthbio_pipeline.client.http import SynthesizeClient, redact_url, status_error
-from synthbio_pipeline.errors import APIConnectionError, APITimeoutError
+from synthbio_pipeline.errors import APIConnectionError, APITimeoutError, DownloadRefusedError
 
 log = logging.getLogger(__name__)
 
 TRUTHY = frozenset({"1", "true", "yes", "on"})
+#: Bytes asked of the socket per receive when the whole rest of a stream is read.
+_RECEIVE_BYTES = 1 << 20
 
 
 def self_hosted_enabled(explicit: bool | None = None) -> bool:
@@ -73,9 +85,13 @@ class SelfHostedClient(SynthesizeClient):
         return token if token and self.token_may_travel else None
 
     @contextlib.contextmanager
-    def predict_stream(self, model_id: str, body: dict) -> Iterator[ArrowBody]:
+    def predict_stream(self, model_id: str, body: dict, *, samples: int | None = None) -> Iterator[ArrowBody]:
         """``POST /api/models/{model_id}/predict`` for an Arrow stream; yields the response body
-        as a binary file object, decoded (gzip) and read straight off the socket."""
+        as a binary file object, decoded (gzip) and read straight off the socket, bounded by
+        :attr:`download_limits` for ``samples`` samples (default: what ``body`` asks for)."""
+        started = time.monotonic()
+        limits = self.download_limits
+        asked = samples if samples is not None else samples_asked(body)
         path = f"/api/models/{model_id}/predict"
         what = f"POST {path}"
         headers = {"Accept": C.ARROW_STREAM_CONTENT_TYPE, "Content-Type": "application/json"}
@@ -99,7 +115,7 @@ class SelfHostedClient(SynthesizeClient):
             if response.status_code >= 300:
                 raise status_error(response, what)
             response.raw.decode_content = True
-            yield ArrowBody(response.raw, what, self.base_url)
+            yield ArrowBody(response.raw, what, self.base_url, limits=limits, samples=asked, started=started)
 
     def predict_bytes(self, model_id: str, body: dict) -> bytes:
         """The whole Arrow stream as bytes (the vendor's ``raw_response=True``)."""
@@ -109,25 +125,89 @@ class SelfHostedClient(SynthesizeClient):
 
 class ArrowBody:
     """A response body as a read-only binary file: a connection that breaks or stalls
-    mid-stream raises :class:`APIConnectionError` / :class:`APITimeoutError`."""
+    mid-stream raises :class:`APIConnectionError` / :class:`APITimeoutError`; one larger than
+    ``limits.max_bytes(samples)`` or slower than ``limits.deadline_seconds`` (from ``started``)
+    raises :class:`DownloadRefusedError`.
 
-    def __init__(self, raw: Any, what: str, base_url: str):
+    Each read is one receive at most (``read1``), so the deadline is checked between receives
+    even when a server trickles. ``bytes_read`` counts decoded bytes, ``raw_bytes`` the bytes
+    off the socket.
+    """
+
+    def __init__(
+        self,
+        raw: Any,
+        what: str,
+        base_url: str,
+        *,
+        limits: DownloadLimits | None = None,
+        samples: int | None = None,
+        started: float | None = None,
+    ):
         self._raw = raw
         self._what = what
         self._base_url = base_url
+        self.limits = limits or DownloadLimits()
+        self.samples = samples
+        self.max_bytes = self.limits.max_bytes(samples)
+        self.started = time.monotonic() if started is None else started
         self.bytes_read = 0
+        self.raw_bytes = 0
 
     def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:  # the whole rest, receive by receive: each counted and timed
+            parts = []
+            while chunk := self.read(_RECEIVE_BYTES):
+                parts.append(chunk)
+            return b"".join(parts)
+        self._check_deadline()
         try:
-            data = self._raw.read(None if size is None or size < 0 else size)
+            data = self._raw.read1(size) if hasattr(self._raw, "read1") else self._raw.read(size)
         except Exception as error:  # urllib3's ProtocolError, ReadTimeoutError, DecodeError...
             if "timeout" in type(error).__name__.lower():
                 raise APITimeoutError(f"{self._what}: the stream stalled after {self.bytes_read:,} bytes") from None
             raise APIConnectionError(
                 f"{self._what}: the stream broke off after {self.bytes_read:,} bytes ({type(error).__name__})"
             ) from None
-        self.bytes_read += len(data)
+        self._count(data)
         return data
+
+    def _raw_tell(self) -> int | None:
+        tell = getattr(self._raw, "tell", None)
+        try:
+            return int(tell()) if tell is not None else None
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def _count(self, data: bytes) -> None:
+        self.bytes_read += len(data)
+        raw = self._raw_tell()
+        self.raw_bytes = raw if raw is not None else self.bytes_read
+        if self.raw_bytes > self.max_bytes:
+            raise self._too_large(f"more than {_mb(self.max_bytes)} arrived")
+        if self.bytes_read > self.max_bytes:
+            raise self._too_large(f"it decodes to more than {_mb(self.max_bytes)}")
+
+    def _check_deadline(self) -> None:
+        if time.monotonic() - self.started > self.limits.deadline_seconds:
+            raise DownloadRefusedError(
+                f"{self._what}: the self-hosted stream took longer than its deadline of "
+                f"{self.limits.deadline_seconds:g} s (after {self.raw_bytes:,} bytes; a container sending very "
+                "slowly?). Nothing was kept. Raise download.deadline_seconds in the config "
+                "(or DownloadLimits(deadline_seconds=...)) if it is really that slow",
+                limit="deadline",
+            )
+
+    def _too_large(self, how: str) -> DownloadRefusedError:
+        asked = "the samples asked for" if self.samples is None else f"{self.samples:,} sample(s)"
+        limits = self.limits
+        return DownloadRefusedError(
+            f"{self._what}: the self-hosted stream is larger than the download limit: {how}; the limit for "
+            f"{asked} is {_mb(self.max_bytes)} ({_mb(limits.fixed_bytes)} + samples × {limits.genes:,} genes × "
+            f"{limits.bytes_per_value} bytes). Nothing was kept. If the answer is really that large, raise "
+            "download.bytes_per_value in the config (or DownloadLimits(bytes_per_value=...))",
+            limit="size",
+        )
 
     def readable(self) -> bool:
         return True
@@ -141,6 +221,10 @@ class ArrowBody:
 
     def close(self) -> None:  # the response is closed by predict_stream
         pass
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:,.1f} MB"
 
 
 def _describe(error: requests.RequestException, base_url: str) -> str:

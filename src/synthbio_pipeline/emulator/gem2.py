@@ -236,14 +236,25 @@ class Output:
     metadata: Mapping[str, Any] | None = None
     #: GEM-2's latents by name (``generated``; ``z_ref``...; ``encoded``).
     latents: dict[str, np.ndarray] | None = None
-    #: The biological, technical and perturbation latents (the Arrow stream's latent columns).
-    groups: dict[str, np.ndarray] | None = None
     predicted_metadata: dict[str, Any] | None = None
     classifier_probabilities: dict[str, dict[str, float]] | None = None
     provenance: dict[str, str] | None = None
     #: predict-metadata: the counts decoded from the encoding (the Arrow stream's decoder_sample).
     decoded: np.ndarray | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+#: The latents of each expression operation's outputs, by name (JSON keys; Arrow ``<name>_latent``).
+LATENT_NAMES = {
+    PREDICT_EXPRESSION: ("generated",),
+    FROM_REFERENCE: ("z_ref", "z_target", "z_displacement"),
+}
+
+
+def latent_names(operation: str) -> tuple[str, ...]:
+    """The latent names the outputs of ``operation`` carry (none for autoencode and predict-metadata's
+    expression layout; predict-metadata's ``encoded`` rides in its ``latents`` struct)."""
+    return LATENT_NAMES.get(operation, ())
 
 
 def vae_run_id(release: str) -> str:
@@ -323,7 +334,6 @@ def generate_outputs(plan: Plan, genes: int = generate.DEFAULT_GENES) -> Iterato
                     counts=counts,
                     metadata=item.metadata,
                     latents=latents,
-                    groups={group: _latent(vector) for group, vector in drawn.items()},
                 )
         else:
             counts = np.asarray(item.counts, dtype=float)
@@ -444,6 +454,7 @@ def _json(value: Any) -> bytes:
 __all__ = [
     "CLASSIFIED",
     "DEFAULT_RELEASE",
+    "LATENT_NAMES",
     "RELEASES",
     "Output",
     "Plan",
@@ -453,6 +464,7 @@ __all__ = [
     "generate_outputs",
     "invalid_body",
     "is_served",
+    "latent_names",
     "listed_models",
     "plan",
     "write_result",

@@ -9,9 +9,12 @@ stays bounded whatever the number of samples. Two layouts:
 - expression (GEM-1 baseline and reference conditioning: ``request_type`` ``baseline`` and
   ``reference_conditioning``; GEM-2: ``predict_expression``,
   ``predict_expression_from_reference``, ``autoencode``): ``counts`` (list<int64>),
-  ``metadata`` (a struct; all fields null where an output has none), ``biological_latent``,
-  ``technical_latent``, ``perturbation_latent`` (list<double>; not for autoencode), and for
-  autoencode ``model_release_id`` and ``vae_run_id`` (strings);
+  ``metadata`` (a struct; all fields null where an output has none), latent columns
+  (list<double>; not for autoencode) named as the hosted result's latents: GEM-1's
+  ``biological_latent``, ``technical_latent``, ``perturbation_latent``; GEM-2's
+  ``generated_latent`` (predict-expression) or ``z_ref_latent``, ``z_target_latent``,
+  ``z_displacement_latent`` (from reference), and for autoencode ``model_release_id`` and
+  ``vae_run_id`` (strings);
 - ``predict_metadata`` (GEM-1 and GEM-2 metadata prediction): ``metadata`` (the predicted
   values), ``latents`` (a struct: GEM-1's ``biological``, ``technical``, ``perturbation``;
   GEM-2's ``encoded``), ``classifier_probs`` (a struct of structs: field -> value ->
@@ -160,7 +163,9 @@ def gem2_stream(plan: gem2.Plan, genes: int) -> ArrowStream:
     if plan.operation == AUTOENCODE:
         fields += [pa.field("model_release_id", pa.string()), pa.field("vae_run_id", pa.string())]
     else:
-        fields += [pa.field(name, _LATENT) for name in LATENT_COLUMNS]
+        # The JSON result's latent names (generated; z_ref, z_target, z_displacement), so both
+        # paths give the same latents.
+        fields += [pa.field(f"{name}_latent", _LATENT) for name in gem2.latent_names(plan.operation)]
     schema = pa.schema(fields, metadata=metadata)
 
     def rows() -> Iterator[dict[str, Any]]:
@@ -168,8 +173,8 @@ def gem2_stream(plan: gem2.Plan, genes: int) -> ArrowStream:
             row: dict[str, Any] = {"counts": output.counts, "metadata": output.metadata or {}}
             if output.provenance is not None:
                 row.update(output.provenance)
-            for group, vector in (output.groups or {}).items():
-                row[f"{group}_latent"] = vector
+            for name, vector in (output.latents or {}).items():
+                row[f"{name}_latent"] = vector
             yield row
 
     return ArrowStream(schema, rows(), samples_per_batch(genes), plan.num_outputs)

@@ -5,8 +5,12 @@ The stream's schema metadata carries ``gene_order`` (a JSON list), ``request_typ
 (pysynthbio 4.2.4, ``arrow_transformers``) reads them:
 
 - expression (``request_type`` anything but ``predict_metadata``, or none): ``counts``
-  (a list of integers per sample), ``metadata`` (a struct), and optional
-  ``biological_latent``, ``technical_latent``, ``perturbation_latent`` (lists of floats);
+  (a list of integers per sample), ``metadata`` (a struct), optional latent columns
+  ``<name>_latent`` (lists of floats: GEM-1's ``biological_latent``, ``technical_latent``,
+  ``perturbation_latent``; GEM-2's ``generated_latent``, or ``z_ref_latent``,
+  ``z_target_latent``, ``z_displacement_latent``, named as the JSON result's latents), and for
+  GEM-2 autoencode ``model_release_id`` and ``vae_run_id`` (text per sample: the provenance
+  the JSON path writes into each sample's metadata row, and so does the part from a stream);
 - ``predict_metadata``: ``metadata``, ``latents`` (a struct), ``classifier_probs`` (a struct
   of structs) and ``decoder_sample`` (a struct whose ``counts`` is the list of integers).
 
@@ -43,7 +47,7 @@ import pyarrow.ipc as ipc
 
 from synthbio_pipeline.errors import ResultError
 from synthbio_pipeline.formats.parquet import write_part
-from synthbio_pipeline.formats.result_json import Sample, log_cpm
+from synthbio_pipeline.formats.result_json import PROVENANCE_KEYS, Sample, log_cpm
 
 if TYPE_CHECKING:  # imported where frames are built: writing parts never needs pandas
     import pandas as pd
@@ -56,6 +60,10 @@ LATENT_COLUMNS = {
     "technical_latent": "technical",
     "perturbation_latent": "perturbation",
 }
+#: Any ``<name>_latent`` list column of the expression layout is the latent ``<name>`` for the
+#: parts (:func:`latent_name`); :func:`arrow_to_frames` reads only :data:`LATENT_COLUMNS`, as the
+#: vendor's client does.
+LATENT_SUFFIX = "_latent"
 #: Arrow IPC's end-of-stream marker: continuation token, then a zero length.
 END_OF_STREAM = b"\xff\xff\xff\xff\x00\x00\x00\x00"
 
@@ -236,26 +244,37 @@ class ArrowResult:
                 width = block.shape[1]
             metadata = _rows(batch, "metadata")
             latents = self._latents(batch)
+            provenance = {key: _strings(batch, key) for key in PROVENANCE_KEYS if key in batch.schema.names}
             for i in range(batch.num_rows):
                 row = metadata[i] or {}
                 yield Sample(
                     block[i].copy(),  # a sample waiting in a queue must not keep its whole batch alive
                     {key: value for key, value in row.items() if value is not None},
                     latents[i] if latents is not None else None,
+                    {key: values[i] for key, values in provenance.items() if values[i] is not None},
                 )
             n += batch.num_rows
-            del block, metadata, latents, batch
+            del block, metadata, latents, provenance, batch
         if expected_samples is not None and n != expected_samples:
             raise ResultError(f"the Arrow stream has {n} samples, {expected_samples} expected (incomplete answer?)")
 
     def _latents(self, batch: pa.RecordBatch) -> list[dict | None] | None:
         if self.predicts_metadata:
             return _rows(batch, "latents") if "latents" in batch.schema.names else None
-        present = {name: out for name, out in LATENT_COLUMNS.items() if name in batch.schema.names}
+        present = {name: latent_name(name) for name in batch.schema.names if latent_name(name)}
         if not present:
             return None
         columns = {out: batch.column(name).to_pylist() for name, out in present.items()}
         return [{out: values[i] for out, values in columns.items()} for i in range(batch.num_rows)]
+
+
+def latent_name(column: str) -> str | None:
+    """The latent a column of the expression layout holds: ``<name>_latent`` -> ``<name>``
+    (GEM-1's ``biological``, ``technical``, ``perturbation``; GEM-2's ``generated``, or
+    ``z_ref``, ``z_target``, ``z_displacement``: the names of the JSON result's latents)."""
+    if column.endswith(LATENT_SUFFIX) and len(column) > len(LATENT_SUFFIX):
+        return column[: -len(LATENT_SUFFIX)]
+    return None
 
 
 def open_arrow_result(source: bytes | bytearray | memoryview | BinaryIO | str | os.PathLike) -> ArrowResult:
@@ -277,6 +296,14 @@ def _rows(batch: pa.RecordBatch, name: str) -> list[Any]:
     if name not in batch.schema.names:
         return [None] * batch.num_rows
     return batch.column(name).to_pylist()
+
+
+def _strings(batch: pa.RecordBatch, name: str) -> list[str | None]:
+    """A column of text per sample (GEM-2 autoencode's ``model_release_id``, ``vae_run_id``)."""
+    column = batch.column(name)
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type) or pa.types.is_null(column.type)):
+        raise ResultError(f"the Arrow stream's {name} column is {column.type}, not text")
+    return column.to_pylist()
 
 
 def _first_null(array: pa.Array) -> int:
@@ -448,10 +475,12 @@ def write_arrow_part(
 __all__ = [
     "END_OF_STREAM",
     "LATENT_COLUMNS",
+    "LATENT_SUFFIX",
     "PREDICT_METADATA",
     "ArrowResult",
     "arrow_to_frames",
     "counts_matrix",
+    "latent_name",
     "open_arrow_result",
     "write_arrow_part",
 ]

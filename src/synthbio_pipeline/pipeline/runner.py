@@ -287,7 +287,8 @@ def run_prediction(
     query is resubmitted at most ``resubmit_failed`` times (default 0: a failure usually
     means metadata the model refuses, and every submission costs credits). The token is
     read from the environment (or keyring) inside the job: it is never a parameter.
-    ``download_limits`` bounds the result download (size per sample asked, deadline).
+    ``download_limits`` bounds the result download (size per sample asked, deadline), and
+    on the self-hosted path the Arrow stream the same way.
     """
     body = json.loads(Path(query_path).read_text())
     digest = body_sha256(body)
@@ -310,6 +311,7 @@ def run_prediction(
             log=log,
             cpu_lock=cpu_lock,
             latents_out=latents_out,
+            download_limits=download_limits,
             **url_rules,
         )
     if result_kind(model_id, body) == METADATA_PREDICTION:
@@ -475,6 +477,7 @@ def run_self_hosted(
     allowed_http_hosts: Sequence[str] = (),
     send_token_over_http: bool = False,
     latents_out: str | os.PathLike | None = None,
+    download_limits: DownloadLimits | None = None,
 ) -> dict[str, Any]:
     """One condition against a self-hosted model container: ``POST .../predict`` answered
     synchronously with an Arrow IPC stream, parsed batch by batch straight off the socket
@@ -486,6 +489,10 @@ def run_self_hosted(
     not retried once sent (the client never repeats a POST whose answer broke off). The
     stream is parsed while it arrives, so ``cpu_lock`` is held for the whole request: a job
     runs one self-hosted request at a time and needs one core.
+
+    ``download_limits`` bounds the stream as it bounds a hosted result's download (bytes per
+    sample asked, an overall deadline): a stream over either stops with
+    :class:`~synthbio_pipeline.errors.DownloadRefusedError` and no part is written.
     """
     started = time.monotonic()
     Path(expression_out).parent.mkdir(parents=True, exist_ok=True)
@@ -495,6 +502,7 @@ def run_self_hosted(
             model_id=model_id,
             allowed_http_hosts=allowed_http_hosts,
             send_token_over_http=send_token_over_http,
+            download_limits=download_limits,
         ) as client,
         cpu_lock or nullcontext(),
     ):
