@@ -285,3 +285,27 @@ def test_bad_references_are_refused_before_any_request(make_emulator, emulator_t
     assert "condition 'far'" in text and "of the model's 300 genes" in text, output_of(run)
     assert submissions(emulator) == 1  # the gene order's one sample, and nothing else
     assert not list((tmp_path / "results").glob("queries/bulk/*/far.json"))
+
+
+def test_the_gene_orders_one_sample_query_counts_against_the_budget(make_emulator, emulator_token, tmp_path):
+    """max_samples at exactly the rows' samples: the gene order's purchase would pass it, so nothing is sent."""
+    emulator = make_emulator(genes=GENES, latency=0.1)
+    from synthbio_pipeline.emulator.generate import gene_order
+
+    (tmp_path / "config").mkdir()
+    pd.DataFrame({"gene_id": gene_order(GENES), "S1": 5}).to_csv(tmp_path / "config/ref.tsv", sep="\t", index=False)
+    table = (
+        "condition\tnum_samples\treference\treference_sample\tperturbation_type\nko\t2\tconfig/ref.tsv\tS1\tcrispr\n"
+    )
+    setup(tmp_path, table, max_samples=2)
+    run = run_workflow(tmp_path, emulator, emulator_token, dry=True)
+    assert run.returncode != 0, output_of(run)
+    text = run.stdout + run.stderr
+    assert "3 samples" in text and "the gene order's one-sample queries included" in text, output_of(run)
+    run = run_workflow(tmp_path, emulator, emulator_token)
+    assert run.returncode != 0 and "predict" not in emulator.stats()["requests"], output_of(run)
+    # Allowed one more, the run buys the order and the row: three samples.
+    setup(tmp_path, table, max_samples=3)
+    run = run_workflow(tmp_path, emulator, emulator_token)
+    assert run.returncode == 0, output_of(run)
+    assert submissions(emulator) == 2

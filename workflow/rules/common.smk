@@ -434,12 +434,23 @@ if workflow.is_main_process and gene_order_groups():
         ),
         annotation_problems(ANNOTATIONS.values(), _orders, files=_files, first=256),
     )
-    for _group in gene_order_groups():
-        if _group not in _orders:
-            print(
-                f"The gene order of {GENE_ORDER_MODELS[_group]} is not known yet: one sample "
-                "of it will be bought to learn it (config/README.md, 'Reference conditioning').",
-                file=sys.stderr,
+    _unknown = [g for g in gene_order_groups() if g not in _orders]
+    for _group in _unknown:
+        print(
+            f"The gene order of {GENE_ORDER_MODELS[_group]} is not known yet: one sample "
+            "of it will be bought to learn it (config/README.md, 'Reference conditioning').",
+            file=sys.stderr,
+        )
+    # Those one-sample queries are bought too: the budget counts them.
+    if _unknown and (RUNS_JOBS or workflow.output_settings.dryrun):
+        PURCHASES = with_purchases(
+            PURCHASES,
+            [(GENE_ORDER_MODELS[g], group_modality(g), 1, 1) for g in _unknown],
+        )
+        _over = budget_problem(PURCHASES, config["max_samples"])
+        if _over:
+            raise WorkflowError(
+                f"{_over} (the gene order's one-sample queries included)"
             )
 # What metadata prediction would buy, said before any job (each query is paid for).
 if workflow.is_main_process and (
