@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -16,12 +18,11 @@ SNAKEFILE = ROOT / "workflow" / "Snakefile"
 NO_KEYRING = "keyring.backends.null.Keyring"
 
 
-def snakemake(
-    *args: str, cwd: Path, token: str | None, env: dict[str, str] | None = None, timeout: float = 180
-) -> subprocess.CompletedProcess:
-    """``python -m snakemake ARGS`` in ``cwd``, with ``token`` (or none) in SYNTHESIZE_API_KEY.
+def snakemake_env(token: str | None, env: dict[str, str] | None = None) -> dict[str, str]:
+    """The test's environment for a Snakemake run, with ``token`` (or none) in SYNTHESIZE_API_KEY.
 
-    No other SYNTHESIZE_API* variable of the test's environment is passed on; ``env`` adds some.
+    No other SYNTHESIZE_API* variable of the test's environment is passed on, nor its keyring;
+    ``env`` adds or replaces some.
     """
     env = {
         **{key: value for key, value in os.environ.items() if not key.startswith("SYNTHESIZE_API")},
@@ -30,13 +31,41 @@ def snakemake(
     }
     if token is not None:
         env["SYNTHESIZE_API_KEY"] = token
+    return env
+
+
+def snakemake_command(*args: str) -> list[str]:
+    """``python -m snakemake ARGS`` in the test's interpreter."""
+    return [sys.executable, "-m", "snakemake", *args]
+
+
+def snakemake(
+    *args: str, cwd: Path, token: str | None, env: dict[str, str] | None = None, timeout: float = 180
+) -> subprocess.CompletedProcess:
+    """:func:`snakemake_command` in ``cwd``, in :func:`snakemake_env` (``token``, ``env``)."""
     return subprocess.run(
-        [sys.executable, "-m", "snakemake", *args],
+        snakemake_command(*args),
         cwd=cwd,
-        env=env,
+        env=snakemake_env(token, env),
         capture_output=True,
         text=True,
         timeout=timeout,
+    )
+
+
+def workflow_args(workdir: Path, url: str) -> tuple[str, ...]:
+    """The workflow in ``workdir``, with the config :func:`copy_config` put there, against the API
+    at ``url``, polled every second."""
+    return (
+        "-s",
+        str(SNAKEFILE),
+        "-d",
+        str(workdir),
+        "--configfile",
+        str(workdir / "config" / "config.yaml"),
+        "--config",
+        f"api_base_url={url}",
+        "poll_interval_seconds=1",
     )
 
 
@@ -84,3 +113,29 @@ def scan_command_lines(token: str) -> int:
         seen += 1
         assert token.encode() not in arguments, f"the token is on the command line of {cmdline.parent.name}"
     return seen
+
+
+def run_watching_command_lines(
+    command: list[str], cwd: Path, env: dict[str, str], output: Path, token: str, timeout: float
+) -> tuple[int, int]:
+    """Run ``command``, its output (stdout and stderr) to ``output``; fail if any process's command
+    line holds ``token`` meanwhile, or if it has not ended after ``timeout`` seconds (then it is killed).
+
+    Returns the exit status and how many command lines were looked at.
+    """
+    with output.open("wb") as sink:
+        process = subprocess.Popen(
+            command, cwd=cwd, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        seen = 0
+        deadline = time.monotonic() + timeout
+        try:
+            while process.poll() is None:
+                assert time.monotonic() < deadline, f"no end after {timeout} s:\n{output.read_text()}"
+                seen += scan_command_lines(token)
+                time.sleep(0.05)
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+    return process.returncode, seen

@@ -200,3 +200,18 @@ def test_bad_gem2_reference_rows_are_told_at_their_column(tmp_path):
     assert "one output per reference sample" in found[(4, "num_samples")]
     assert "takes no metadata" in found[(5, "smiles")]
     assert "annotate" in found[(6, "operation")]
+
+
+def test_overlong_numbers_in_gem2_rows_are_told_at_their_column_cut_short(tmp_path):
+    header = "condition\tnum_samples\tmodel\ttissue\tseed\n"
+    path = table(tmp_path, f"a\t{'7' * 300}\tgem-2-bulk\tlung\t{'9' * 5000}\n", header)
+    with pytest.raises(ConditionsError) as caught:
+        read_conditions(path, {"total_count": "1" * 400})
+    told = [(p.line, str(p)) for p in caught.value.problems]
+    assert (
+        2,
+        f"{path}:2 (condition 'a'), column 'seed': {'9' * 20}... has 5,000 digits; a whole number here has at most 18",
+    ) in told
+    assert any("config defaults.total_count" in text and "has 400 digits" in text for _, text in told)
+    assert any("column 'num_samples'" in text and "has 300 digits" in text for _, text in told)
+    assert all("9" * 21 not in text for _, text in told)  # the overlong seed is never echoed whole

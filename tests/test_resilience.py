@@ -9,38 +9,23 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from snakemake_runs import (
-    NO_KEYRING,
     ROOT,
-    SNAKEFILE,
     assert_same_outputs,
     copy_config,
     files_under,
     output_of,
-    scan_command_lines,
+    run_watching_command_lines,
     snakemake,
+    snakemake_command,
+    snakemake_env,
+    workflow_args,
 )
 
 GENES = 300
-
-
-def workflow_args(workdir: Path, url: str) -> tuple[str, ...]:
-    configfile = workdir / "config" / "config.yaml"
-    return (
-        "-s",
-        str(SNAKEFILE),
-        "-d",
-        str(workdir),
-        "--configfile",
-        str(configfile),
-        "--config",
-        f"api_base_url={url}",
-        "poll_interval_seconds=1",
-    )
 
 
 def clean_run(make_emulator, token, workdir: Path) -> Path:
@@ -57,15 +42,10 @@ def test_a_killed_run_resumes_without_submitting_again(make_emulator, emulator_t
     workdir = tmp_path / "killed"
     copy_config(ROOT / ".test/config", workdir)
     emulator = make_emulator(genes=GENES, latency=6)  # queries stay in flight long enough to kill the run
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("SYNTHESIZE_API")},
-        "PYTHON_KEYRING_BACKEND": NO_KEYRING,
-        "SYNTHESIZE_API_KEY": emulator_token,
-    }
     process = subprocess.Popen(
-        [sys.executable, "-m", "snakemake", "--cores", "3", *workflow_args(workdir, emulator.url)],
+        snakemake_command("--cores", "3", *workflow_args(workdir, emulator.url)),
         cwd=workdir,
-        env=env,
+        env=snakemake_env(emulator_token),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -102,29 +82,17 @@ def test_a_killed_run_resumes_without_submitting_again(make_emulator, emulator_t
 def test_the_token_is_in_no_file_and_on_no_command_line(make_emulator, tmp_path):
     token = "sk-SECRET-distinctive-9f8e7d6c"
     emulator = make_emulator(genes=GENES, latency=1.5, tokens=[token])
-    workdir = tmp_path
+    workdir = tmp_path / "run"
     copy_config(ROOT / ".test/config", workdir)
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("SYNTHESIZE_API")},
-        "PYTHON_KEYRING_BACKEND": NO_KEYRING,
-        "SYNTHESIZE_API_KEY": token,
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "snakemake", "--cores", "2", "--printshellcmds", *workflow_args(workdir, emulator.url)],
-        cwd=workdir,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+    command = snakemake_command("--cores", "2", "--printshellcmds", *workflow_args(workdir, emulator.url))
+    output = tmp_path / "snakemake.out"
+    status, command_lines_seen = run_watching_command_lines(
+        command, workdir, snakemake_env(token), output, token, timeout=600
     )
-    command_lines_seen = 0
-    while process.poll() is None:
-        command_lines_seen += scan_command_lines(token)
-        time.sleep(0.05)
-    output = process.stdout.read().decode()
-    assert process.returncode == 0, output
+    log = output.read_text()
+    assert status == 0, log
     assert command_lines_seen > 0
-    assert token not in output
+    assert token not in log
 
     written = files_under(workdir)
     assert any(".snakemake" in path.parts for path in written) and any("logs" in path.parts for path in written)

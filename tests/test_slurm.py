@@ -16,9 +16,7 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -26,13 +24,15 @@ import pytest
 import yaml
 from snakemake_runs import (
     ROOT,
-    SNAKEFILE,
     assert_same_outputs,
     copy_config,
     files_under,
     output_of,
-    scan_command_lines,
+    run_watching_command_lines,
     snakemake,
+    snakemake_command,
+    snakemake_env,
+    workflow_args,
 )
 
 PROFILES = ROOT / "workflow" / "profiles"
@@ -80,57 +80,19 @@ def sbatch_recorder(folder: Path, record: Path) -> Path:
     return folder
 
 
-def run_watching_command_lines(
-    command: list[str], cwd: Path, env: dict[str, str], output: Path, timeout: float
-) -> tuple[int, int]:
-    """Run ``command``; fail if any process's command line holds the token meanwhile.
-
-    Returns the exit status and how many command lines were looked at.
-    """
-    with output.open("wb") as sink:
-        process = subprocess.Popen(
-            command, cwd=cwd, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        seen = 0
-        deadline = time.monotonic() + timeout
-        try:
-            while process.poll() is None:
-                assert time.monotonic() < deadline, f"no end after {timeout} s:\n{output.read_text()}"
-                seen += scan_command_lines(TOKEN)
-                time.sleep(0.05)
-        finally:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-    return process.returncode, seen
-
-
 def test_the_workflow_runs_on_slurm_like_it_runs_locally(make_emulator, tmp_path):
     reason = slurm_unavailable()
     if reason:
         pytest.skip(reason)
     emulator = make_emulator(genes=GENES, latency=0.5, tokens=[TOKEN])
-    overrides = ("--config", f"api_base_url={emulator.url}", "poll_interval_seconds=1")
 
     local = tmp_path / "local"
-    configfile = copy_config(ROOT / ".test/config", local)
-    run = snakemake(
-        "--cores",
-        "2",
-        "-s",
-        str(SNAKEFILE),
-        "-d",
-        str(local),
-        "--configfile",
-        str(configfile),
-        *overrides,
-        cwd=local,
-        token=TOKEN,
-    )
+    copy_config(ROOT / ".test/config", local)
+    run = snakemake("--cores", "2", *workflow_args(local, emulator.url), cwd=local, token=TOKEN)
     assert run.returncode == 0, output_of(run)
 
     workdir = tmp_path / "slurm"
-    configfile = copy_config(ROOT / ".test/config", workdir)
+    copy_config(ROOT / ".test/config", workdir)
     calls = tmp_path / "sbatch-calls.txt"
     shim = sbatch_recorder(tmp_path / "bin", calls)
     # The way README recommends on a cluster: the token in the keyring (here a test keyring in
@@ -138,13 +100,15 @@ def test_the_workflow_runs_on_slurm_like_it_runs_locally(make_emulator, tmp_path
     # keyring; the submitted jobs, which never call the API, inherit no token.
     keyring_file = tmp_path / "keyring.json"
     keyring_file.write_text(json.dumps({"pysynthbio\x00api_token": TOKEN}))
-    env = {
-        **{key: value for key, value in os.environ.items() if not key.startswith("SYNTHESIZE_API")},
-        "PYTHON_KEYRING_BACKEND": "fixtures.FileKeyring",
-        "SYNTHBIO_TEST_KEYRING": str(keyring_file),
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")])),
-        "PATH": f"{shim}{os.pathsep}{os.environ['PATH']}",
-    }
+    env = snakemake_env(
+        None,
+        {
+            "PYTHON_KEYRING_BACKEND": "fixtures.FileKeyring",
+            "SYNTHBIO_TEST_KEYRING": str(keyring_file),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")])),
+            "PATH": f"{shim}{os.pathsep}{os.environ['PATH']}",
+        },
+    )
     output = tmp_path / "snakemake-slurm.out"
     # timeout -k: a status command that never sees a job makes Snakemake wait forever. Checking
     # status sooner than the plugin's 40 s only shortens the test; successful jobs' SLURM logs
@@ -154,26 +118,19 @@ def test_the_workflow_runs_on_slurm_like_it_runs_locally(make_emulator, tmp_path
         "-k",
         "10",
         "600",
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--workflow-profile",
-        str(PROFILES / "slurm"),
-        "-s",
-        str(SNAKEFILE),
-        "-d",
-        str(workdir),
-        "--configfile",
-        str(configfile),
-        *overrides,
-        "--slurm-init-seconds-before-status-checks",
-        "1",
-        "--seconds-between-status-checks",
-        "2",
-        "--slurm-keep-successful-logs",
+        *snakemake_command(
+            "--workflow-profile",
+            str(PROFILES / "slurm"),
+            *workflow_args(workdir, emulator.url),
+            "--slurm-init-seconds-before-status-checks",
+            "1",
+            "--seconds-between-status-checks",
+            "2",
+            "--slurm-keep-successful-logs",
+        ),
     ]
     started = time.monotonic()
-    status, command_lines_seen = run_watching_command_lines(command, workdir, env, output, timeout=660)
+    status, command_lines_seen = run_watching_command_lines(command, workdir, env, output, TOKEN, timeout=660)
     wall = time.monotonic() - started
     log = output.read_text()
     assert status == 0, log

@@ -23,7 +23,7 @@ import csv
 import io
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -486,23 +486,15 @@ def _condition_of(
         query["model_id"] = model_id
     if mode is not None:
         query["mode"] = mode
-    columns = {"modality": modality_column, "mode": mode_column, "model_id": model_column}
-    options = {}
-    for key, option in ALL_OPTIONS.items():
-        value, column = _pick(cells, defaults, key)
-        if isinstance(value, str) and too_long(value):
-            bad(column, f"{value[:20]}... {too_long(value)}")
-            continue
-        if value is None:
-            continue
-        if key not in QUERY_OPTIONS and key not in takes:
-            # A config default of a model's own option (conditioning) is for the rows of that model.
-            if column == key:
-                hint = "give the row a reference" if kind != REFERENCE_CONDITIONING else f"{model_id} does not take it"
-                bad(key, f"only rows with a reference take {key!r} ({hint}, or leave the cell empty)")
-            continue
-        options[key] = _parse_option(option.type, value)
-        columns[key] = column
+    hint = "give the row a reference" if kind != REFERENCE_CONDITIONING else f"{model_id} does not take it"
+    options, columns = _read_options(
+        cells,
+        defaults,
+        bad,
+        (*QUERY_OPTIONS, *takes),
+        lambda key: f"only rows with a reference take {key!r} ({hint}, or leave the cell empty)",
+    )
+    columns |= {"modality": modality_column, "mode": mode_column, "model_id": model_column}
     if (
         reference is not None
         and "total_count" in cells
@@ -516,8 +508,7 @@ def _condition_of(
         )
     metadata = {key: _parse_metadata(key, value) for key, value in cells.items() if key in METADATA_KEYS}
     num_samples = _parse_int(cells.get("num_samples", ""))
-    if isinstance(num_samples, str) and too_long(num_samples):
-        bad("num_samples", f"{num_samples[:20]}... {too_long(num_samples)}")
+    if _too_long(num_samples, "num_samples", bad):
         num_samples = 1  # a stand-in, so that the row's other cells are still checked
     query.update(options)
     query["inputs"] = [{"metadata": metadata, "num_samples": num_samples}]
@@ -529,7 +520,7 @@ def _condition_of(
         if path.startswith("inputs[0].metadata."):
             bad(path.split(".", 2)[2], found.message)
         elif path == "inputs[0].num_samples":
-            bad("num_samples", "required: a whole number of at least 1" if num_samples == "" else found.message)
+            _num_samples_problem(num_samples, found.message, bad)
         else:
             _report_at(bad, columns.get(path) or path, path, found.message)
     _check_sample_cap(num_samples, bad)
@@ -594,21 +585,14 @@ def _gem2_condition(
     mode, mode_column = _pick(cells, defaults, "mode", synonym=WIRE_MODE)
     if mode is None and modality in MODALITY_MODELS:
         mode = gem2_modes(modality)[0]
-    columns = {"modality": modality_column, "mode": mode_column, "operation": OPERATION_COLUMN}
-    options = {}
-    for key, option in ALL_OPTIONS.items():
-        value, column = _pick(cells, defaults, key)
-        if isinstance(value, str) and too_long(value):
-            bad(column, f"{value[:20]}... {too_long(value)}")
-            continue
-        if value is None:
-            continue
-        if key not in ("seed", "total_count"):
-            if column == key:  # a config default of a GEM-1 option is for the GEM-1 rows
-                bad(key, f"{model_id} (GEM-2) does not take {key!r}; its options are seed, total_count and mode")
-            continue
-        options[key] = _parse_option(option.type, value)
-        columns[key] = column
+    options, columns = _read_options(
+        cells,
+        defaults,
+        bad,
+        ("seed", "total_count"),
+        lambda key: f"{model_id} (GEM-2) does not take {key!r}; its options are seed, total_count and mode",
+    )
+    columns |= {"modality": modality_column, "mode": mode_column, "operation": OPERATION_COLUMN}
     metadata: dict[str, Any] = {}
     for key, value in cells.items():
         if key in GEM2_TABLE_KEYS:
@@ -637,8 +621,7 @@ def _gem2_condition(
         mode = None
     else:
         num_samples = _parse_int(cells.get("num_samples", ""))
-    if isinstance(num_samples, str) and too_long(num_samples):
-        bad("num_samples", f"{num_samples[:20]}... {too_long(num_samples)}")
+    _too_long(num_samples, "num_samples", bad)
     if spec is not None and "metadata" not in spec.item_keys + spec.optional_item_keys:
         columns_given = {key: key for key in metadata} | {s: s for s in sources.values()}
         for column in columns_given:
@@ -669,7 +652,7 @@ def _gem2_condition(
             bad(column, message)
             continue
         if path == item + "num_samples":
-            bad("num_samples", "required: a whole number of at least 1" if num_samples == "" else message)
+            _num_samples_problem(num_samples, message, bad)
             continue
         key = {
             "options.seed": "seed",
@@ -696,12 +679,43 @@ def _gem2_condition(
     )
 
 
+def _read_options(cells: Mapping[str, str], defaults, bad, takes, refusal: Callable[[str], str]) -> tuple[dict, dict]:
+    """A row's query options (its cell, else the config default), parsed; and the column each
+    came from. An option the row does not take (not in ``takes``) is dropped: set in the row's
+    own cell it is refused with ``refusal(key)``; a config default of it is for other rows."""
+    options, columns = {}, {}
+    for key, option in ALL_OPTIONS.items():
+        value, column = _pick(cells, defaults, key)
+        if _too_long(value, column, bad) or value is None:
+            continue
+        if key not in takes:
+            if column == key:
+                bad(key, refusal(key))
+            continue
+        options[key] = _parse_option(option.type, value)
+        columns[key] = column
+    return options, columns
+
+
+def _too_long(value: Any, column: str, bad) -> bool:
+    """Refuse a text value too long to be checked further at ``column``; whether it was."""
+    if isinstance(value, str) and too_long(value):
+        bad(column, f"{value[:20]}... {too_long(value)}")
+        return True
+    return False
+
+
 def _report_at(bad, column: str, key: str, message: str) -> None:
     """Report a problem at the column it came from; a config default is named as the source."""
     if column.startswith("config defaults."):
         bad(key, f"{message} (the value is {column}; set this row's {key!r} to override it)")
     else:
         bad(column, message)
+
+
+def _num_samples_problem(num_samples: Any, message: str, bad) -> None:
+    """Report the query's problem with ``num_samples``; an empty cell is told it is required."""
+    bad("num_samples", "required: a whole number of at least 1" if num_samples == "" else message)
 
 
 def _check_sample_cap(num_samples: Any, bad) -> None:
