@@ -621,7 +621,8 @@ def _gem2_condition(
         mode = None
     else:
         num_samples = _parse_int(cells.get("num_samples", ""))
-    _too_long(num_samples, "num_samples", bad)
+    if _too_long(num_samples, "num_samples", bad):
+        num_samples = 1  # a stand-in, so that the row's other cells are still checked
     if spec is not None and "metadata" not in spec.item_keys + spec.optional_item_keys:
         columns_given = {key: key for key in metadata} | {s: s for s in sources.values()}
         for column in columns_given:
