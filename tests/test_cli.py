@@ -33,7 +33,33 @@ def write(path: Path, *lines: str) -> Path:
 def test_validate_a_good_table_prints_one_summary_line(tmp_path, capsys):
     table = write(tmp_path / "c.tsv", HEADER, "lung\t3\tUBERON:0002048\tmale\t", "blood\t2\t\tfemale\tsingle-cell")
     assert main(["validate", str(table), "--config", str(write(tmp_path / "config.yaml", "defaults: {}"))]) == 0
-    assert capsys.readouterr().out == "2 conditions, 5 samples, OK\n"
+    assert capsys.readouterr().out == "2 conditions, 5 samples (5 to buy, within max_samples), OK\n"
+
+
+def test_validate_holds_the_table_to_the_configs_budget_and_row_limit(tmp_path, capsys, monkeypatch):
+    """max_samples and max_table_rows of the config, as the workflow applies them; tickets the
+    workflow holds in this directory are not bought again."""
+    from synthbio_pipeline.pipeline.runner import Ticket, body_sha256, save_ticket
+
+    monkeypatch.chdir(tmp_path)
+    table = write(tmp_path / "c.tsv", HEADER, "lung\t3\tUBERON:0002048\tmale\t", "liver\t4\t\tfemale\t")
+    config = write(tmp_path / "config.yaml", "max_samples: 6")
+    assert main(["validate", str(table), "--config", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: this run would buy 7 samples") and "max_samples" in err
+    # A ticket of the lung row (same body, model and service) holds 3 of them.
+    lung = read_conditions(table)[0]
+    url = "https://app.synthesize.bio"
+    ticket = Ticket("q-1", body_sha256(lung.wire_body()), lung.model_id, url)
+    save_ticket(tmp_path / "results/predictions/bulk/.tickets/lung.json", ticket)
+    assert main(["validate", str(table), "--config", str(config)]) == 0
+    assert capsys.readouterr().out == "2 conditions, 7 samples (4 to buy, 3 already bought, within max_samples), OK\n"
+    write(config, "max_table_rows: 1")
+    assert main(["validate", str(table), "--config", str(config)]) == 1
+    assert "more than 1 rows" in capsys.readouterr().err
+    write(config, "max_table_rows: many")
+    assert main(["validate", str(table), "--config", str(config)]) == 1
+    assert "max_table_rows must be a whole number" in capsys.readouterr().err
 
 
 def test_validate_prints_the_workflows_messages_and_exits_1(tmp_path, capsys):
@@ -89,7 +115,9 @@ def test_validate_the_example_table_from_the_shell():
         [str(BIN / "synthbio-pipeline"), "validate", "config/conditions.tsv"], cwd=ROOT, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
-    assert re.fullmatch(r"\d+ conditions, \d+ samples, OK\n", done.stdout)
+    assert re.fullmatch(
+        r"\d+ conditions, \d+ samples \(\d+ to buy(, \d+ already bought)?, within max_samples\), OK\n", done.stdout
+    )
 
 
 # --- the API -----------------------------------------------------------------------------

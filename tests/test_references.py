@@ -467,7 +467,7 @@ def test_validate_checks_the_reference_files_too(tmp_path, capsys):
     config.write_text("defaults: {}\n")
     good = table(tmp_path, [f"ko\t2\t{tmp_path / 'ref.tsv'}\tctrl_a\tcrispr"])
     assert main(["validate", str(good), "--config", str(config)]) == 0
-    assert "1 conditions, 2 samples, OK" in capsys.readouterr().out
+    assert "1 condition, 2 samples (2 to buy, within max_samples), OK" in capsys.readouterr().out
     bad = table(tmp_path, [f"ko\t2\t{tmp_path / 'ref.tsv'}\tctrl_z\tcrispr"])
     assert main(["validate", str(bad), "--config", str(config)]) == 1
     assert "conditions.tsv:2 (condition 'ko'), column 'reference_sample'" in capsys.readouterr().err

@@ -107,8 +107,8 @@ def _example_query(args) -> int:
 # --- the conditions table and the report -------------------------------------------------
 
 
-def _config_defaults(path: Path | None) -> dict:
-    """The ``defaults`` of a workflow config file (YAML or JSON); ``{}`` without a file."""
+def _read_config(path: Path | None) -> dict:
+    """A workflow config file (YAML or JSON) as a mapping; ``{}`` without a file."""
     if path is None:
         return {}
     try:
@@ -121,33 +121,58 @@ def _config_defaults(path: Path | None) -> dict:
         raise SynthbioError(f"{path}: cannot read the config: {error.strerror}") from None
     except yaml.YAMLError as error:
         raise SynthbioError(f"{path}: not YAML: {str(error).splitlines()[0]}") from None
-    defaults = (config or {}).get("defaults", {}) if isinstance(config, dict) else None
-    if not isinstance(defaults, dict):
+    if config is None:
+        return {}
+    if not isinstance(config, dict):
+        raise SynthbioError(f"{path}: a config is a mapping of option -> value")
+    if not isinstance(config.get("defaults", {}), dict):
         raise SynthbioError(f"{path}: 'defaults' must be a mapping of column -> value")
-    return defaults
+    return config
+
+
+#: Where the workflow keeps an output group's tickets, relative to its working directory.
+TICKETS = "results/predictions/{group}/.tickets"
 
 
 def _validate(args) -> int:
-    from synthbio_pipeline.pipeline.conditions import ConditionsError, read_conditions
+    from synthbio_pipeline.pipeline.budget import budget_problem, plan_purchases
+    from synthbio_pipeline.pipeline.conditions import MAX_TABLE_ROWS, ConditionsError, read_conditions
     from synthbio_pipeline.pipeline.references import reference_problems
 
-    config = args.config if args.config is not None else (WORKFLOW_CONFIG if WORKFLOW_CONFIG.is_file() else None)
+    path = args.config if args.config is not None else (WORKFLOW_CONFIG if WORKFLOW_CONFIG.is_file() else None)
     try:
-        conditions = read_conditions(args.table, _config_defaults(config))
+        config = _read_config(path)
+        max_rows = config.get("max_table_rows", MAX_TABLE_ROWS)
+        if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1:
+            raise SynthbioError(f"{path}: max_table_rows must be a whole number of at least 1, not {max_rows!r}")
+        conditions = read_conditions(args.table, config.get("defaults") or {}, max_rows=max_rows)
+        # Reference rows: their files and samples (the overlap with the model's genes is checked
+        # by the workflow, which knows the model's gene order).
+        problems = reference_problems(conditions, args.table)
+        if problems:
+            raise ConditionsError(problems)
+        # What the rows would buy, less what the workflow's tickets here already hold (the
+        # workflow adds metadata prediction's samples and a gene order's one-sample query).
+        plan = plan_purchases(
+            conditions,
+            lambda group: Path(TICKETS.format(group=group)),
+            config.get("api_base_url"),
+            allowed_http_hosts=config.get("allowed_http_hosts") or (),
+        )
+        over = budget_problem(plan, config.get("max_samples"))
+        if over:
+            raise SynthbioError(over)
     except ConditionsError as error:
         print(error, file=sys.stderr)
         return 1
     except SynthbioError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    # Reference rows: their files and samples (the overlap with the model's genes is checked
-    # by the workflow, which knows the model's gene order).
-    problems = reference_problems(conditions, args.table)
-    if problems:
-        print(ConditionsError(problems), file=sys.stderr)
-        return 1
     samples = sum(condition.num_samples for condition in conditions)
-    print(f"{len(conditions)} conditions, {samples} samples, OK")
+    to_buy = sum(entry.samples for entry in plan.values())
+    held = f", {samples - to_buy:,} already bought" if to_buy < samples else ""
+    rows = f"{len(conditions):,} condition{'' if len(conditions) == 1 else 's'}"
+    print(f"{rows}, {samples:,} samples ({to_buy:,} to buy{held}, within max_samples), OK")
     return 0
 
 
