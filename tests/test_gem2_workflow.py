@@ -251,7 +251,7 @@ def test_gem2_group_gets_its_round_trip_and_ma_plots(make_emulator, emulator_tok
     """A GEM-2 bulk group with a reference row and outputs: predicted_metadata: the report's
     round trip compares the GEM-2 requests (tissue by name, sample type) with GEM-2's predicted
     metadata, names the perturbation lists it does not compare, and the MA plots mark the gene
-    of the reference row's gene_perturbations."""
+    of the reference row's gene_perturbations. GEM-2's gene order comes from gene_order_files."""
     from synthbio_pipeline.emulator.generate import gene_order
 
     emulator = make_emulator(genes=GENES, latency=0.1)
@@ -267,9 +267,19 @@ def test_gem2_group_gets_its_round_trip_and_ma_plots(make_emulator, emulator_tok
         "lung\t2\tgem-2-bulk\tlung\t\t\t\t\t\t2\n"
         f"tp53_ko\t2\tgem-2-bulk_reference-conditioning\tliver\t\t\t{TP53}\trefs/ref.tsv\tctrl\t3\n"
     )
-    configfile = workdir_with(tmp_path, table, outputs={"predicted_metadata": True, "report": True})
+    # GEM-2's gene order given (gene_order_files.gem-2-bulk): nothing is bought to learn it.
+    (tmp_path / "refs/order.txt").write_text("\n".join(genes) + "\n")
+    configfile = workdir_with(
+        tmp_path,
+        table,
+        outputs={"predicted_metadata": True, "report": True},
+        gene_order_files={"gem-2-bulk": "refs/order.txt"},
+    )
     run = run_workflow(tmp_path, configfile, emulator, emulator_token)
     assert run.returncode == 0, output_of(run)
+    # 3 conditions and the 7 samples' metadata in one query; no gene-order sample.
+    assert sum(emulator.stats()["submissions"].values()) == 3 + 1
+    assert not (tmp_path / "resources/gene_order").exists()
     report = tmp_path / "results/report/gem-2-bulk"
     assert {"round_trip.tsv", "round_trip.html", "round_trip.svg", "ma_plots.svg", "top_changed_genes.tsv"} <= {
         p.name for p in report.iterdir()
