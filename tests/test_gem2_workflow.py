@@ -183,7 +183,12 @@ def test_gem2_reference_and_autoencode_rows_send_aligned_counts(make_emulator, e
     )
     annotate = [{"name": "mine", "path": "refs/mine.tsv", "modality": "bulk", "model": "gem-2-bulk_predict-metadata"}]
     configfile = workdir_with(
-        work, table, outputs={"predicted_metadata": True}, batch_size=2, annotate=annotate, predict_metadata_batch=2
+        work,
+        table,
+        outputs={"predicted_metadata": True, "latents": True},
+        batch_size=2,
+        annotate=annotate,
+        predict_metadata_batch=2,
     )
     before = sum(emulator.stats()["submissions"].values())
     run = run_workflow(work, configfile, emulator, emulator_token)
@@ -230,6 +235,10 @@ def test_gem2_reference_and_autoencode_rows_send_aligned_counts(make_emulator, e
     assert set(probs["sample_id"]) == {"d0", "d1", "d2"} and ((sums - 1).abs() < 0.01).all()
     label = json.loads(pq.read_schema(work / "results/annotate/mine/predicted_metadata.parquet").metadata[b"synthbio"])
     assert label["model_id"] == "gem-2-bulk_predict-metadata"
+    # outputs: latents: what GEM-2 encoded each sample to (latents.encoded), in the same order.
+    encoded = pd.read_parquet(work / "results/annotate/mine/encoded_latents.parquet")
+    assert encoded.columns.tolist() == ["sample_id", "encoded"] and encoded["sample_id"].tolist() == ["d0", "d1", "d2"]
+    assert encoded["encoded"].map(len).gt(0).all()
     (query,) = (work / "results/queries/annotate/mine").glob("0001.json")
     body = json.loads(query.read_text())
     assert body["operation"] == "predict-metadata" and len(body["inputs"]["items"]) == 2
@@ -237,6 +246,8 @@ def test_gem2_reference_and_autoencode_rows_send_aligned_counts(make_emulator, e
     # outputs: predicted_metadata: the GEM-2 group's samples, by GEM-2's predict-metadata.
     predicted = pd.read_parquet(results / "predicted_metadata.parquet")
     assert predicted["sample_id"].tolist() == ids
+    encoded = pd.read_parquet(results / "encoded_latents.parquet")
+    assert encoded["sample_id"].tolist() == ids and encoded.columns.tolist() == ["sample_id", "encoded"]
     label = json.loads(pq.read_schema(results / "classifier_probs.parquet").metadata[b"synthbio"])
     assert label["model_id"] == "gem-2-bulk_predict-metadata"
     (query,) = (work / "results/queries/gem-2-bulk/predicted_metadata").glob("0001.json")

@@ -105,6 +105,7 @@ def test_a_gem2_prediction_result_is_read_by_gem2s_field_names(tmp_path):
         query_id="q",
         predicted_out=tmp_path / "p.parquet",
         probs_out=tmp_path / "c.parquet",
+        latents_out=tmp_path / "l.parquet",
     )
     assert pq.read_table(tmp_path / "p.parquet").to_pydict() == {
         "sample_id": ["d0"],
@@ -113,6 +114,12 @@ def test_a_gem2_prediction_result_is_read_by_gem2s_field_names(tmp_path):
     }
     probs = pd.read_parquet(tmp_path / "c.parquet")
     assert probs.set_index("value").probability.to_dict() == {"liver": 0.7, "lung": 0.3}
+    # latents.encoded is kept: what the model encoded the sample to, labelled like the others.
+    latents = pq.read_table(tmp_path / "l.parquet")
+    assert latents.to_pydict() == {"sample_id": ["d0"], "encoded": [[0.1, 0.2]]}
+    label = json.loads(latents.schema.metadata[b"synthbio"])
+    assert label["values"] == "encoded latents" and label["backend"] == "emulator"
+    assert label["model_id"] == "gem-2-bulk_predict-metadata"
 
 
 def test_gem2_metadata_prediction_bodies_and_result_kinds(tmp_path):
@@ -293,6 +300,7 @@ def test_a_metadata_prediction_batch_against_the_emulator(make_emulator, tmp_pat
         ],
         predicted_out=tmp_path / "predicted_metadata.parquet",
         probs_out=tmp_path / "classifier_probs.parquet",
+        latents_out=tmp_path / "encoded_latents.parquet",
         in_flight=2,
         base_url=emulator.url,
         poll_interval=1,
@@ -306,4 +314,11 @@ def test_a_metadata_prediction_batch_against_the_emulator(make_emulator, tmp_pat
     assert np.allclose(sums, 1.0, atol=1e-6)
     top = probs.loc[probs.groupby(["sample_id", "field"]).probability.idxmax()]
     assert top[top.field == "sex"].value.tolist() == predicted.sex.tolist()
+    # Each sample's latents, merged in the same order, with the backend that made them.
+    latents = pq.read_table(tmp_path / "encoded_latents.parquet")
+    assert latents.column("sample_id").to_pylist() == predicted.sample_id.tolist()
+    assert {"biological", "technical", "perturbation"} <= set(latents.column_names)
+    assert all(len(vector) > 0 for vector in latents.column("biological").to_pylist())
+    label = json.loads(latents.schema.metadata[b"synthbio"])
+    assert label["backend"] == "emulator" and label["parts"] == 2
     assert not list(tmp_path.glob(".predicted_metadata.parquet.work"))  # the work folder is gone

@@ -29,9 +29,11 @@ rule predict_metadata:
         queries="results/queries/{group}/predicted_metadata",
         samples="results/queries/{group}/predicted_metadata.samples.json",
     output:
+        **latents_output("results/{group}/encoded_latents.parquet"),
         predicted_metadata="results/{group}/predicted_metadata.parquet",
         classifier_probs="results/{group}/classifier_probs.parquet",
         summary="results/predictions/{group}/predicted_metadata/summary.json",
+        # outputs: latents: what the model encoded each sample to (none otherwise).
     log:
         "logs/predict/{group}/predicted_metadata.log",
     localrule: True
@@ -79,6 +81,7 @@ rule annotate:
         queries="results/queries/annotate/{name}",
         samples="results/queries/annotate/{name}.samples.json",
     output:
+        **latents_output("results/annotate/{name}/encoded_latents.parquet"),
         predicted_metadata="results/annotate/{name}/predicted_metadata.parquet",
         classifier_probs="results/annotate/{name}/classifier_probs.parquet",
         summary="results/predictions/annotate/{name}/summary.json",

@@ -543,16 +543,19 @@ def final_outputs():
     targets += [
         f"results/{g}/references.parquet" for g in present if reference_conditions(g)
     ]
+    # A metadata-prediction model's latents: what it encoded each sample to.
+    predicted = ["predicted_metadata", "classifier_probs"]
+    predicted += ["encoded_latents"] if outputs["latents"] else []
     if outputs["predicted_metadata"]:
         targets += expand(
             "results/{group}/{table}.parquet",
             group=present,
-            table=["predicted_metadata", "classifier_probs"],
+            table=predicted,
         )
     targets += expand(
         "results/annotate/{name}/{table}.parquet",
         name=list(ANNOTATIONS),
-        table=["predicted_metadata", "classifier_probs"],
+        table=predicted,
     )
     if outputs["report"]:
         targets.append("results/report/conditions.html")

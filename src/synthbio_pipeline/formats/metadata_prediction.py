@@ -3,15 +3,18 @@
 A metadata-prediction model (``gem-1-{bulk,sc}_predict-metadata``) answers one output per
 input counts vector, each with ``metadata`` (the predicted value per field) and
 ``classifier_probs`` (field -> value -> probability); GEM-2's ``predict-metadata`` names them
-``predicted_metadata`` and ``classifier_probabilities`` (its ``latents.encoded`` is not kept
-here). :func:`write_prediction_part` streams one result
+``predicted_metadata`` and ``classifier_probabilities``. Both carry the sample's ``latents``
+(GEM-1: ``biological``, ``technical``, ``perturbation``; GEM-2: ``encoded``).
+:func:`write_prediction_part` streams one result
 (:func:`~synthbio_pipeline.formats.result_json.open_result`: one output in memory at a time)
-into two files:
+into two files, and a third on request:
 
 - ``predicted_metadata.parquet``: one row per sample, ``sample_id`` then one text column per
   predicted field (in the API's key order, then others by name);
 - ``classifier_probs.parquet``: long form, one row per sample, field and value: ``sample_id``,
-  ``field``, ``value`` (text) and ``probability`` (float64).
+  ``field``, ``value`` (text) and ``probability`` (float64);
+- ``encoded_latents.parquet`` (``latents_out``): ``sample_id``, then one list<float64> column per
+  latent name (:func:`~synthbio_pipeline.formats.parquet.latents_table`).
 
 :func:`merge_prediction_parts` concatenates the parts of several queries in order. Both files
 carry the ``synthbio`` label (``backend``: ``emulator`` for emulated data, ``model_id``).
@@ -31,11 +34,11 @@ import pyarrow.parquet as pq
 
 from synthbio_pipeline.errors import MergeError, ResultError
 from synthbio_pipeline.files import atomic_path
-from synthbio_pipeline.formats.parquet import SAMPLE_ID, SCHEMA_KEY, backend_of
+from synthbio_pipeline.formats.parquet import SAMPLE_ID, SCHEMA_KEY, backend_of, write_latents
 from synthbio_pipeline.formats.result_json import open_result
 from synthbio_pipeline.vocabulary.metadata import METADATA_KEYS
 
-PREDICTED, PROBABILITIES = "predicted metadata", "classifier probabilities"
+PREDICTED, PROBABILITIES, LATENTS = "predicted metadata", "classifier probabilities", "encoded latents"
 PROBS_SCHEMA = pa.schema(
     [
         pa.field(SAMPLE_ID, pa.string(), nullable=False),
@@ -88,14 +91,17 @@ def write_prediction_part(
     query_id: str,
     predicted_out: str | os.PathLike,
     probs_out: str | os.PathLike,
+    latents_out: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
-    """One metadata-prediction result -> its two parts; ``sample_ids`` name the outputs in order.
+    """One metadata-prediction result -> its two parts (three with ``latents_out``: each
+    sample's latents); ``sample_ids`` name the outputs in order.
 
     The result is parsed one output at a time; a part holds one query's samples (at most
     ``predict_metadata_batch``), so its rows are gathered in memory and written at once.
     """
     rows: list[dict[str, Any]] = []
     probs: list[tuple[str, str, str, float]] = []
+    latents: list[dict | None] = []
     # GEM-2 predict-metadata outputs carry no counts: none are needed here.
     with open_result(result_path, expected_samples=len(sample_ids), require_counts=False) as reader:
         for index, sample in enumerate(reader.samples()):
@@ -103,6 +109,7 @@ def write_prediction_part(
             predicted = sample.predicted_metadata
             rows.append(predicted if predicted is not None else sample.metadata)
             probs.extend(_probability_rows(sample_ids[index], sample.classifier_probabilities, index))
+            latents.append(sample.latents)
         backend = backend_of(reader.model_version, reader.top_level)
         model_version = reader.model_version
     label = {"backend": backend, "model_id": model_id, "model_version": _text(model_version)}
@@ -119,6 +126,8 @@ def write_prediction_part(
         pq.write_table(table, temporary, compression="zstd")
     with atomic_path(predicted_out) as temporary:
         pq.write_table(predicted, temporary, compression="zstd")
+    if latents_out is not None:
+        write_latents(sample_ids, latents, latents_out, {"values": LATENTS, **label})
     return {
         "samples": len(sample_ids),
         "fields": len(fields),

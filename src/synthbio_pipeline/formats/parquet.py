@@ -487,7 +487,16 @@ def merge_latents(parts: Sequence[str | os.PathLike], out: str | os.PathLike) ->
     tables = [pq.read_table(path) for path in parts]
     merged = pa.concat_tables([table.replace_schema_metadata(None) for table in tables], promote_options="default")
     labels = [json.loads(table.schema.metadata[SCHEMA_KEY]) for table in tables if table.schema.metadata]
-    label = {"parts": len(tables), "family": labels[0].get("family") if labels else None}
+    # Emulated data says so in every file it lands in: the parts' backends and models are kept.
+    backends = sorted({label["backend"] for label in labels if label.get("backend")})
+    label = {
+        "parts": len(tables),
+        "family": labels[0].get("family") if labels else None,
+        "backend": backends[0] if len(backends) == 1 else backends,
+        "model_id": ",".join(sorted({label["model_id"] for label in labels if label.get("model_id")})),
+    }
+    if labels and labels[0].get("values"):
+        label["values"] = labels[0]["values"]
     with atomic_path(out) as temporary:
         pq.write_table(merged.replace_schema_metadata({SCHEMA_KEY: json.dumps(label).encode()}), temporary)
     return merged.num_rows

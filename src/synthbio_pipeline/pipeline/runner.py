@@ -264,7 +264,8 @@ def run_prediction(
 ) -> dict[str, Any]:
     """Submit (or resume) the query in ``query_path``, wait, download, parse, write parts.
 
-    ``latents_out``: an expression model's samples' latents go there too (optional).
+    ``latents_out``: the samples' latents go there too (optional; a metadata-prediction
+    model's are those it encoded each input to).
 
     With ``self_hosted`` (or, when it is ``None``, ``SYNTHESIZE_SELF_HOSTED`` set as the
     vendor's client reads it) the service is a model container: one synchronous request whose
@@ -327,6 +328,7 @@ def run_prediction(
                 query_id=query_id,
                 predicted_out=predicted_out,
                 probs_out=probs_out,
+                latents_out=latents_out,
             )
 
     else:
@@ -627,9 +629,9 @@ def run_batch(
     Delete the folder to buy every query afresh. ``options`` are :func:`run_prediction`'s.
 
     A batch of metadata-prediction queries (each with its ``sample_ids``) writes
-    ``predicted_out`` and ``probs_out`` instead of the expression pair. An expression batch
-    with ``latents_out`` also writes its samples' latents there (``latents.parquet`` per
-    condition in the work folder, merged in the same order).
+    ``predicted_out`` and ``probs_out`` instead of the expression pair. A batch with
+    ``latents_out`` also writes its samples' latents there (``latents.parquet`` per condition
+    in the work folder, merged in the same order).
 
     Progress goes to ``log``: a line per waiting query every ``heartbeat`` seconds, and a
     line each time a query is done ("batch 0003: 7 of 10 ready"; ``name`` defaults to
@@ -672,7 +674,7 @@ def run_batch(
     def one(query: BatchQuery) -> dict[str, Any]:
         folder = work / query.condition
         first, second = folder / first_name, folder / second_name
-        latents = folder / LATENTS_NAME if latents_out is not None and kind != METADATA_PREDICTION else None
+        latents = folder / LATENTS_NAME if latents_out is not None else None
         digest = body_sha256(json.loads(Path(query.query_path).read_text()))
         # The columns added to the part are part of what it answers.
         digest = body_sha256({"body": digest, "extra_columns": query.extra_columns, "samples": query.sample_ids})
@@ -685,7 +687,12 @@ def run_batch(
             return note["summary"]
         done.unlink(missing_ok=True)
         if kind == METADATA_PREDICTION:
-            outputs = {"predicted_out": first, "probs_out": second, "sample_ids": query.sample_ids}
+            outputs = {
+                "predicted_out": first,
+                "probs_out": second,
+                "sample_ids": query.sample_ids,
+                "latents_out": latents,
+            }
         else:
             outputs = {
                 "expression_out": first,
@@ -728,7 +735,7 @@ def run_batch(
     merge = merge_prediction_parts if kind == METADATA_PREDICTION else merge_parts
     with cpu_lock:
         merge([work / name / first_name for name in names], [work / name / second_name for name in names], *outs)
-        if latents_out is not None and kind != METADATA_PREDICTION:
+        if latents_out is not None:
             merge_latents([work / name / LATENTS_NAME for name in names], latents_out)
     shutil.rmtree(work, ignore_errors=True)
     seconds = round(time.monotonic() - started, 2)

@@ -98,6 +98,8 @@ def main():
         outputs = {
             "predicted_out": snakemake.output.predicted_metadata,
             "probs_out": snakemake.output.classifier_probs,
+            # Optional: what the model encoded each sample to (the workflow's outputs: latents).
+            "latents_out": snakemake.output.get("latents"),
         }
     else:
         outputs = {
