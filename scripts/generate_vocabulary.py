@@ -34,13 +34,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from synthbio_pipeline.files import atomic_path
+from synthbio_pipeline.pipeline.references import GENE_ORDER_MODELS
 from synthbio_pipeline.vocabulary.families import (
     AUTOENCODE,
     FROM_REFERENCE,
     GEM2,
     GEM2_MODEL_IDS,
     GEM2_OPERATION_SPECS,
+    OUTPUT_GROUPS,
     PREDICT_EXPRESSION,
+    group_family,
+    group_modality,
 )
 from synthbio_pipeline.vocabulary.gem2 import (
     GEM1_SHAPE_FIELDS,
@@ -344,6 +348,20 @@ def config_modalities() -> list[str]:
     return [f"enum: [{', '.join(_yaml_string(m) for m in MODALITIES)}]"]
 
 
+def config_gene_order_files() -> list[str]:
+    """``gene_order_files:``' properties: one per output group, the model whose order it gives."""
+    lines = []
+    for group in OUTPUT_GROUPS:
+        model = GENE_ORDER_MODELS[group]
+        family = "GEM-2" if group_family(group) == GEM2 else "GEM-1"
+        description = (
+            f"A file giving {model}'s gene order, which every {family} {group_modality(group)} model id "
+            f"answers in: for the references and annotate files of the {group} output group."
+        )
+        lines += _yaml_property(group, [("type", "string"), ("minLength", 1), ("description", description)])
+    return lines
+
+
 # --- Markdown ------------------------------------------------------------------------------
 
 
@@ -562,6 +580,7 @@ SECTIONS = (
     Section("workflow/schemas/conditions.schema.yaml", "conditions-columns", conditions_columns),
     Section("workflow/schemas/config.schema.yaml", "config-defaults", config_defaults),
     Section("workflow/schemas/config.schema.yaml", "config-modalities", config_modalities),
+    Section("workflow/schemas/config.schema.yaml", "config-gene-order-files", config_gene_order_files),
     Section("config/README.md", "default-keys", readme_default_keys, "inline"),
     Section("config/README.md", "option-columns", readme_option_columns),
     Section("config/README.md", "metadata-keys", readme_metadata_keys),

@@ -4,14 +4,17 @@ before anything is sent, and a self-hosted run gives what the asynchronous path 
 
 from __future__ import annotations
 
+import html
 import json
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import yaml
 from snakemake_runs import ROOT, SNAKEFILE, assert_same_outputs, copy_config, output_of, snakemake
 
 GENES = 300
+TP53 = "ENSG00000141510"
 
 MIXED = (
     "condition\tnum_samples\tmodel\tmodality\ttissue_ontology_id\tsex\ttissue\tsmiles\tentity_ontology_id\tseed\n"
@@ -253,3 +256,82 @@ def test_gem2_reference_and_autoencode_rows_send_aligned_counts(make_emulator, e
     assert body["inputs"]["items"][0]["counts"] == expression["plain_1"].tolist()
     # A from-reference sample is drawn around the reference's library size (no total_count given).
     assert abs(expression["etoh_1"].sum() / aligned.sum() - 1) < 0.25
+
+
+def test_gem2_group_gets_its_round_trip_and_ma_plots(make_emulator, emulator_token, tmp_path):
+    """A GEM-2 bulk group with a reference row and outputs: predicted_metadata: the report's
+    round trip compares the GEM-2 requests (tissue by name, sample type) with GEM-2's predicted
+    metadata, names the perturbation lists it does not compare, and the MA plots mark the gene
+    of the reference row's gene_perturbations. GEM-2's gene order comes from gene_order_files."""
+    from synthbio_pipeline.emulator.generate import gene_order
+
+    emulator = make_emulator(genes=GENES, latency=0.1)
+    genes = list(gene_order(GENES))
+    rng = np.random.default_rng(3)
+    counts = rng.integers(50, 400, len(genes))
+    counts[genes.index(TP53)] = 20_000
+    (tmp_path / "refs").mkdir()
+    pd.DataFrame({"gene_id": genes, "ctrl": counts}).to_csv(tmp_path / "refs/ref.tsv", sep="\t", index=False)
+    table = (
+        "condition\tnum_samples\tmodel\ttissue\tsample_type\tsmiles\tgene_perturbations\treference\treference_sample\tseed\n"
+        "liver_etoh\t3\tgem-2-bulk\tliver\tprimary tissue\tCCO\t\t\t\t1\n"
+        "lung\t2\tgem-2-bulk\tlung\t\t\t\t\t\t2\n"
+        f"tp53_ko\t2\tgem-2-bulk_reference-conditioning\tliver\t\t\t{TP53}\trefs/ref.tsv\tctrl\t3\n"
+    )
+    # GEM-2's gene order given (gene_order_files.gem-2-bulk): nothing is bought to learn it.
+    (tmp_path / "refs/order.txt").write_text("\n".join(genes) + "\n")
+    configfile = workdir_with(
+        tmp_path,
+        table,
+        outputs={"predicted_metadata": True, "report": True},
+        gene_order_files={"gem-2-bulk": "refs/order.txt"},
+    )
+    run = run_workflow(tmp_path, configfile, emulator, emulator_token)
+    assert run.returncode == 0, output_of(run)
+    # 3 conditions and the 7 samples' metadata in one query; no gene-order sample.
+    assert sum(emulator.stats()["submissions"].values()) == 3 + 1
+    assert not (tmp_path / "resources/gene_order").exists()
+    report = tmp_path / "results/report/gem-2-bulk"
+    assert {"round_trip.tsv", "round_trip.html", "round_trip.svg", "ma_plots.svg", "top_changed_genes.tsv"} <= {
+        p.name for p in report.iterdir()
+    }
+
+    # The round trip: the GEM-2 fields both sides have, per condition, in table order.
+    round_trip = pd.read_csv(report / "round_trip.tsv", sep="\t")
+    rows = list(zip(round_trip["condition"], round_trip["field"], round_trip["requested"]))
+    assert rows == [
+        ("liver_etoh", "sample_type", "primary tissue"),
+        ("liver_etoh", "tissue", "liver"),
+        ("lung", "tissue", "lung"),
+        ("tp53_ko", "tissue", "liver"),
+    ]
+    assert round_trip.set_index("condition")["samples"].to_dict() == {"liver_etoh": 3, "lung": 2, "tp53_ko": 2}
+    assert (round_trip["predicted"] == round_trip["samples"]).all()  # GEM-2 predicted every sample's fields
+    assert round_trip["requested_seen"].all()  # GEM-2's predictor outputs tissue names
+    assert round_trip["mean_probability"].between(0, 1).all()
+    tissue = round_trip[round_trip["field"] == "tissue"].set_index("condition")
+    assert tissue.loc["lung", "top_match_share"] == 1.0 and tissue.loc["lung", "most_predicted"] == "lung"
+    page = html.unescape((report / "round_trip.html").read_text())
+    assert "bioactive_entity_perturbations: requested by 1 conditions as a list of objects" in page
+    assert "gene_perturbations: requested by 1 conditions as a list of objects" in page
+    log = (tmp_path / "logs/report/gem-2-bulk_round_trip.log").read_text()
+    assert "fields compared: sample_type, tissue" in log
+    assert "lists, not compared: bioactive_entity_perturbations, gene_perturbations" in log
+    assert "Round trip" in (report / "round_trip.svg").read_text()
+
+    # The MA plots: the reference row against its reference, TP53 (its gene perturbation) marked.
+    top = pd.read_csv(report / "top_changed_genes.tsv", sep="\t")
+    assert set(top["condition"]) == {"tp53_ko"}
+    marked = top[top["perturbed"]]
+    assert marked["gene_id"].tolist() == [TP53]
+    svg = (report / "ma_plots.svg").read_text()
+    assert f"{TP53} (target)" in svg and f"gene_id {TP53}" in svg
+    assert not (tmp_path / "results/report/bulk").exists()
+
+    # The report page gathers them under the GEM-2 group.
+    args = ("-s", str(SNAKEFILE), "-d", str(tmp_path), "--configfile", str(configfile))
+    page = snakemake("--report", "report.html", *args, "--config", f"api_base_url={emulator.url}", cwd=tmp_path,
+                     token=emulator_token)  # fmt: skip
+    assert page.returncode == 0, output_of(page)
+    gathered = (tmp_path / "report.html").read_text()
+    assert "gem-2-bulk" in gathered and "round_trip.svg" in gathered and "ma_plots.svg" in gathered

@@ -96,6 +96,16 @@ def test_each_config_problem_is_one_line_naming_the_key(changes, expected):
         assert "\n" not in problem and "^" not in problem  # no raw regex
 
 
+def test_gene_order_files_take_every_output_group_and_refuse_other_keys():
+    groups = {"bulk": "a.json", "single-cell": "b.txt", "gem-2-bulk": "c.json", "gem-2-single-cell": "d.parquet"}
+    assert config_problems(valid_config(gene_order_files=groups), CONFIG_SCHEMA) == []
+    assert config_problems(valid_config(gene_order_files={"gem-2-bulk": "order.json"}), CONFIG_SCHEMA) == []
+    problems = config_problems(valid_config(gene_order_files={"gem-2-sc": "order.json"}), CONFIG_SCHEMA)
+    assert problems == ["gene_order_files: unknown key 'gem-2-sc' — did you mean gem-2-bulk?"], problems
+    problems = config_problems(valid_config(gene_order_files={"gem-2-bulk": ""}), CONFIG_SCHEMA)
+    assert len(problems) == 1 and problems[0].startswith("gene_order_files.gem-2-bulk: "), problems
+
+
 def test_a_missing_key_and_several_problems_are_all_reported():
     config = valid_config(batch_size=0, as_counts="yes")
     del config["conditions"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import tracemalloc
 import xml.etree.ElementTree as ET
@@ -21,6 +22,9 @@ from synthbio_pipeline.pipeline.report_reference import (
     canonical_value,
     compute_reference_comparison,
     compute_round_trip,
+    describe_perturbation,
+    list_value,
+    listed_requests,
     perturbed_gene,
     plot_ma,
     plot_round_trip,
@@ -541,6 +545,154 @@ def test_top_changed_genes_tsv_columns(tmp_path):
         "perturbed",
     ]
     assert len(read) == len(table) == 6
+
+
+# --- GEM-2 groups ------------------------------------------------------------------------
+
+
+def gem2_rows():
+    """GEM-2 bulk rows as metadata.parquet holds them: the tissue by name, perturbation lists as
+    JSON text; a from-reference row whose tissue is inferred from its reference."""
+    etoh = json.dumps([{"smiles": "CCO"}])
+    rows = [
+        {"sample_id": f"liver_{i}", "condition": "liver", "model_id": "gem-2-bulk", "tissue": "liver",
+         "sample_type": "primary tissue", "bioactive_entity_perturbations": etoh, "gene_perturbations": "[]",
+         "reference": None}
+        for i in (1, 2)
+    ] + [
+        {"sample_id": f"ko_{i}", "condition": "ko", "model_id": "gem-2-bulk_reference-conditioning",
+         "tissue": "lung", "sample_type": None, "bioactive_entity_perturbations": None,
+         "gene_perturbations": json.dumps([{"gene_id": TP53 + ".3"}]), "reference": "r.tsv"}
+        for i in (1, 2)
+    ]  # fmt: skip
+    return rows
+
+
+GEM2_REQUESTS = {
+    "liver": {
+        "tissue": "liver",
+        "sample_type": "primary tissue",
+        "bioactive_entity_perturbations": [{"smiles": "CCO"}],
+    },
+    "ko": {"tissue": "liver", "gene_perturbations": [{"gene_id": TP53}], "infection_perturbations": []},
+}
+
+
+def test_gem2_requests_speak_gem2_and_their_lists_are_named_not_compared():
+    metadata = pd.DataFrame(gem2_rows())
+    # From the table: the values as given, the (non-empty) lists apart.
+    assert requested_values(metadata, GEM2_REQUESTS) == {
+        "liver": {"tissue": "liver", "sample_type": "primary tissue"},
+        "ko": {"tissue": "liver"},
+    }
+    assert listed_requests(metadata, GEM2_REQUESTS) == {
+        "bioactive_entity_perturbations": ["liver"],
+        "gene_perturbations": ["ko"],
+    }
+    # From the file: GEM-2's vocabulary by the rows' model (tissue by name; GEM-1 would read
+    # only tissue_ontology_id), a reference row's perturbations only, lists read from JSON text.
+    assert requested_values(metadata) == {"liver": {"tissue": "liver", "sample_type": "primary tissue"}, "ko": {}}
+    assert listed_requests(metadata) == {"bioactive_entity_perturbations": ["liver"], "gene_perturbations": ["ko"]}
+    gem1 = metadata.assign(model_id="gem-1-bulk")
+    assert requested_values(gem1) == {"liver": {"sample_type": "primary tissue"}, "ko": {}}
+    assert listed_requests(gem1) == {}
+    assert list_value('[{"smiles": "CCO"}]', text=True) == [{"smiles": "CCO"}]
+    assert list_value('[{"smiles": "CCO"}]') is None and list_value("CCO", text=True) is None
+    assert canonical_value([{"smiles": "CCO", "a": 1}]) == '[{"a": 1, "smiles": "CCO"}]'
+
+
+def test_gem2_round_trip_compares_the_fields_both_sides_have(tmp_path):
+    metadata = write_metadata(tmp_path / "metadata.parquet", gem2_rows())
+    # GEM-2's predictor answers tissue names, sample type and library layout; not perturbations.
+    tops = {
+        "liver_1": {"tissue": "liver", "sample_type": "primary tissue", "library_layout": "PAIRED"},
+        "liver_2": {"tissue": "lung", "sample_type": "primary tissue", "library_layout": "PAIRED"},
+        "ko_1": {"tissue": "liver", "sample_type": "cell line", "library_layout": "PAIRED"},
+        "ko_2": {"tissue": "liver", "sample_type": "cell line", "library_layout": "SINGLE"},
+    }
+    probabilities = [(s, "tissue", "liver", p) for s, p in zip(tops, [0.9, 0.3, 0.8, 0.6])]
+    probabilities += [(s, "tissue", "lung", round(1 - p, 10)) for s, p in zip(tops, [0.9, 0.3, 0.8, 0.6])]
+    probabilities += [(s, "sample_type", "primary tissue", 0.7) for s in tops]
+    requests = {**GEM2_REQUESTS, "ko": {**GEM2_REQUESTS["ko"], "age_years": 40}}
+    rt = write_round_trip(
+        metadata,
+        *write_predictions(tmp_path, tops, probabilities),
+        requests=requests,
+        table=tmp_path / "rt.tsv",
+        html=tmp_path / "rt.html",
+        figure=tmp_path / "rt.svg",
+    )
+    table = rt.table
+    assert list(zip(table["condition"], table["field"])) == [
+        ("liver", "sample_type"),
+        ("liver", "tissue"),
+        ("ko", "tissue"),
+    ]
+    assert rt.fields == ["sample_type", "tissue"]  # GEM-1's key order, then GEM-2's own keys
+    liver = row_of(table, "liver", "tissue")
+    assert liver["top_match_share"] == pytest.approx(1 / 2) and liver["mean_probability"] == pytest.approx(0.6)
+    ko = row_of(table, "ko", "tissue")
+    assert ko["top_match_share"] == 1.0 and ko["mean_probability"] == pytest.approx(0.7)
+    assert row_of(table, "liver", "sample_type")["mean_probability"] == pytest.approx(0.7)
+    assert rt.lists == {"bioactive_entity_perturbations": ["liver"], "gene_perturbations": ["ko"]}
+    assert rt.not_predicted == {"age_years": ["ko"]}
+    page = html.unescape((tmp_path / "rt.html").read_text())
+    assert "gene_perturbations: requested by 1 conditions as a list of objects (GEM-2's perturbation lists)" in page
+    assert "age_years: requested by 1 conditions, not predicted" in page
+    assert "tissue" in svg_text(tmp_path / "rt.svg")
+
+
+def test_gem2_round_trip_with_only_lists_says_why_there_is_nothing_to_compare(tmp_path):
+    rows = [dict(row, tissue=None) for row in gem2_rows()]
+    metadata = write_metadata(tmp_path / "metadata.parquet", rows)
+    files = write_predictions(tmp_path, {"ko_1": {"tissue": "liver"}}, [("ko_1", "tissue", "liver", 1.0)])
+    requests = {"ko": {"gene_perturbations": [{"gene_id": TP53}]}}
+    rt = write_round_trip(metadata, *files, requests=requests, figure=tmp_path / "rt.svg")
+    assert rt.table.empty and rt.lists == {"gene_perturbations": ["ko"]}
+    text = svg_text(tmp_path / "rt.svg")
+    assert "Nothing to compare" in text and "lists, not compared: gene_perturbations" in text
+
+
+def test_describe_perturbation_reads_gem1_keys_and_gem2_lists():
+    assert describe_perturbation({"perturbation_type": "crispr", "perturbation_ontology_id": TP53 + ".2"}) == (
+        f"crispr {TP53}.2",
+        [TP53],
+    )
+    assert describe_perturbation({"perturbation_type": "compound", "perturbation_ontology_id": "CHEBI:27899"}) == (
+        "compound CHEBI:27899",
+        [],
+    )
+    gem2 = {
+        "bioactive_entity_perturbations": json.dumps([{"smiles": "CCO"}, {"entity_ontology_id": "CHEMBL3261331"}]),
+        "gene_perturbations": [{"gene_id": TP53 + ".7"}],
+    }
+    assert describe_perturbation(gem2) == (f"smiles CCO entity_ontology_id CHEMBL3261331 gene_id {TP53}.7", [TP53])
+    assert describe_perturbation({"gene_perturbations": "[]", "bioactive_entity_perturbations": None}) == (
+        "no perturbation",
+        [],
+    )
+
+
+def test_gem2_ma_plots_mark_the_one_gene_of_gene_perturbations(tmp_path):
+    expression, _, references, reference, columns = ma_case(tmp_path)
+    lists = {"ko": [{"gene_id": TP53}], "drug": [{"gene_id": TP53}, {"gene_id": "ENSG00000000004"}]}
+    rows = [
+        {"sample_id": s, "condition": c, "model_id": "gem-2-bulk_reference-conditioning", "reference": "ref.tsv",
+         "reference_sample": "S1", "gene_perturbations": json.dumps(lists[c])}
+        for s, c in (("ko_1", "ko"), ("ko_2", "ko"), ("drug_1", "drug"))
+    ] + [{"sample_id": "base_1", "condition": "base", "model_id": "gem-2-bulk", "reference": None,
+          "reference_sample": None, "gene_perturbations": None}]  # fmt: skip
+    metadata = write_metadata(tmp_path / "gem2_metadata.parquet", rows)
+    ref = compute_reference_comparison(expression, metadata, references, top_n=5)
+    assert ref.conditions == ["ko", "drug"]
+    assert ref.perturbed == {"ko": TP53, "drug": None}
+    assert ref.perturbation["ko"] == f"gene_id {TP53}"
+    assert any("drug: 2 perturbed genes" in note and "none marked" in note for note in ref.notes)
+    top = ref.top[ref.top["condition"] == "ko"]
+    assert top.iloc[0]["gene_id"] == TP53 and top.iloc[0]["perturbed"] and top.iloc[0]["log2fc"] < -1.5
+    assert not ref.top[ref.top["condition"] == "drug"]["perturbed"].any()
+    plot_ma(ref, tmp_path / "ma.svg")
+    assert f"{TP53} (target)" in svg_text(tmp_path / "ma.svg")
 
 
 # --- through the workflow ----------------------------------------------------------------

@@ -18,6 +18,7 @@ from conftest import EMULATOR_TOKEN
 from synthbio_pipeline.client.http import SynthesizeClient
 from synthbio_pipeline.errors import Problem, ValidationError
 from synthbio_pipeline.pipeline.conditions import KNOWN_COLUMNS, OPTION_COLUMNS, REFERENCE_COLUMNS, REQUIRED_COLUMNS
+from synthbio_pipeline.vocabulary.families import OUTPUT_GROUPS
 from synthbio_pipeline.vocabulary.metadata import (
     METADATA_GROUPS,
     METADATA_KEYS,
@@ -127,6 +128,9 @@ def test_config_schema_enums_are_the_vocabulary():
         if option.type == LIST:
             assert defaults[name]["items"]["enum"] == list(option.choices) and defaults[name]["uniqueItems"]
     assert properties["outputs"]["properties"]["h5ad"]["items"]["enum"] == list(MODALITIES)
+    # gene_order_files: one key per output group (GEM-1's and GEM-2's), nothing else.
+    gene_orders = properties["gene_order_files"]
+    assert list(gene_orders["properties"]) == list(OUTPUT_GROUPS) and gene_orders["additionalProperties"] is False
 
 
 def test_conditions_schema_columns_are_the_vocabulary():

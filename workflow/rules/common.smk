@@ -52,7 +52,11 @@ from synthbio_pipeline.pipeline.references import (
     read_gene_order,
     reference_problems,
 )
-from synthbio_pipeline.vocabulary.families import OUTPUT_GROUPS, group_modality
+from synthbio_pipeline.vocabulary.families import (
+    OUTPUT_GROUPS,
+    group_family,
+    group_modality,
+)
 from synthbio_pipeline.vocabulary.models import (
     MODALITIES,
     MODALITY_MODELS,
@@ -529,8 +533,6 @@ def final_outputs():
     """The merged pair of every output group in the table (never bulk and single-cell
     mixed, never GEM-1 and GEM-2 mixed), and the files `outputs` asks for."""
     present = present_groups()
-    # The GEM-1 groups (named by their modality): the reference reports are GEM-1's.
-    gem1 = [g for g in present if g in MODALITIES]
     outputs = config["outputs"]
     targets = expand(
         "results/{group}/{table}.parquet",
@@ -570,7 +572,7 @@ def final_outputs():
         targets.append("results/report/conditions.html")
         names = [f"{f}.svg" for f in report_figures()] + ["summary.html", "summary.tsv"]
         targets += expand("results/report/{group}/{name}", group=present, name=names)
-        targets += reference_report_targets(gem1)
+        targets += reference_report_targets(present)
     return targets
 
 
@@ -733,11 +735,7 @@ def figure_labels(title):
     def labels(wildcards, input):
         return {
             "modality": group_modality(wildcards.group),
-            "model family": (
-                "gem-2"
-                if wildcards.group != group_modality(wildcards.group)
-                else "gem-1"
-            ),
+            "model family": group_family(wildcards.group),
             "figure": title,
             "data": data_source(input.expression),
         }
@@ -748,13 +746,9 @@ def figure_labels(title):
 # --- the report of the reference-conditioning and metadata-prediction families ------------
 
 
-def has_reference_rows(modality):
-    """Whether a condition of `modality` is conditioned on a reference sample."""
-    return any(
-        getattr(c, "reference", None)
-        for c in CONDITIONS.values()
-        if c.group == modality
-    )
+def has_reference_rows(group):
+    """Whether a condition of an output group is conditioned on a reference sample."""
+    return bool(reference_conditions(group))
 
 
 def predicted_metadata_on():
@@ -762,38 +756,44 @@ def predicted_metadata_on():
     return bool(config.get("outputs", {}).get("predicted_metadata", False))
 
 
-def reference_report_targets(modalities):
-    """The round trip (with predicted metadata) and the MA plots (with reference rows)."""
+def reference_report_targets(groups):
+    """The round trip (with predicted metadata) and the MA plots (with reference rows) of
+    output groups, GEM-1's and GEM-2's alike (each read against its own family's model).
+    """
     targets = []
     if predicted_metadata_on():
         targets += expand(
-            "results/report/{modality}/{name}",
-            modality=modalities,
+            "results/report/{group}/{name}",
+            group=groups,
             name=["round_trip.tsv", "round_trip.html", "round_trip.svg"],
         )
     targets += expand(
-        "results/report/{modality}/{name}",
-        modality=[m for m in modalities if has_reference_rows(m)],
+        "results/report/{group}/{name}",
+        group=[g for g in groups if has_reference_rows(g)],
         name=["ma_plots.svg", "top_changed_genes.tsv", "top_changed_genes.html"],
     )
     return targets
 
 
 def get_requests(wildcards):
-    """What each condition of a modality asked for: {condition: {metadata key: value}}."""
+    """What each condition of an output group asked for: {condition: {metadata key: value}},
+    in its family's vocabulary (GEM-2: the tissue by name, perturbation lists as lists).
+    """
     return {
         name: dict(getattr(c, "metadata", None) or {})
         for name, c in CONDITIONS.items()
-        if c.group == wildcards.modality
+        if c.group == wildcards.group
     }
 
 
 def reference_labels(title):
-    """Report labels of the round trip and MA plots; `data` as for the other figures."""
+    """Report labels of the round trip and MA plots, as figure_labels' (`data` from the
+    metadata file: the round trip reads no expression)."""
 
     def labels(wildcards, input):
         return {
-            "modality": wildcards.modality,
+            "modality": group_modality(wildcards.group),
+            "model family": group_family(wildcards.group),
             "figure": title,
             "data": data_source(input.metadata),
         }

@@ -16,7 +16,7 @@ ref = write_reference_report(
     html=output.html,
 )
 print(
-    f"{snakemake.wildcards.modality}: {len(ref.conditions)} reference-conditioned conditions, "
+    f"{snakemake.wildcards.group}: {len(ref.conditions)} reference-conditioned conditions, "
     f"{len(ref.panels)} drawn, {ref.n_genes} genes",
     file=sys.stderr,
 )

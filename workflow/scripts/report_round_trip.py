@@ -1,4 +1,4 @@
-"""The round trip of one modality: requested vs predicted metadata (rule report_round_trip)."""
+"""The round trip of one output group: requested vs predicted metadata (rule report_round_trip)."""
 
 import sys
 
@@ -17,7 +17,8 @@ rt = write_round_trip(
     requests=snakemake.params.requests,
 )
 print(
-    f"{snakemake.wildcards.modality}: {len(rt.conditions)} conditions, {rt.samples} samples, "
-    f"fields compared: {', '.join(rt.fields) or 'none'}; not predicted: {', '.join(rt.not_predicted) or 'none'}",
+    f"{snakemake.wildcards.group}: {len(rt.conditions)} conditions, {rt.samples} samples, "
+    f"fields compared: {', '.join(rt.fields) or 'none'}; not predicted: {', '.join(rt.not_predicted) or 'none'}; "
+    f"lists, not compared: {', '.join(rt.lists) or 'none'}",
     file=sys.stderr,
 )

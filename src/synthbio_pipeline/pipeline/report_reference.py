@@ -1,8 +1,10 @@
-"""Report figures of the GEM-1 reference and metadata-prediction families (issue 13).
+"""Report figures of the reference and metadata-prediction families (issue 13), per output
+group: GEM-1's (``bulk``, ``single-cell``) and GEM-2's (``gem-2-bulk``, ``gem-2-single-cell``).
 
 **Round trip.** Does a condition's generated data look like what it asked for? Metadata
-prediction reads each generated sample and answers, per field, a top value and a probability
-per value. Per condition and requested field::
+prediction (the group's family's: ``gem-1-*_predict-metadata`` or ``gem-2-*_predict-metadata``)
+reads each generated sample and answers, per field, a top value and a probability per value.
+Per condition and requested field::
 
     rt = compute_round_trip("results/bulk/metadata.parquet",
                             "results/bulk/predicted_metadata.parquet",
@@ -13,7 +15,13 @@ per value. Per condition and requested field::
 gives the samples, the share whose top prediction equals the request, and the mean
 probability given to the requested value. Values are compared as text, case-sensitively
 (ontology ids are case-sensitive; a name never equals an id), after trimming spaces and
-writing numbers one way (``65.0`` is ``65``).
+writing numbers one way (``65.0`` is ``65``). Only the fields both sides have are compared: a
+GEM-2 request names the tissue (``tissue: liver``), so it meets a prediction of ``tissue`` and
+never one of ``tissue_ontology_id``; a requested field the predictor does not predict is listed
+as not predicted. GEM-2's perturbation lists (``bioactive_entity_perturbations`` and the other
+:data:`~synthbio_pipeline.vocabulary.metadata.GEM2_METADATA_KEYS` with ``items``) are not
+compared: a prediction names one value per field, a list is a set of objects (the round trip
+lists them as requested but not compared, with that reason).
 
 **MA plots.** For each reference-conditioned condition, the generated samples' mean CPM
 against the reference's CPM (the aligned counts of ``references.parquet``)::
@@ -27,8 +35,10 @@ against the reference's CPM (the aligned counts of ``references.parquet``)::
 (log2(generated mean CPM + p) + log2(reference CPM + p)) / 2``, where the pseudo-count ``p``
 is 1 CPM, or one count of the reference's library in CPM when that is more (a single-cell
 reference of 5,000 counts: 200 CPM): a change smaller than one read of the reference is not
-a change. The perturbed gene is marked when the perturbation is a gene: an Ensembl
-``perturbation_ontology_id`` and a ``perturbation_type`` among :data:`GENE_PERTURBATIONS`.
+a change. The perturbed gene is marked when the perturbation is a gene: GEM-1's Ensembl
+``perturbation_ontology_id`` with a ``perturbation_type`` among :data:`GENE_PERTURBATIONS`, or the
+one gene of a GEM-2 ``gene_perturbations`` list (its Ensembl id; with several genes none is
+marked and the notes say so).
 
 Both read their inputs in bounded memory: the expression file one row group (gene block) and
 at most ``SAMPLE_CHUNK`` samples at a time, the class probabilities in record batches.
@@ -63,7 +73,8 @@ from synthbio_pipeline.pipeline.report import (
     write_delimited,
     write_html_table,
 )
-from synthbio_pipeline.vocabulary.metadata import METADATA_KEYS, PERTURBATIONAL
+from synthbio_pipeline.vocabulary.families import is_gem2
+from synthbio_pipeline.vocabulary.metadata import GEM2_METADATA_KEYS, METADATA_KEYS, PERTURBATIONAL, MetadataKey
 
 __all__ = [
     "GENE_PERTURBATIONS",
@@ -73,6 +84,9 @@ __all__ = [
     "canonical_value",
     "compute_reference_comparison",
     "compute_round_trip",
+    "describe_perturbation",
+    "list_value",
+    "listed_requests",
     "perturbed_gene",
     "plot_ma",
     "plot_round_trip",
@@ -96,6 +110,11 @@ PROBABILITY_BATCH = 65536
 #: Round-trip cells annotated with their value up to this many conditions.
 MAX_ANNOTATED_CONDITIONS = 30
 REFERENCE, REFERENCE_SAMPLE = "reference", "reference_sample"
+MODEL_ID = "model_id"
+#: The order the round trip lists fields in: GEM-1's keys, then GEM-2's own (``tissue``, its lists).
+FIELD_ORDER = tuple(dict.fromkeys([*METADATA_KEYS, *GEM2_METADATA_KEYS]))
+#: Why a list-valued request (GEM-2's perturbation lists) is not compared.
+LIST_REASON = "a list of objects (GEM-2's perturbation lists): a prediction names one value per field"
 
 # Okabe-Ito colours (distinguishable with every common colour-vision deficiency).
 _BLUE, _VERMILLION, _GREY = "#0072B2", "#D55E00", "#8c8c8c"
@@ -108,8 +127,11 @@ _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 def canonical_value(value: Any) -> str | None:
     """A metadata value as compared: text without surrounding spaces, numbers written one
-    way (``65``, ``65.0`` and ``6.5e1`` are ``65``); ``None`` for a missing value."""
-    if value is None or (not isinstance(value, str) and pd.isna(value)):
+    way (``65``, ``65.0`` and ``6.5e1`` are ``65``); ``None`` for a missing value. A list or
+    mapping (GEM-2's perturbation lists) is its JSON text, keys sorted."""
+    if isinstance(value, (list, tuple, dict, np.ndarray)):
+        return json.dumps(value.tolist() if isinstance(value, np.ndarray) else value, sort_keys=True, default=str)
+    if value is None or pd.isna(value):
         return None
     if isinstance(value, (bool, np.bool_)):
         return str(bool(value)).lower()
@@ -119,6 +141,22 @@ def canonical_value(value: Any) -> str | None:
     if not text:
         return None
     return _number(float(text)) if _NUMBER.fullmatch(text) else text
+
+
+def list_value(value: Any, *, text: bool = False) -> list | None:
+    """``value`` as a list when it is one (a GEM-2 perturbation list), else ``None``. With
+    ``text``, a JSON list written as text (as ``metadata.parquet`` holds GEM-2's lists) too."""
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if text and isinstance(value, str) and value.lstrip().startswith("["):
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            return None
+        return parsed if isinstance(parsed, list) else None
+    return None
 
 
 def _number(value: float) -> str:
@@ -171,6 +209,10 @@ class RoundTrip:
     out), ``most_predicted`` (the commonest top prediction), ``requested_seen`` (whether the
     predictor gave the requested value a probability in any sample of the file; false for a
     value it never outputs, such as a name where it answers ids).
+
+    ``not_predicted``: per requested field the predictor does not predict, the conditions that
+    requested it; ``lists``: the same for list values (GEM-2's perturbation lists), not compared
+    (:data:`LIST_REASON`).
     """
 
     table: pd.DataFrame
@@ -180,6 +222,7 @@ class RoundTrip:
     samples: int
     not_predicted: dict[str, list[str]] = field(default_factory=dict)
     predicted_fields: list[str] = field(default_factory=list)
+    lists: dict[str, list[str]] = field(default_factory=dict)
 
 
 def requested_values(
@@ -188,33 +231,67 @@ def requested_values(
     """Per condition (in the file's order), the metadata it asked for: ``{field: value}``.
 
     With ``requests`` (the conditions table's metadata per condition, as the workflow has
-    it), those. Otherwise read from the metadata file: the metadata-key columns that hold
-    one value in all of a condition's samples; for a reference-conditioned row (a
-    ``reference`` set) only the perturbation keys, as the rest is inferred from the reference.
+    it), those. Otherwise read from the metadata file: the metadata-key columns of the
+    condition's vocabulary (GEM-2's when its ``model_id`` is a GEM-2 id, else GEM-1's) that
+    hold one value in all of its samples; for a reference-conditioned row (a ``reference``
+    set) only the perturbation keys, as the rest is inferred from the reference. List values
+    (GEM-2's perturbation lists) are left out: :func:`listed_requests` names them.
     """
+    return _requests(metadata, requests)[0]
+
+
+def listed_requests(
+    metadata: pd.DataFrame, requests: Mapping[str, Mapping[str, Any]] | None = None
+) -> dict[str, list[str]]:
+    """``{field: [conditions]}``: the non-empty list values requested (GEM-2's perturbation
+    lists), which the round trip does not compare (:data:`LIST_REASON`); read as
+    :func:`requested_values` reads."""
+    return _requests(metadata, requests)[1]
+
+
+def _vocabulary(group: pd.DataFrame) -> Mapping[str, MetadataKey]:
+    """The metadata vocabulary of a condition's rows: GEM-2's when its model is GEM-2's."""
+    if MODEL_ID in group:
+        models = {str(m) for m in group[MODEL_ID].dropna()}
+        if models and all(is_gem2(m) for m in models):
+            return GEM2_METADATA_KEYS
+    return METADATA_KEYS
+
+
+def _requests(metadata: pd.DataFrame, requests: Mapping[str, Mapping[str, Any]] | None):
     conditions = list(dict.fromkeys(str(c) for c in metadata["condition"]))
+    asked: dict[str, dict[str, str]] = {}
+    lists: dict[str, list[str]] = {}
     if requests is not None:
-        return {
-            c: {
-                str(k): v
-                for k, v in ((k, canonical_value(v)) for k, v in (requests.get(c) or {}).items())
-                if v is not None
-            }
-            for c in conditions
-        }
-    keys = [key for key in METADATA_KEYS if key in metadata]
-    result: dict[str, dict[str, str]] = {}
+        for c in conditions:
+            asked[c] = {}
+            for key, raw in (requests.get(c) or {}).items():
+                elements = list_value(raw)
+                if elements is not None:
+                    if elements:
+                        lists.setdefault(str(key), []).append(c)
+                    continue
+                value = canonical_value(raw)
+                if value is not None:
+                    asked[c][str(key)] = value
+        return asked, lists
     for condition, group in metadata.groupby(metadata["condition"].astype(str), sort=False):
         referenced = REFERENCE in group and group[REFERENCE].notna().any()
-        asked = {}
-        for key in keys:
-            if referenced and METADATA_KEYS[key].group != PERTURBATIONAL:
+        mine = {}
+        for key, spec in _vocabulary(group).items():
+            if key not in group or (referenced and spec.group != PERTURBATIONAL):
+                continue
+            if spec.items is not None:
+                values = {canonical_value(list_value(v, text=True)) for v in group[key]}
+                if len(values) == 1 and values.pop() not in (None, "[]"):
+                    lists.setdefault(key, []).append(condition)
                 continue
             values = {canonical_value(v) for v in group[key]}
             if len(values) == 1 and None not in values:
-                asked[key] = values.pop()
-        result[condition] = asked
-    return {c: result[c] for c in conditions}
+                mine[key] = values.pop()
+        asked[condition] = mine
+    order = {c: i for i, c in enumerate(conditions)}
+    return {c: asked[c] for c in conditions}, {k: sorted(v, key=order.__getitem__) for k, v in lists.items()}
 
 
 def compute_round_trip(
@@ -227,7 +304,7 @@ def compute_round_trip(
     """The round trip of one modality (see :class:`RoundTrip`); ``requests`` as in
     :func:`requested_values`. Streams ``probabilities_path`` in record batches."""
     metadata = _read_metadata(metadata_path)
-    asked = requested_values(metadata, requests)
+    asked, lists = _requests(metadata, requests)
     sample_condition = dict(zip(metadata[SAMPLE_ID].astype(str), metadata["condition"].astype(str)))
 
     try:
@@ -265,7 +342,7 @@ def compute_round_trip(
     fields_predicted = list(dict.fromkeys([*top_fields, *prob_fields]))
     requested_fields = list(dict.fromkeys(k for request in asked.values() for k in request))
     fields = [f for f in requested_fields if f in set(fields_predicted)]
-    ordered = [k for k in METADATA_KEYS if k in fields] + [f for f in fields if f not in METADATA_KEYS]
+    ordered = [k for k in FIELD_ORDER if k in fields] + [f for f in fields if f not in FIELD_ORDER]
     not_predicted: dict[str, list[str]] = {}
     for condition, request in asked.items():
         for key in request:
@@ -327,6 +404,7 @@ def compute_round_trip(
         samples=len(sample_condition),
         not_predicted=not_predicted,
         predicted_fields=fields_predicted,
+        lists=lists,
     )
 
 
@@ -420,6 +498,8 @@ def write_round_trip_table(rt: RoundTrip, path: str | os.PathLike) -> pd.DataFra
         notes.append(
             f"{key}: requested by {len(conditions):,} conditions, not predicted by metadata prediction; not compared."
         )
+    for key, conditions in rt.lists.items():
+        notes.append(f"{key}: requested by {len(conditions):,} conditions as {LIST_REASON}; not compared.")
     write_html_table(
         shown,
         path,
@@ -472,7 +552,9 @@ def plot_round_trip(rt: RoundTrip, path: str | os.PathLike) -> Path:
         reason = (
             "no condition requested a field that metadata prediction predicts"
             f" (predicted: {', '.join(rt.predicted_fields) or 'none'};"
-            f" requested, not predicted: {', '.join(rt.not_predicted) or 'none'})"
+            f" requested, not predicted: {', '.join(rt.not_predicted) or 'none'}"
+            + (f"; lists, not compared: {', '.join(rt.lists)}" if rt.lists else "")
+            + ")"
         )
         axes.text(0.0, 0.6, "Nothing to compare:\n" + _wrap(reason, 80), va="top", fontsize="medium")
         axes.set_title(titled("Round trip: requested vs predicted metadata", rt.backend), loc="left")
@@ -590,6 +672,35 @@ def perturbed_gene(ontology_id: Any, perturbation_type: Any) -> str | None:
         return None
     match = _ENSEMBL.fullmatch(identifier)
     return match.group(1) if match else None
+
+
+def describe_perturbation(row: Mapping[str, Any]) -> tuple[str, list[str]]:
+    """A condition's perturbation in words, and the Ensembl genes it acts on (versions dropped).
+
+    GEM-1: ``perturbation_type``, ``perturbation_ontology_id``, dose and time, the gene by
+    :func:`perturbed_gene`. GEM-2: its perturbation lists (a list, or its JSON text as
+    ``metadata.parquet`` holds it), each element's fields (``smiles CCO``), the genes those of
+    ``gene_perturbations`` whose value is an Ensembl gene id. ``"no perturbation"`` for none.
+    """
+    words = [canonical_value(row.get(k)) for k in ("perturbation_type", "perturbation_ontology_id")]
+    words += [canonical_value(row.get(k)) for k in ("perturbation_dose", "perturbation_time")]
+    gene = perturbed_gene(row.get("perturbation_ontology_id"), row.get("perturbation_type"))
+    genes = [gene] if gene else []
+    for key, spec in GEM2_METADATA_KEYS.items():
+        elements = list_value(row.get(key), text=True) if spec.items is not None else None
+        for element in elements or []:
+            if isinstance(element, Mapping):
+                values = list(element.values())
+                words += [f"{k} {canonical_value(v)}" for k, v in element.items()]
+            else:
+                values = [element]
+                words.append(canonical_value(element))
+            if key == "gene_perturbations":
+                for value in values:
+                    match = _ENSEMBL.fullmatch(str(value).strip())
+                    if match and match.group(1) not in genes:
+                        genes.append(match.group(1))
+    return " ".join(w for w in words if w) or "no perturbation", genes
 
 
 @dataclass
@@ -733,12 +844,14 @@ def compute_reference_comparison(
     sample_condition = np.array([index[str(c)] for c in referenced["condition"]])
     first_rows = referenced.groupby(referenced["condition"].astype(str), sort=False).first()
     perturbed, perturbation, references_named = {}, {}, {}
+    notes = []
     for c in conditions:
         row = first_rows.loc[c]
-        perturbed[c] = perturbed_gene(row.get("perturbation_ontology_id"), row.get("perturbation_type"))
-        words = [canonical_value(row.get(k)) for k in ("perturbation_type", "perturbation_ontology_id")]
-        words += [canonical_value(row.get(k)) for k in ("perturbation_dose", "perturbation_time")]
-        perturbation[c] = " ".join(w for w in words if w) or "no perturbation"
+        perturbation[c], acted_on = describe_perturbation(row)
+        perturbed[c] = acted_on[0] if len(acted_on) == 1 else None
+        if len(acted_on) > 1:
+            named = ", ".join(acted_on[:3]) + (", …" if len(acted_on) > 3 else "")
+            notes.append(f"{c}: {len(acted_on)} perturbed genes ({named}): none marked")
         reference = canonical_value(row.get(REFERENCE)) or "?"
         sample = canonical_value(row.get(REFERENCE_SAMPLE))
         references_named[c] = f"{Path(reference).name}:{sample}" if sample else Path(reference).name
@@ -762,7 +875,6 @@ def compute_reference_comparison(
         for g, i in hits.items():
             target_values.setdefault(g, (target_samples[g], ref_counts[:, i]))
         n_genes += len(ids)
-    notes = []
     if values == COUNTS:
         usable = library > 0
         if (~usable).any():
