@@ -215,6 +215,27 @@ def test_a_gene_perturbation_moves_its_target_gene(perturbation_type, direction)
         assert (direction * change > direction * change[target]).sum() < 0.02 * genes
 
 
+@pytest.mark.parametrize("perturbation_type", ["crispr", "shrna", "overexpression", "compound"])
+def test_a_baseline_condition_aimed_at_a_gene_moves_that_gene(perturbation_type):
+    """Not only from a reference: a baseline row knocking TP53 out has (almost) no TP53 left;
+    a compound named by a gene id aims at nothing."""
+    genes = 2000
+    tables = generate.gene_tables(genes)
+    target = tables.index[TP53]
+    control = generate.condition(tables, {"perturbation_type": "control", **LIVER})
+    aimed = generate.condition(
+        tables, {"perturbation_type": perturbation_type, "perturbation_ontology_id": TP53, **LIVER}
+    )
+    change = aimed.log_profile - control.log_profile
+    moved_by_sets = change.copy()
+    for key, value in {"perturbation_type": perturbation_type, "perturbation_ontology_id": TP53}.items():
+        sets, lfc = generate.pair_effect(genes, key, value)
+        moved_by_sets[sets] -= lfc
+    expected = generate.TARGET_EFFECT.get(perturbation_type, 0.0)
+    assert moved_by_sets[target] == pytest.approx(expected)
+    assert np.allclose(np.delete(moved_by_sets, target), 0.0)
+
+
 def test_a_crispr_reference_query_over_http_drops_tp53_in_every_sample(emulator):
     counts = typical(LIVER, 200)
     result = run(emulator, RC_BULK, rc_body(counts, {"perturbation_ontology_id": TP53, "perturbation_type": "crispr"}))

@@ -338,6 +338,35 @@ def test_a_molecule_moves_a_fixed_gene_set_seeded_by_it(emulator, molecule):
     assert with_it.sum() == total and max(with_it) > 2**24  # exact large integers
 
 
+def test_a_gene_perturbation_knocks_its_gene_down_from_metadata_and_from_a_reference(emulator):
+    """GEM-2's gene_perturbations aim at their gene: it drops to about 1% (a knockout), besides the
+    gene set the perturbation moves; an unknown gene moves only that set."""
+    tp53 = "ENSG00000141510"
+    target = generate.gene_order(GENES).index(tp53)
+    total = 10**12
+    without = counts_of(run(emulator, "gem-2", expression_body(LIVER, total=total)))[0]
+    knocked = dict(LIVER, gene_perturbations=[{"gene_id": tp53}])
+    with_it = counts_of(run(emulator, "gem-2", expression_body(knocked, total=total)))[0]
+    genes, lfc = generate.pair_effect(GENES, "gene_perturbations", {"gene_id": tp53})
+    moved_by_set = lfc[genes == target].sum()
+    ratio = (with_it / with_it.sum()) / (without / without.sum())
+    others = np.delete(ratio, target)
+    assert abs(np.log(ratio[target] / np.median(others)) - (moved_by_set + generate.GENE_PERTURBATION_EFFECT)) < 0.01
+    assert changed_genes(with_it, without) == set(genes.tolist()) | {target}
+    # From a reference: the reference's own TP53 drops the same way.
+    reference = counts_of(run(emulator, "gem-2", expression_body(LIVER, total=2_000_000)))[0].tolist()
+    item = {"counts": reference, "num_samples": 1, "output_total": {"type": "custom", "value": total}}
+    body = {
+        "operation": "predict-expression-from-reference",
+        "inputs": {"modality": "bulk", "items": [item]},
+        "options": {"seed": 3, "sampling_strategy": MEAN_ESTIMATION},
+    }
+    still = np.array(run(emulator, "gem-2", body)["outputs"][0]["counts"])
+    item["metadata"] = {"gene_perturbations": [{"gene_id": tp53}]}
+    moved = np.array(run(emulator, "gem-2", body)["outputs"][0]["counts"])
+    assert moved[target] < 0.05 * still[target]
+
+
 def test_metadata_makes_conditions_differ_and_a_seed_reproduces_them(emulator):
     liver = run(emulator, "gem-2", expression_body(LIVER, num_samples=3, strategy=SAMPLE_GENERATION, seed=1))
     again = run(emulator, "gem-2", expression_body(LIVER, num_samples=3, strategy=SAMPLE_GENERATION, seed=1))

@@ -84,6 +84,11 @@ _EFFECT_SIZE: dict[str, tuple[float, float]] = {
 _DEFAULT_EFFECT = (0.01, 0.3)
 #: Pairs that mean "nothing was done" and so move no gene.
 _NEUTRAL = {("perturbation_type", "control")}
+#: Natural-log change of the gene a perturbation is aimed at, by perturbation type (CRISPR:
+#: e^-4.5, about 1%, is left); GEM-2's gene perturbations are knockouts. What a user looks for
+#: first in an MA plot.
+TARGET_EFFECT = {"crispr": -4.5, "shrna": -3.0, "sirna": -3.0, "genetic": -3.0, "overexpression": 3.0}
+GENE_PERTURBATION_EFFECT = TARGET_EFFECT["crispr"]
 #: Single-cell data sees a different slice of the transcriptome than bulk.
 _MODALITY_EFFECT = {SINGLE_CELL: (0.30, 1.0)}
 #: Dispersion multiplier per modality (single cells are much noisier).
@@ -154,6 +159,8 @@ class GeneTables:
     sparse_keys: np.ndarray
     #: The JSON text of the gene order.
     gene_order_json: bytes
+    #: Gene id -> its position (the gene a perturbation is aimed at).
+    index: Mapping[str, int]
 
     @property
     def n(self) -> int:
@@ -184,6 +191,7 @@ def gene_tables(n: int = DEFAULT_GENES) -> GeneTables:
         loadings=loadings,
         sparse_keys=keys.reshape(n, -1),
         gene_order_json=json.dumps(list(ids), separators=(",", ":")).encode("ascii"),
+        index={gene: position for position, gene in enumerate(ids)},
     )
 
 
@@ -286,7 +294,25 @@ def condition(
         genes, lfc = pair_effect(tables.n, key, value)
         log_profile[genes] += lfc
         means[latent_group(key, keys)] += pair_latent(key, value)
+    for gene, lfc in targeted_genes(tables, metadata):
+        log_profile[gene] += lfc
     return Condition(log_profile, means)
+
+
+def targeted_genes(tables: GeneTables, metadata: Mapping[str, Any]) -> list[tuple[int, float]]:
+    """``(gene index, natural-log fold change)`` of each gene of the set a perturbation is aimed
+    at: GEM-1's ``perturbation_ontology_id`` naming a gene under a genetic ``perturbation_type``
+    (down for a knockout or knockdown, up for overexpression), GEM-2's ``gene_perturbations``."""
+    index = tables.index
+    targets = []
+    target, kind = metadata.get("perturbation_ontology_id"), metadata.get("perturbation_type")
+    if isinstance(target, str) and kind in TARGET_EFFECT and target.split(".")[0] in index:
+        targets.append((index[target.split(".")[0]], TARGET_EFFECT[kind]))
+    for element in metadata.get("gene_perturbations") or []:
+        gene = element.get("gene_id") if isinstance(element, Mapping) else None
+        if isinstance(gene, str) and gene.split(".")[0] in index:
+            targets.append((index[gene.split(".")[0]], GENE_PERTURBATION_EFFECT))
+    return targets
 
 
 # --- one sample ---------------------------------------------------------------------------

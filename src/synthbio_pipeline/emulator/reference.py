@@ -8,9 +8,10 @@ metadata pairs (:func:`.generate.pair_effect`: a compound moves a fixed gene set
 id; dose, time and type have their own small effects), and in addition a gene perturbation
 hits its target (the ``perturbation_ontology_id``, when it is an Ensembl id of the gene order):
 a CRISPR, shRNA, siRNA or genetic perturbation makes it drop strongly, overexpression makes it
-rise (:data:`TARGET_EFFECT`). The samples then get the generator's noise: latent deviations
-through the loadings, and negative-binomial counts under ``sample generation`` (rounded
-expectations under ``mean estimation``).
+rise (:data:`~synthbio_pipeline.emulator.generate.TARGET_EFFECT`, as in the generator's
+conditions). The samples then get the generator's noise: latent deviations through the
+loadings, and negative-binomial counts under ``sample generation`` (rounded expectations
+under ``mean estimation``).
 
 ``conditioning`` (default biological and technical) names the latent spaces taken from the
 reference: their latents are the reference's (:func:`.annotate.encode`) with a little noise;
@@ -26,7 +27,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -37,8 +37,6 @@ from synthbio_pipeline.vocabulary.options import MODEL_OPTIONS
 from . import annotate, generate
 from .generate import DEFAULT_GENES, LATENT_DIM, LATENT_GROUPS, Plan, Sample
 
-#: Natural-log change of a gene perturbation's target, by perturbation type (CRISPR: e^-4.5, about 1%, is left).
-TARGET_EFFECT = {"crispr": -4.5, "shrna": -3.0, "sirna": -3.0, "genetic": -3.0, "overexpression": 3.0}
 #: Weight of the base profile against the reference's counts: this share of its library size.
 _PRIOR_SHARE = 0.01
 #: Latent noise of a space taken from the reference, and of one drawn afresh (the generator's is 1).
@@ -84,11 +82,6 @@ def plan_query(model_id: str, body: Mapping[str, Any]) -> ReferencePlan:
     )
 
 
-@lru_cache(maxsize=4)
-def _gene_index(genes: int) -> dict[str, int]:
-    return {gene: index for index, gene in enumerate(generate.gene_order(genes))}
-
-
 def perturbation_effect(
     tables: generate.GeneTables, metadata: Mapping[str, Any]
 ) -> tuple[np.ndarray, np.ndarray, int | None]:
@@ -100,11 +93,10 @@ def perturbation_effect(
         genes, lfc = generate.pair_effect(tables.n, key, value)
         change[genes] += lfc
         latent += generate.pair_latent(key, value)
-    target = _gene_index(tables.n).get(str(metadata.get("perturbation_ontology_id")))
-    effect = TARGET_EFFECT.get(str(metadata.get("perturbation_type")))
-    if target is not None and effect is not None:
-        change[target] += effect
-    return change, latent, target if effect is not None else None
+    targets = generate.targeted_genes(tables, metadata)
+    for gene, lfc in targets:
+        change[gene] += lfc
+    return change, latent, targets[0][0] if targets else None
 
 
 def reference_samples(plan: ReferencePlan, genes: int = DEFAULT_GENES) -> Iterator[Sample]:
