@@ -116,17 +116,16 @@ def vendor(params: dict) -> dict:
 
 
 def _write_part(params: dict, out: Path) -> dict:
-    from synthbio_pipeline.formats.parquet import write_part
+    from synthbio_pipeline.formats.parquet import PartTarget, write_part
 
-    return write_part(
-        params["result"],
+    target = PartTarget(
         condition=params["condition"],
         model_id=params["model_id"],
-        query_id="bench",
         body=_body(params),
         expression_out=out / "part.expression.parquet",
         metadata_out=out / "part.metadata.parquet",
     )
+    return write_part(params["result"], target, query_id="bench")
 
 
 def _merge(out: Path) -> dict:

@@ -53,16 +53,17 @@ def _timed(work) -> dict:
     return report
 
 
-def _part_args(params: dict, prefix: str) -> dict:
+def _part_target(params: dict, prefix: str):
+    from synthbio_pipeline.formats.parquet import PartTarget
+
     out = Path(params["out"])
-    return {
-        "condition": CONDITION,
-        "model_id": MODEL_ID,
-        "query_id": "bench",
-        "body": params["body"],
-        "expression_out": out / f"{prefix}.expression.parquet",
-        "metadata_out": out / f"{prefix}.metadata.parquet",
-    }
+    return PartTarget(
+        condition=CONDITION,
+        model_id=MODEL_ID,
+        body=params["body"],
+        expression_out=out / f"{prefix}.expression.parquet",
+        metadata_out=out / f"{prefix}.metadata.parquet",
+    )
 
 
 @task
@@ -118,16 +119,19 @@ def make(params: dict) -> dict:
 def json_part(params: dict) -> dict:
     from synthbio_pipeline.formats.parquet import write_part
 
-    return _timed(lambda: write_part(params["json"], **_part_args(params, "json")))
+    target = _part_target(params, "json")
+    return _timed(lambda: write_part(params["json"], target, query_id="bench"))
 
 
 @task
 def arrow_part(params: dict) -> dict:
     from synthbio_pipeline.formats.arrow_stream import write_arrow_part
 
+    target = _part_target(params, "arrow")
+
     def work():
         with open(params["arrow"], "rb") as stream:  # a file object, read as the socket's body is
-            return write_arrow_part(stream, **_part_args(params, "arrow"))
+            return write_arrow_part(stream, target, query_id="bench")
 
     return _timed(work)
 

@@ -19,7 +19,7 @@ from pysynthbio.arrow_transformers import transform_arrow_stream
 
 from synthbio_pipeline.errors import ResultError
 from synthbio_pipeline.formats.arrow_stream import arrow_to_frames, open_arrow_result, write_arrow_part
-from synthbio_pipeline.formats.parquet import SCHEMA_KEY, write_part
+from synthbio_pipeline.formats.parquet import SCHEMA_KEY, PartTarget, write_part
 from synthbio_pipeline.formats.result_json import log_cpm
 
 GENES = ["ENSG00000141510", "ENSG00000111640", "ENSG00000084674"]
@@ -260,17 +260,12 @@ def test_an_arrow_part_is_the_json_part_of_the_same_samples(tmp_path, as_counts)
         "seed": 5,
         "sampling_strategy": "mean estimation",
     }
-    common = {"condition": "c1", "model_id": "gem-1-bulk", "query_id": "q-1", "body": body, "as_counts": as_counts}
+    common = {"condition": "c1", "model_id": "gem-1-bulk", "body": body, "as_counts": as_counts}
     (tmp_path / "result.json").write_bytes(as_json(counts, metadata, genes))
-    json_info = write_part(
-        tmp_path / "result.json", expression_out=tmp_path / "je.parquet", metadata_out=tmp_path / "jm.parquet", **common
-    )
-    arrow_info = write_arrow_part(
-        Trickle(as_stream(counts, metadata, genes), 1 << 16),
-        expression_out=tmp_path / "ae.parquet",
-        metadata_out=tmp_path / "am.parquet",
-        **common,
-    )
+    json_target = PartTarget(expression_out=tmp_path / "je.parquet", metadata_out=tmp_path / "jm.parquet", **common)
+    json_info = write_part(tmp_path / "result.json", json_target, query_id="q-1")
+    arrow_target = PartTarget(expression_out=tmp_path / "ae.parquet", metadata_out=tmp_path / "am.parquet", **common)
+    arrow_info = write_arrow_part(Trickle(as_stream(counts, metadata, genes), 1 << 16), arrow_target, query_id="q-1")
     assert arrow_info == json_info and arrow_info["samples"] == 600 and arrow_info["backend"] == "emulator"
     for ours, reference in (("ae", "je"), ("am", "jm")):
         a, j = (pq.read_table(tmp_path / f"{name}.parquet") for name in (ours, reference))
@@ -286,19 +281,20 @@ def test_an_arrow_part_is_the_json_part_of_the_same_samples(tmp_path, as_counts)
 def test_an_arrow_part_with_other_than_the_expected_samples_is_refused(tmp_path):
     counts, metadata, genes = generated(30, 50)
     body = {"inputs": [{"metadata": {}, "num_samples": 40}]}
-    out = {"expression_out": tmp_path / "e.parquet", "metadata_out": tmp_path / "m.parquet"}
+    out = {
+        "condition": "c",
+        "model_id": "m",
+        "expression_out": tmp_path / "e.parquet",
+        "metadata_out": tmp_path / "m.parquet",
+    }
     with pytest.raises(ResultError, match="30 samples, 40 expected"):
-        write_arrow_part(
-            as_stream(counts, metadata, genes, 7), condition="c", model_id="m", query_id="q", body=body, **out
-        )
+        write_arrow_part(as_stream(counts, metadata, genes, 7), PartTarget(body=body, **out), query_id="q")
     body["inputs"][0]["num_samples"] = 20
     with pytest.raises(ResultError, match="more samples than the 20 expected"):
-        write_arrow_part(
-            as_stream(counts, metadata, genes, 7), condition="c", model_id="m", query_id="q", body=body, **out
-        )
+        write_arrow_part(as_stream(counts, metadata, genes, 7), PartTarget(body=body, **out), query_id="q")
     no_genes = stream([predict_metadata_batch()], {"request_type": "predict_metadata"})
     with pytest.raises(ResultError, match="no gene_order"):
-        write_arrow_part(no_genes, condition="c", model_id="m", query_id="q", body={"inputs": []}, **out)
+        write_arrow_part(no_genes, PartTarget(body={"inputs": []}, **out), query_id="q")
     assert not list(tmp_path.iterdir())  # nothing half-written
 
 
@@ -346,17 +342,18 @@ def test_a_gem2_arrow_part_has_the_json_parts_metadata_and_latents(tmp_path, mod
     plan = gem2.plan(request)
     gem2.write_result(tmp_path / "result.json", plan, genes=genes)
     data = b"".join(gem2_stream(plan, genes))
-    common = {"condition": "c1", "model_id": model_id, "query_id": "q-1", "body": body}
     paths = {}
     for path, source, write in (("j", tmp_path / "result.json", write_part), ("a", data, write_arrow_part)):
         paths[path] = {kind: tmp_path / f"{path}{kind}.parquet" for kind in ("e", "m", "l")}
-        write(
-            source,
+        target = PartTarget(
+            condition="c1",
+            model_id=model_id,
+            body=body,
             expression_out=paths[path]["e"],
             metadata_out=paths[path]["m"],
             latents_out=paths[path]["l"] if latent_names else None,
-            **common,
         )
+        write(source, target, query_id="q-1")
     json_metadata, arrow_metadata = (pd.read_parquet(paths[p]["m"]) for p in ("j", "a"))
     pd.testing.assert_frame_equal(arrow_metadata, json_metadata)
     assert pq.read_table(paths["a"]["e"]).equals(pq.read_table(paths["j"]["e"]))

@@ -20,7 +20,7 @@ from synthbio_pipeline.formats.exports import (
     to_h5ad,
     to_log_cpm,
 )
-from synthbio_pipeline.formats.parquet import ROW_GROUP_GENES, SCHEMA_KEY, merge_parts, write_part
+from synthbio_pipeline.formats.parquet import ROW_GROUP_GENES, SCHEMA_KEY, PartTarget, merge_parts, write_part
 
 GENES = [f"ENSG{i:011d}" for i in range(ROW_GROUP_GENES * 2 + 17)]  # three row groups, the last one short
 
@@ -53,12 +53,8 @@ def merged_pair(tmp_path, conditions, *, model_id="gem-1-bulk", emulator=True, s
         expression, meta = tmp_path / name / "expression.parquet", tmp_path / name / "metadata.parquet"
         write_part(
             tmp_path / f"{name}.json",
-            condition=name,
-            model_id=model_id,
+            PartTarget(condition=name, model_id=model_id, body=body, expression_out=expression, metadata_out=meta),
             query_id=f"q-{name}",
-            body=body,
-            expression_out=expression,
-            metadata_out=meta,
         )
         expression_parts.append(expression)
         metadata_parts.append(meta)

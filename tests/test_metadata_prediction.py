@@ -13,7 +13,7 @@ import pytest
 
 from synthbio_pipeline.errors import GeneOrderError, MergeError, ResultError
 from synthbio_pipeline.formats.metadata_prediction import merge_prediction_parts, write_prediction_part
-from synthbio_pipeline.formats.parquet import merge_parts, write_part
+from synthbio_pipeline.formats.parquet import PartTarget, merge_parts, write_part
 from synthbio_pipeline.formats.result_json import to_frames
 from synthbio_pipeline.pipeline.predict_metadata import (
     chunk_names,
@@ -180,13 +180,15 @@ def expression_pair(tmp_path, counts, model_id="gem-1-bulk", extra_columns=None,
     body = body or {"inputs": [{"metadata": {}, "num_samples": counts.shape[1]}]}
     write_part(
         tmp_path / f"{condition}.json",
-        condition=condition,
-        model_id=model_id,
+        PartTarget(
+            condition=condition,
+            model_id=model_id,
+            body=body,
+            expression_out=tmp_path / f"{condition}_e.parquet",
+            metadata_out=tmp_path / f"{condition}_m.parquet",
+            extra_columns=extra_columns,
+        ),
         query_id=f"q-{condition}",
-        body=body,
-        expression_out=tmp_path / f"{condition}_e.parquet",
-        metadata_out=tmp_path / f"{condition}_m.parquet",
-        extra_columns=extra_columns,
     )
     return tmp_path / f"{condition}_e.parquet", tmp_path / f"{condition}_m.parquet"
 
@@ -229,13 +231,15 @@ def test_a_result_in_another_gene_order_than_the_reference_was_sent_in_is_refuse
     with pytest.raises(GeneOrderError, match="stale"):
         write_part(
             prediction_document(tmp_path / "r.json", []),
-            condition="ko",
-            model_id="gem-1-bulk",
+            PartTarget(
+                condition="ko",
+                model_id="gem-1-bulk",
+                body={"inputs": []},
+                expression_out=tmp_path / "e.parquet",
+                metadata_out=tmp_path / "m.parquet",
+                expected_genes=list(reversed(GENES)),
+            ),
             query_id="q",
-            body={"inputs": []},
-            expression_out=tmp_path / "e.parquet",
-            metadata_out=tmp_path / "m.parquet",
-            expected_genes=list(reversed(GENES)),
         )
 
 

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from synthbio_pipeline.formats.exports import to_h5ad
-from synthbio_pipeline.formats.parquet import merge_parts, write_part
+from synthbio_pipeline.formats.parquet import PartTarget, merge_parts, write_part
 from synthbio_pipeline.formats.references import CountsFileError, open_counts
 from synthbio_pipeline.pipeline.conditions import ConditionsError, read_conditions, write_query
 from synthbio_pipeline.pipeline.references import (
@@ -54,13 +54,15 @@ def our_pair(folder, model_id="gem-1-bulk", condition="lung", as_counts=True):
     body = {"inputs": [{"metadata": {"sex": "male"}, "num_samples": 3}]}
     write_part(
         folder / "result.json",
-        condition=condition,
-        model_id=model_id,
+        PartTarget(
+            condition=condition,
+            model_id=model_id,
+            body=body,
+            expression_out=folder / "part_e.parquet",
+            metadata_out=folder / "part_m.parquet",
+            as_counts=as_counts,
+        ),
         query_id="q1",
-        body=body,
-        expression_out=folder / "part_e.parquet",
-        metadata_out=folder / "part_m.parquet",
-        as_counts=as_counts,
     )
     merge_parts(
         [folder / "part_e.parquet"],

@@ -13,7 +13,7 @@ pytest.importorskip("matplotlib")  # the workflow extra; scripts/setup.sh instal
 
 from synthbio_pipeline import log_cpm
 from synthbio_pipeline.cli import main
-from synthbio_pipeline.formats.parquet import ROW_GROUP_GENES, merge_parts, write_part
+from synthbio_pipeline.formats.parquet import ROW_GROUP_GENES, PartTarget, merge_parts, write_part
 from synthbio_pipeline.pipeline.report import (
     EMULATOR_NOTE,
     ReportError,
@@ -66,13 +66,15 @@ def merged_pair(tmp_path, counts, conditions, per_condition, *, emulator=True, a
         expression, metadata = tmp_path / condition / "expression.parquet", tmp_path / condition / "metadata.parquet"
         write_part(
             result,
-            condition=condition,
-            model_id=model_id,
+            PartTarget(
+                condition=condition,
+                model_id=model_id,
+                body={"inputs": [{"metadata": {"sex": "male"}, "num_samples": len(rows)}]},
+                expression_out=expression,
+                metadata_out=metadata,
+                as_counts=as_counts,
+            ),
             query_id=f"q-{condition}",
-            body={"inputs": [{"metadata": {"sex": "male"}, "num_samples": len(rows)}]},
-            expression_out=expression,
-            metadata_out=metadata,
-            as_counts=as_counts,
         )
         expression_parts.append(expression)
         metadata_parts.append(metadata)
@@ -367,12 +369,14 @@ def test_server_text_in_the_summary_tsv_cannot_be_a_spreadsheet_formula(tmp_path
     parts = tmp_path / "lung" / "expression.parquet", tmp_path / "lung" / "metadata.parquet"
     write_part(
         tmp_path / "r.json",
-        condition="lung",
-        model_id="gem-1-bulk",
+        PartTarget(
+            condition="lung",
+            model_id="gem-1-bulk",
+            body={"inputs": [{"metadata": {"sex": "male"}, "num_samples": 2}]},
+            expression_out=parts[0],
+            metadata_out=parts[1],
+        ),
         query_id="-q1",
-        body={"inputs": [{"metadata": {"sex": "male"}, "num_samples": 2}]},
-        expression_out=parts[0],
-        metadata_out=parts[1],
     )
     merge_parts([parts[0]], [parts[1]], tmp_path / "e.parquet", tmp_path / "m.parquet")
     write_condition_summary(compute_report(tmp_path / "e.parquet", tmp_path / "m.parquet"), tmp_path / "s.tsv")

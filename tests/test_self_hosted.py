@@ -280,15 +280,19 @@ def test_plain_http_to_a_listed_host_carries_the_token_only_when_told(lan_server
 
 
 def run_container_query(server, tmp_path, limits, body=QUERY, **options):
+    from synthbio_pipeline.formats.parquet import PartTarget
     from synthbio_pipeline.pipeline.runner import run_self_hosted
 
     out = tmp_path / "parts"
-    return run_self_hosted(
-        body,
-        model_id="gem-1-bulk",
+    target = PartTarget(
         condition="liver",
+        model_id="gem-1-bulk",
+        body=body,
         expression_out=out / "liver.expression.parquet",
         metadata_out=out / "liver.metadata.parquet",
+    )
+    return run_self_hosted(
+        target,
         base_url=server.url,
         download_limits=limits,
         **options,

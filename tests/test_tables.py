@@ -18,6 +18,7 @@ from synthbio_pipeline.formats.parquet import (
     ROW_GROUP_GENES,
     SCHEMA_KEY,
     MergeError,
+    PartTarget,
     load_expression,
     merge_parts,
     write_part,
@@ -57,13 +58,15 @@ def part(tmp_path, name, counts, as_counts=True, **kwargs):
     expression, metadata = tmp_path / name / "expression.parquet", tmp_path / name / "metadata.parquet"
     summary = write_part(
         result,
-        condition=name,
-        model_id="gem-1-bulk",
+        PartTarget(
+            condition=name,
+            model_id="gem-1-bulk",
+            body=body(len(counts), seed=4),
+            expression_out=expression,
+            metadata_out=metadata,
+            as_counts=as_counts,
+        ),
         query_id=f"q-{name}",
-        body=body(len(counts), seed=4),
-        expression_out=expression,
-        metadata_out=metadata,
-        as_counts=as_counts,
     )
     return expression, metadata, summary
 
@@ -100,12 +103,14 @@ def test_a_result_with_fewer_samples_than_asked_writes_nothing(tmp_path, counts)
     with pytest.raises(ResultError):
         write_part(
             result,
-            condition="x",
-            model_id="gem-1-bulk",
+            PartTarget(
+                condition="x",
+                model_id="gem-1-bulk",
+                body=body(3),
+                expression_out=tmp_path / "out" / "e.parquet",
+                metadata_out=tmp_path / "out" / "m.parquet",
+            ),
             query_id="q",
-            body=body(3),
-            expression_out=tmp_path / "out" / "e.parquet",
-            metadata_out=tmp_path / "out" / "m.parquet",
         )
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
 
@@ -134,12 +139,14 @@ def test_sparse_single_cell_counts_write_the_same_part_as_dense_ones(tmp_path, c
     expression = tmp_path / "s" / "expression.parquet"
     write_part(
         sparse,
-        condition="s",
-        model_id="gem-1-sc",
+        PartTarget(
+            condition="s",
+            model_id="gem-1-sc",
+            body=body(3),
+            expression_out=expression,
+            metadata_out=tmp_path / "s" / "metadata.parquet",
+        ),
         query_id="q",
-        body=body(3),
-        expression_out=expression,
-        metadata_out=tmp_path / "s" / "metadata.parquet",
     )
     values, _ = load_expression(expression, orientation="samples")
     np.testing.assert_array_equal(values.to_numpy(), np.where(counts % 7 == 0, counts, 0))
@@ -156,12 +163,14 @@ def test_an_error_mid_document_writes_nothing_and_ends_the_parse_thread(tmp_path
     with pytest.raises(ResultError, match="output 2"):
         write_part(
             result,
-            condition="x",
-            model_id="gem-1-bulk",
+            PartTarget(
+                condition="x",
+                model_id="gem-1-bulk",
+                body=body(3),
+                expression_out=out / "e.parquet",
+                metadata_out=out / "m.parquet",
+            ),
             query_id="q",
-            body=body(3),
-            expression_out=out / "e.parquet",
-            metadata_out=out / "m.parquet",
         )
     assert not out.exists() or list(out.iterdir()) == []
     assert not any(thread.name == "synthbio-parse" for thread in threading.enumerate())
@@ -175,12 +184,14 @@ def test_counts_out_of_range_stop_the_write_early(tmp_path, counts):
     with pytest.raises(ResultError, match="output 1 has counts outside"):
         write_part(
             result,
-            condition="x",
-            model_id="gem-1-bulk",
+            PartTarget(
+                condition="x",
+                model_id="gem-1-bulk",
+                body=body(len(many)),
+                expression_out=tmp_path / "o" / "e.parquet",
+                metadata_out=tmp_path / "o" / "m.parquet",
+            ),
             query_id="q",
-            body=body(len(many)),
-            expression_out=tmp_path / "o" / "e.parquet",
-            metadata_out=tmp_path / "o" / "m.parquet",
         )
     assert not any(thread.name == "synthbio-parse" for thread in threading.enumerate())
 
@@ -340,12 +351,14 @@ def test_metadata_part_reads_back_as_the_frame_pandas_would_have_written(tmp_pat
     request = {**body(3), **options}
     write_part(
         result,
-        condition="lung",
-        model_id="gem-1-bulk",
+        PartTarget(
+            condition="lung",
+            model_id="gem-1-bulk",
+            body=request,
+            expression_out=tmp_path / "e.parquet",
+            metadata_out=tmp_path / "m.parquet",
+        ),
         query_id="q-lung",
-        body=request,
-        expression_out=tmp_path / "e.parquet",
-        metadata_out=tmp_path / "m.parquet",
     )
     expected = _pandas_metadata_frame(
         ["lung_1", "lung_2", "lung_3"],
@@ -370,12 +383,14 @@ def test_a_missing_model_version_is_an_all_null_column_as_before(tmp_path, count
     result.write_text(json.dumps(document))
     write_part(
         result,
-        condition="x",
-        model_id="gem-1-bulk",
+        PartTarget(
+            condition="x",
+            model_id="gem-1-bulk",
+            body=body(3, seed=1),
+            expression_out=tmp_path / "e.parquet",
+            metadata_out=tmp_path / "m.parquet",
+        ),
         query_id="q-x",
-        body=body(3, seed=1),
-        expression_out=tmp_path / "e.parquet",
-        metadata_out=tmp_path / "m.parquet",
     )
     expected = _pandas_metadata_frame(["x_1", "x_2", "x_3"], "x", body(3, seed=1), None, {"sex": ["male"] * 3})
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "m.parquet"), expected)
@@ -428,10 +443,11 @@ def test_writing_and_merging_parts_never_imports_pandas(tmp_path, counts):
     script = f"""
 import sys
 import synthbio_pipeline, synthbio_pipeline.pipeline.runner
-from synthbio_pipeline.formats.parquet import merge_parts, write_part
+from synthbio_pipeline.formats.parquet import PartTarget, merge_parts, write_part
 assert "pandas" not in sys.modules, "imported by the package"
-write_part({str(result)!r}, condition="x", model_id="gem-1-bulk", query_id="q", body={body(3, seed=1)!r},
-           expression_out={str(tmp_path / "e.parquet")!r}, metadata_out={str(tmp_path / "m.parquet")!r})
+target = PartTarget(condition="x", model_id="gem-1-bulk", body={body(3, seed=1)!r},
+                    expression_out={str(tmp_path / "e.parquet")!r}, metadata_out={str(tmp_path / "m.parquet")!r})
+write_part({str(result)!r}, target, query_id="q")
 merge_parts([{str(tmp_path / "e.parquet")!r}], [{str(tmp_path / "m.parquet")!r}],
             {str(tmp_path / "E.parquet")!r}, {str(tmp_path / "M.parquet")!r})
 assert "pandas" not in sys.modules, "imported by write_part or merge_parts"

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
@@ -46,7 +46,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from synthbio_pipeline.errors import ResultError
-from synthbio_pipeline.formats.parquet import write_part
+from synthbio_pipeline.formats.parquet import PartTarget, write_part
 from synthbio_pipeline.formats.result_json import PROVENANCE_KEYS, Sample, log_cpm
 
 if TYPE_CHECKING:  # imported where frames are built: writing parts never needs pandas
@@ -436,40 +436,18 @@ def arrow_to_frames(
 
 def write_arrow_part(
     source: bytes | bytearray | memoryview | BinaryIO | str | os.PathLike | ArrowResult,
+    target: PartTarget,
     *,
-    condition: str,
-    model_id: str,
     query_id: str,
-    body: dict,
-    expression_out: str | os.PathLike,
-    metadata_out: str | os.PathLike,
-    as_counts: bool = True,
-    extra_columns: dict[str, Any] | None = None,
-    expected_genes: Sequence[str] | None = None,
-    latents_out: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
-    """A self-hosted stream as a condition's expression and metadata parts: the same files as
+    """A self-hosted stream as ``target``'s expression and metadata parts: the same files as
     :func:`~synthbio_pipeline.formats.parquet.write_part` writes from the JSON result of the
-    same samples (same gene blocks and tiles; memory of one batch and one tile).
-    ``extra_columns``, ``expected_genes`` and ``latents_out``: as
-    :func:`~synthbio_pipeline.formats.parquet.write_part`'s."""
+    same samples (same gene blocks and tiles; memory of one batch and one tile)."""
     result = source if isinstance(source, ArrowResult) else ArrowResult(source)
     with result:
         if not result.has_gene_order:
             raise ResultError("the Arrow stream has no gene_order in its schema metadata: the part needs gene ids")
-        return write_part(
-            result,
-            condition=condition,
-            model_id=model_id,
-            query_id=query_id,
-            body=body,
-            expression_out=expression_out,
-            metadata_out=metadata_out,
-            as_counts=as_counts,
-            extra_columns=extra_columns,
-            expected_genes=expected_genes,
-            latents_out=latents_out,
-        )
+        return write_part(result, target, query_id=query_id)
 
 
 __all__ = [

@@ -39,6 +39,7 @@ import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -105,30 +106,35 @@ def backend_of(model_version: Any, top_level: dict) -> str:
 # --- one condition -----------------------------------------------------------------------
 
 
-def write_part(
-    result_path: str | os.PathLike,
-    *,
-    condition: str,
-    model_id: str,
-    query_id: str,
-    body: dict,
-    expression_out: str | os.PathLike,
-    metadata_out: str | os.PathLike,
-    as_counts: bool = True,
-    extra_columns: dict[str, Any] | None = None,
-    expected_genes: Sequence[str] | None = None,
-    latents_out: str | os.PathLike | None = None,
-) -> dict[str, Any]:
-    """Turn one downloaded result into the condition's expression and metadata parts.
+@dataclass(frozen=True)
+class PartTarget:
+    """Where one condition's answer goes and what its rows carry (the query id, known only
+    once the query is submitted, is given apart).
 
-    With ``latents_out``, the samples' latents go there too (:func:`write_latents`).
+    ``extra_columns`` (name -> value) are added to every metadata row of the condition (a
+    reference row's provenance). ``expected_genes``, when given, is the gene order the query's
+    counts were sent in. ``latents_out``: the samples' latents go there too.
+    """
+
+    condition: str
+    model_id: str
+    body: dict
+    expression_out: str | os.PathLike
+    metadata_out: str | os.PathLike
+    as_counts: bool = True
+    extra_columns: dict[str, Any] | None = None
+    expected_genes: Sequence[str] | None = None
+    latents_out: str | os.PathLike | None = None
+
+
+def write_part(result_path: str | os.PathLike, target: PartTarget, *, query_id: str) -> dict[str, Any]:
+    """Turn one downloaded result into ``target``'s expression and metadata parts (and its
+    latents, :func:`write_latents`, with ``target.latents_out``).
 
     ``result_path`` is a JSON result document, or a reader already open that yields the same
     samples (``gene_order``, ``model_version``, ``top_level``, ``samples(expected)``: a
     self-hosted Arrow stream's, :func:`~synthbio_pipeline.formats.arrow_stream.write_arrow_part`).
-    ``extra_columns`` (name -> value) are added to every metadata row of the condition (a
-    reference row's provenance). ``expected_genes``, when given, is the gene order the query's
-    counts were sent in: a result in another order raises :class:`GeneOrderError`.
+    A result in another gene order than ``target.expected_genes`` raises :class:`GeneOrderError`.
 
     Samples are parsed on a second thread (numpy parses counts without the GIL) while this
     one appends each sample's values to one spool file per gene block. Each block is then
@@ -138,6 +144,8 @@ def write_part(
     values) and ~60 bytes of footer per column chunk, whatever the number of samples. Both
     outputs appear atomically, or not at all.
     """
+    condition, model_id, body, as_counts = target.condition, target.model_id, target.body, target.as_counts
+    expected_genes, latents_out = target.expected_genes, target.latents_out
     # Either family's body: GEM-1's inputs list, or GEM-2's inputs.items.
     items, _ = request_view(body)
     expected = sum(int(item.get("num_samples", 0)) for item in items) or None
@@ -183,7 +191,7 @@ def write_part(
             if modality:
                 label["modality"] = modality
         schema = expression_schema(ids, pa.from_numpy_dtype(dtype), label)
-        _write_expression(expression_out, schema, genes, spools, bounds, dtype)
+        _write_expression(target.expression_out, schema, genes, spools, bounds, dtype)
         model_version = reader.model_version
     metadata = _metadata_table(
         ids,
@@ -194,9 +202,9 @@ def write_part(
         model_version=model_version,
         backend=backend,
         body=body,
-        extra_columns=extra_columns or {},
+        extra_columns=target.extra_columns or {},
     )
-    write_metadata(metadata, metadata_out, label)
+    write_metadata(metadata, target.metadata_out, label)
     if latents_out is not None:
         write_latents(ids, latent_rows, latents_out, label)
     return {

@@ -58,7 +58,7 @@ from synthbio_pipeline.errors import (
 from synthbio_pipeline.files import atomic_path
 from synthbio_pipeline.formats.arrow_stream import write_arrow_part
 from synthbio_pipeline.formats.metadata_prediction import merge_prediction_parts, write_prediction_part
-from synthbio_pipeline.formats.parquet import merge_latents, merge_parts, write_part
+from synthbio_pipeline.formats.parquet import PartTarget, merge_latents, merge_parts, write_part
 from synthbio_pipeline.vocabulary.families import GEM2, PREDICT_METADATA, gem2_operation, is_gem2
 from synthbio_pipeline.vocabulary.models import get_model, is_known_model
 
@@ -294,28 +294,9 @@ def run_prediction(
     body = json.loads(Path(query_path).read_text())
     digest = body_sha256(body)
     url_rules = {"allowed_http_hosts": tuple(allowed_http_hosts), "send_token_over_http": send_token_over_http}
-    if self_hosted_enabled(self_hosted):
-        if result_kind(model_id, body) == METADATA_PREDICTION:
-            raise ValueError(f"{model_id} predicts metadata: the self-hosted path writes expression parts only")
-        if expression_out is None or metadata_out is None:
-            raise ValueError(f"{model_id} generates expression: give expression_out and metadata_out")
-        return run_self_hosted(
-            body,
-            model_id=model_id,
-            condition=condition,
-            expression_out=expression_out,
-            metadata_out=metadata_out,
-            extra_columns=extra_columns,
-            expected_genes=expected_genes,
-            base_url=base_url,
-            as_counts=as_counts,
-            log=log,
-            cpu_lock=cpu_lock,
-            latents_out=latents_out,
-            download_limits=download_limits,
-            **url_rules,
-        )
     if result_kind(model_id, body) == METADATA_PREDICTION:
+        if self_hosted_enabled(self_hosted):
+            raise ValueError(f"{model_id} predicts metadata: the self-hosted path writes expression parts only")
         if predicted_out is None or probs_out is None or sample_ids is None:
             raise ValueError(f"{model_id} predicts metadata: give predicted_out, probs_out and sample_ids")
         first = predicted_out
@@ -334,22 +315,30 @@ def run_prediction(
     else:
         if expression_out is None or metadata_out is None:
             raise ValueError(f"{model_id} generates expression: give expression_out and metadata_out")
+        target = PartTarget(
+            condition=condition,
+            model_id=model_id,
+            body=body,
+            expression_out=expression_out,
+            metadata_out=metadata_out,
+            as_counts=as_counts,
+            extra_columns=extra_columns,
+            expected_genes=expected_genes,
+            latents_out=latents_out,
+        )
+        if self_hosted_enabled(self_hosted):
+            return run_self_hosted(
+                target,
+                base_url=base_url,
+                log=log,
+                cpu_lock=cpu_lock,
+                download_limits=download_limits,
+                **url_rules,
+            )
         first = expression_out
 
         def write(result: Path, query_id: str) -> dict[str, Any]:
-            return write_part(
-                result,
-                condition=condition,
-                model_id=model_id,
-                query_id=query_id,
-                body=body,
-                expression_out=expression_out,
-                metadata_out=metadata_out,
-                as_counts=as_counts,
-                extra_columns=extra_columns,
-                expected_genes=expected_genes,
-                latents_out=latents_out,
-            )
+            return write_part(result, target, query_id=query_id)
 
     outputs = Path(first).parent
     outputs.mkdir(parents=True, exist_ok=True)
@@ -464,25 +453,17 @@ SELF_HOSTED_QUERY_ID = "self-hosted"
 
 
 def run_self_hosted(
-    body: dict,
+    target: PartTarget,
     *,
-    model_id: str,
-    condition: str,
-    expression_out: str | os.PathLike,
-    metadata_out: str | os.PathLike,
-    extra_columns: dict[str, Any] | None = None,
-    expected_genes: Sequence[str] | None = None,
     base_url: str | None = None,
-    as_counts: bool = True,
     log: logging.Logger = logger,
     cpu_lock: ContextManager | None = None,
     allowed_http_hosts: Sequence[str] = (),
     send_token_over_http: bool = False,
-    latents_out: str | os.PathLike | None = None,
     download_limits: DownloadLimits | None = None,
 ) -> dict[str, Any]:
-    """One condition against a self-hosted model container: ``POST .../predict`` answered
-    synchronously with an Arrow IPC stream, parsed batch by batch straight off the socket
+    """One condition (``target``) against a self-hosted model container: ``POST .../predict``
+    answered synchronously with an Arrow IPC stream, parsed batch by batch straight off the socket
     into the condition's parts (:func:`~synthbio_pipeline.formats.arrow_stream.write_arrow_part`;
     memory of one record batch and one tile, as the JSON path).
 
@@ -497,7 +478,8 @@ def run_self_hosted(
     :class:`~synthbio_pipeline.errors.DownloadRefusedError` and no part is written.
     """
     started = time.monotonic()
-    Path(expression_out).parent.mkdir(parents=True, exist_ok=True)
+    condition, model_id = target.condition, target.model_id
+    Path(target.expression_out).parent.mkdir(parents=True, exist_ok=True)
     with (
         SelfHostedClient(
             base_url,
@@ -509,20 +491,8 @@ def run_self_hosted(
         cpu_lock or nullcontext(),
     ):
         log.info("%s: sending to the self-hosted container at %s (%s)", condition, client.base_url, model_id)
-        with client.predict_stream(model_id, body) as stream:
-            summary = write_arrow_part(
-                stream,
-                condition=condition,
-                model_id=model_id,
-                query_id=SELF_HOSTED_QUERY_ID,
-                body=body,
-                expression_out=expression_out,
-                metadata_out=metadata_out,
-                as_counts=as_counts,
-                extra_columns=extra_columns,
-                expected_genes=expected_genes,
-                latents_out=latents_out,
-            )
+        with client.predict_stream(model_id, target.body) as stream:
+            summary = write_arrow_part(stream, target, query_id=SELF_HOSTED_QUERY_ID)
             log.info("%s: read %.1f MB of Arrow stream", condition, stream.bytes_read / 1e6)
         url = client.base_url
     summary["seconds"] = round(time.monotonic() - started, 2)
