@@ -83,15 +83,27 @@ def files_under(folder: Path) -> list[Path]:
     return sorted(path for path in folder.rglob("*") if path.is_file())
 
 
+#: Files of an output group (or an annotate folder) compared whole when present.
+COMPARED = ("expression", "latents", "predicted_metadata", "classifier_probs", "encoded_latents")
+
+
 def merged(workdir: Path) -> dict[str, pd.DataFrame]:
-    """The merged outputs, without what legitimately differs between runs (query ids)."""
+    """The merged outputs (output groups and annotate folders: expression, latents, predicted
+    metadata), without what legitimately differs between runs (query ids)."""
     tables = {}
-    for folder in sorted((workdir / "results").iterdir()):
-        if (folder / "expression.parquet").exists():
-            tables[f"{folder.name}/expression"] = pd.read_parquet(folder / "expression.parquet")
-            tables[f"{folder.name}/metadata"] = pd.read_parquet(folder / "metadata.parquet").drop(columns="query_id")
-            if (folder / "latents.parquet").exists():  # outputs: latents
-                tables[f"{folder.name}/latents"] = pd.read_parquet(folder / "latents.parquet")
+    results = workdir / "results"
+    folders = (
+        [*results.iterdir(), *(results / "annotate").glob("*")]
+        if (results / "annotate").is_dir()
+        else [*results.iterdir()]
+    )
+    for folder in sorted(folders):
+        name = folder.relative_to(results).as_posix()
+        for table in COMPARED:
+            if (folder / f"{table}.parquet").exists():
+                tables[f"{name}/{table}"] = pd.read_parquet(folder / f"{table}.parquet")
+        if (folder / "metadata.parquet").exists():
+            tables[f"{name}/metadata"] = pd.read_parquet(folder / "metadata.parquet").drop(columns="query_id")
     return tables
 
 

@@ -365,3 +365,42 @@ def test_a_gem2_arrow_part_has_the_json_parts_metadata_and_latents(tmp_path, mod
     json_latents, arrow_latents = (pd.read_parquet(paths[p]["l"]) for p in ("j", "a"))
     assert sorted(set(arrow_latents.columns) - {"sample_id"}) == latent_names
     pd.testing.assert_frame_equal(arrow_latents, json_latents)
+
+
+@pytest.mark.parametrize("decoder_sample", [True, False], ids=["with-decoder-sample", "predictions-only"])
+def test_a_predict_metadata_stream_becomes_the_prediction_files_of_the_json_path(tmp_path, decoder_sample):
+    """The stream's metadata, classifier_probs (a struct of structs: a value one sample lacks is
+    null there, not a probability) and latents give the files a JSON result gives."""
+    from synthbio_pipeline.formats.metadata_prediction import write_prediction_part
+
+    rows = predict_metadata_batch().to_pylist()
+    rows[0]["classifier_probs"]["tissue"] = {"lung": 1.0}  # the second sample has no tissue at all
+    if not decoder_sample:
+        for row in rows:
+            del row["decoder_sample"]
+    data = stream(
+        [pa.RecordBatch.from_pylist(rows)], {"model_version": "emulator-2", "request_type": "predict_metadata"}
+    )
+    json_rows = [dict(row, classifier_probs={k: v for k, v in row["classifier_probs"].items() if v}) for row in rows]
+    (tmp_path / "r.json").write_text(
+        json.dumps({"gene_order": ["g1", "g2", "g3"], "model_version": "emulator-2", "outputs": json_rows})
+    )
+    written = {}
+    for name, source in (("arrow", open_arrow_result(data)), ("json", tmp_path / "r.json")):
+        folder = tmp_path / name
+        folder.mkdir()
+        write_prediction_part(
+            source,
+            sample_ids=["s1", "s2"],
+            model_id="gem-1-bulk_predict-metadata",
+            query_id="q",
+            predicted_out=folder / "p.parquet",
+            probs_out=folder / "c.parquet",
+            latents_out=folder / "l.parquet",
+        )
+        written[name] = {file: pq.read_table(folder / f"{file}.parquet") for file in "pcl"}
+    for file in "pcl":
+        assert written["arrow"][file].to_pydict() == written["json"][file].to_pydict(), file
+    probs = written["arrow"]["c"].to_pandas()
+    assert probs[probs.sample_id == "s2"].field.tolist() == ["sex", "sex"]  # no null tissue probabilities
+    assert written["arrow"]["l"].column("biological").to_pylist() == [[0.1], [0.3]]

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import yaml
-from snakemake_runs import ROOT, SNAKEFILE, assert_same_outputs, copy_config, output_of, snakemake
+from snakemake_runs import ROOT, SNAKEFILE, assert_same_outputs, copy_config, merged, output_of, snakemake
 
 GENES = 300
 TP53 = "ENSG00000141510"
@@ -104,17 +104,55 @@ def test_self_hosted_run_gives_the_outputs_of_the_asynchronous_path(make_emulato
     """The same table and seeds: hosted (tickets, polling, JSON) against a self-hosted container
     (one synchronous Arrow stream per query, switched on by SYNTHESIZE_SELF_HOSTED as the
     vendor's client reads it, no token at all)."""
+    from synthbio_pipeline.emulator.generate import gene_order
+
     hosted, container = tmp_path / "hosted", tmp_path / "container"
-    hosted.mkdir(), container.mkdir()
+    # Metadata prediction too: of every group's samples, and of a counts file. Its gene order
+    # is given: a one-sample purchase would show the emulator metadata the other run's never
+    # saw, and the emulator predicts among the values it has been sent.
+    outputs = {"latents": True, "predicted_metadata": True}
+    annotate = [{"name": "mine", "path": "refs/mine.tsv", "modality": "bulk"}]
+    settings = {"annotate": annotate, "gene_order_files": {"bulk": "refs/order.txt"}}
+    counts = np.random.default_rng(1).poisson(50, size=(GENES, 2))
+    for workdir in (hosted, container):
+        (workdir / "refs").mkdir(parents=True)
+        (workdir / "refs/order.txt").write_text("\n".join(gene_order(GENES)) + "\n")
+        pd.DataFrame({"gene_id": gene_order(GENES), "a": counts[:, 0], "b": counts[:, 1]}).to_csv(
+            workdir / "refs/mine.tsv", sep="\t", index=False
+        )
     api = make_emulator(genes=GENES, latency=0.2)
-    run = run_workflow(hosted, workdir_with(hosted, MIXED, outputs={"latents": True}), api, emulator_token)
+    run = run_workflow(hosted, workdir_with(hosted, MIXED, outputs=outputs, **settings), api, emulator_token)
     assert run.returncode == 0, output_of(run)
 
     local = make_emulator(genes=GENES, latency=0.2, self_hosted=True, tokens=())
-    configfile = workdir_with(container, MIXED, outputs={"latents": True})
+    configfile = workdir_with(container, MIXED, outputs=outputs, **settings)
     run = run_workflow(container, configfile, local, None, env={"SYNTHESIZE_SELF_HOSTED": "1"})
     assert run.returncode == 0, output_of(run)
-    assert_same_outputs(hosted, container)  # latents.parquet included: the same latent names on both paths
+    # latents.parquet included (the same latent names on both paths), and the predicted
+    # metadata, class probabilities and encoded latents of every group and of the file.
+    assert_same_outputs(hosted, container)
+    compared = merged(container)
+    for name in ("gem-2-bulk", "gem-2-single-cell", "bulk", "annotate/mine"):
+        assert {f"{name}/predicted_metadata", f"{name}/classifier_probs", f"{name}/encoded_latents"} <= compared.keys()
+    assert compared["annotate/mine/predicted_metadata"]["sample_id"].tolist() == ["a", "b"]
+    assert local.stats()["requests"].get("status", 0) == 0  # nothing was polled: every answer was a stream
+
+    # Without the gene order, the gene-order job buys its one sample from the container too.
+    again = tmp_path / "again"
+    (again / "refs").mkdir(parents=True)
+    (again / "refs/mine.tsv").write_text((container / "refs/mine.tsv").read_text())
+    table = "condition\tnum_samples\ttissue_ontology_id\tsex\nlung\t1\tUBERON:0002048\tmale\n"
+    configfile = workdir_with(again, table, annotate=annotate)
+    run = run_workflow(again, configfile, local, None, env={"SYNTHESIZE_SELF_HOSTED": "1"})
+    assert run.returncode == 0, output_of(run)
+    (cached,) = (again / "resources/gene_order").glob("*/gem-1-bulk.json")
+    assert json.loads(cached.read_text())["genes"] == list(gene_order(GENES))
+    log = next((again / "logs/gene_order").rglob("*.log")).read_text()
+    assert "self-hosted container" in log and "submitted to" not in log
+    assert pd.read_parquet(again / "results/annotate/mine/predicted_metadata.parquet")["sample_id"].tolist() == [
+        "a",
+        "b",
+    ]
     latents = pd.read_parquet(container / "results" / "gem-2-bulk" / "latents.parquet")
     assert list(latents.columns) == ["sample_id", "generated"] and latents["generated"].map(len).gt(0).all()
     logs = "".join(path.read_text() for path in (container / "logs" / "predict").rglob("*.log"))

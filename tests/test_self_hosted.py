@@ -280,19 +280,18 @@ def test_plain_http_to_a_listed_host_carries_the_token_only_when_told(lan_server
 
 
 def run_container_query(server, tmp_path, limits, body=QUERY, **options):
-    from synthbio_pipeline.formats.parquet import PartTarget
-    from synthbio_pipeline.pipeline.runner import run_self_hosted
+    from synthbio_pipeline.pipeline.runner import run_prediction
 
     out = tmp_path / "parts"
-    target = PartTarget(
-        condition="liver",
+    query = tmp_path.with_name(f"{tmp_path.name}.liver.json")  # beside the folder the parts go to
+    query.write_text(json.dumps(body))
+    return run_prediction(
+        query,
         model_id="gem-1-bulk",
-        body=body,
+        condition="liver",
         expression_out=out / "liver.expression.parquet",
         metadata_out=out / "liver.metadata.parquet",
-    )
-    return run_self_hosted(
-        target,
+        self_hosted=True,
         base_url=server.url,
         download_limits=limits,
         **options,

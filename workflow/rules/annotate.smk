@@ -41,15 +41,12 @@ rule predict_metadata:
     resources:
         synthbio_api=get_metadata_in_flight,
     params:
+        **service_params(),
         model_id=lambda wildcards: group_metadata_model(wildcards.group),
         base_url=config["api_base_url"],
         ticket_dir=lambda wildcards, output: os.path.join(
             os.path.dirname(output.summary), ".tickets"
         ),
-        poll_interval=lambda wildcards, resources: config["poll_interval_seconds"],
-        poll_timeout=lambda wildcards, resources: config["poll_timeout_seconds"],
-        resubmit_failed=lambda wildcards, resources: config["resubmit_failed"],
-        heartbeat=lambda wildcards, resources: config["progress_interval_seconds"],
     wrapper:
         f"{WRAPPERS}/synthesize/predict"
 
@@ -92,14 +89,11 @@ rule annotate:
     resources:
         synthbio_api=config["queries_per_job"],
     params:
+        **service_params(),
         model_id=lambda wildcards: ANNOTATIONS[wildcards.name].model_id,
         base_url=config["api_base_url"],
         ticket_dir=lambda wildcards, output: os.path.join(
             os.path.dirname(output.summary), ".tickets"
         ),
-        poll_interval=lambda wildcards, resources: config["poll_interval_seconds"],
-        poll_timeout=lambda wildcards, resources: config["poll_timeout_seconds"],
-        resubmit_failed=lambda wildcards, resources: config["resubmit_failed"],
-        heartbeat=lambda wildcards, resources: config["progress_interval_seconds"],
     wrapper:
         f"{WRAPPERS}/synthesize/predict"

@@ -242,11 +242,6 @@ if not SELF_HOSTED and not token_may_travel(
         f"api_base_url {config['api_base_url']} is plain http: the API needs the token, which is not "
         "sent unencrypted unless send_token_over_http: true (config/README.md, 'Self-hosted')"
     )
-if SELF_HOSTED and (config["outputs"]["predicted_metadata"] or config["annotate"]):
-    raise WorkflowError(
-        "self_hosted: true writes expression only: switch off outputs: predicted_metadata and "
-        "annotate, or run them against the hosted API"
-    )
 RUNS_JOBS = runs_jobs()
 if (
     workflow.check_envvars
@@ -674,6 +669,30 @@ def get_parts(table):
         )
 
     return parts
+
+
+def service_params():
+    """The params of every job that asks the service (predict, predict_metadata, annotate).
+
+    Functions of `resources`, so not rerun triggers: how often or how long to poll, where
+    samples come from (a self-hosted container, the URL rules) and the download bounds are
+    not what the samples are, and changing them must not buy finished predictions again.
+    """
+    return {
+        "poll_interval": lambda wildcards, resources: config["poll_interval_seconds"],
+        "poll_timeout": lambda wildcards, resources: config["poll_timeout_seconds"],
+        "resubmit_failed": lambda wildcards, resources: config["resubmit_failed"],
+        # Seconds between two "running for N s" lines of a waiting query in the log.
+        "heartbeat": lambda wildcards, resources: config["progress_interval_seconds"],
+        # A self-hosted model container (config self_hosted, or SYNTHESIZE_SELF_HOSTED).
+        "self_hosted": lambda wildcards, resources: SELF_HOSTED,
+        "allowed_http_hosts": lambda wildcards, resources: config["allowed_http_hosts"],
+        "send_token_over_http": lambda wildcards, resources: config[
+            "send_token_over_http"
+        ],
+        # Bounds of each result download (size per sample asked, deadline): config `download`.
+        "download_limits": lambda wildcards, resources: config["download"],
+    }
 
 
 def latents_output(path):

@@ -23,6 +23,8 @@ rule predict:
     resources:
         synthbio_api=get_in_flight,
     params:
+        # Polling, self-hosted mode, URL rules, download bounds: not rerun triggers.
+        **service_params(),
         # The batch's conditions in table order, and their models: not rerun triggers (a
         # changed batch rewrites its query folder, the input), so that -n stays readable.
         conditions=lambda wildcards, resources: get_batch(wildcards),
@@ -34,19 +36,5 @@ rule predict:
         ticket_dir=lambda wildcards, output: os.path.join(
             os.path.dirname(os.path.dirname(output.expression)), ".tickets"
         ),
-        # Functions of `resources` are not rerun triggers: changing how often or how
-        # long to poll must not buy finished predictions again.
-        poll_interval=lambda wildcards, resources: config["poll_interval_seconds"],
-        poll_timeout=lambda wildcards, resources: config["poll_timeout_seconds"],
-        resubmit_failed=lambda wildcards, resources: config["resubmit_failed"],
-        # Seconds between two "running for N s" lines of a waiting query in the log.
-        heartbeat=lambda wildcards, resources: config["progress_interval_seconds"],
-        # A self-hosted model container (config self_hosted, or SYNTHESIZE_SELF_HOSTED),
-        # and the URL rules: not rerun triggers (where samples come from is not what they are).
-        self_hosted=lambda wildcards, resources: SELF_HOSTED,
-        allowed_http_hosts=lambda wildcards, resources: config["allowed_http_hosts"],
-        send_token_over_http=lambda wildcards, resources: config["send_token_over_http"],
-        # Bounds of each result download (size per sample asked, deadline): config `download`.
-        download_limits=lambda wildcards, resources: config["download"],
     wrapper:
         f"{WRAPPERS}/synthesize/predict"

@@ -18,6 +18,8 @@ rule gene_order:
     conda:
         "../envs/synthbio.yaml"
     params:
+        # Polling, self-hosted mode, URL rules, download bounds, as the predict jobs'.
+        **service_params(),
         # The modality's predictions folder (under a module's prefix too), where earlier
         # results of the model may be.
         predictions=lambda wildcards, output: os.path.join(
@@ -32,8 +34,6 @@ rule gene_order:
         base_url=lambda wildcards, resources: config["api_base_url"],
         # The reference rows and annotate files of the modality, checked against the order.
         checks=lambda wildcards, resources: gene_order_checks(wildcards),
-        poll_interval=lambda wildcards, resources: config["poll_interval_seconds"],
-        poll_timeout=lambda wildcards, resources: config["poll_timeout_seconds"],
     script:
         "../scripts/gene_order.py"
 

@@ -11,6 +11,7 @@ console = sys.stderr
 sys.stderr = open(snakemake.log[0], "a")
 logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(message)s")
 
+from synthbio_pipeline.client.download import DownloadLimits
 from synthbio_pipeline.errors import SynthbioError
 from synthbio_pipeline.pipeline.references import (
     ReferenceError,
@@ -36,6 +37,13 @@ def main():
         poll_interval=float(snakemake.params.poll_interval),
         poll_timeout=float(snakemake.params.poll_timeout),
         keep_ticket=True,
+        # A self-hosted container answers it too; plain http only to the hosts listed.
+        self_hosted=snakemake.params.self_hosted,
+        allowed_http_hosts=tuple(snakemake.params.allowed_http_hosts or ()),
+        send_token_over_http=bool(snakemake.params.send_token_over_http),
+        download_limits=DownloadLimits(**snakemake.params.download_limits)
+        if snakemake.params.download_limits
+        else None,
         log=logging.getLogger("gene_order"),
     )
     logging.info("%s: gene order cached in %s, from %s", model_id, out, source)

@@ -239,22 +239,28 @@ class ArrowResult:
         for batch in self.batches():
             if expected_samples is not None and n + batch.num_rows > expected_samples:
                 raise ResultError(f"the Arrow stream has more samples than the {expected_samples} expected")
-            block = self.counts(batch, width)
-            if width is None:
-                width = block.shape[1]
+            # A metadata prediction's decoded sample is optional: the predictions are what is read.
+            if self.predicts_metadata and "decoder_sample" not in batch.schema.names:
+                block = np.zeros((batch.num_rows, 0), dtype=np.int64)
+            else:
+                block = self.counts(batch, width)
+                if width is None:
+                    width = block.shape[1]
             metadata = _rows(batch, "metadata")
             latents = self._latents(batch)
-            provenance = {key: _strings(batch, key) for key in PROVENANCE_KEYS if key in batch.schema.names}
+            extra = {key: _strings(batch, key) for key in PROVENANCE_KEYS if key in batch.schema.names}
+            if self.predicts_metadata and "classifier_probs" in batch.schema.names:
+                extra["classifier_probs"] = [_probabilities(row) for row in _rows(batch, "classifier_probs")]
             for i in range(batch.num_rows):
                 row = metadata[i] or {}
                 yield Sample(
                     block[i].copy(),  # a sample waiting in a queue must not keep its whole batch alive
                     {key: value for key, value in row.items() if value is not None},
                     latents[i] if latents is not None else None,
-                    {key: values[i] for key, values in provenance.items() if values[i] is not None},
+                    {key: values[i] for key, values in extra.items() if values[i] is not None},
                 )
             n += batch.num_rows
-            del block, metadata, latents, provenance, batch
+            del block, metadata, latents, extra, batch
         if expected_samples is not None and n != expected_samples:
             raise ResultError(f"the Arrow stream has {n} samples, {expected_samples} expected (incomplete answer?)")
 
@@ -296,6 +302,18 @@ def _rows(batch: pa.RecordBatch, name: str) -> list[Any]:
     if name not in batch.schema.names:
         return [None] * batch.num_rows
     return batch.column(name).to_pylist()
+
+
+def _probabilities(row: dict | None) -> dict | None:
+    """A sample's ``classifier_probs`` (a struct of structs holds every field's every value,
+    null where the sample has none) as field -> value -> probability, without the nulls."""
+    if row is None:
+        return None
+    return {
+        field: {value: p for value, p in values.items() if p is not None}
+        for field, values in row.items()
+        if values is not None
+    }
 
 
 def _strings(batch: pa.RecordBatch, name: str) -> list[str | None]:
@@ -445,8 +463,6 @@ def write_arrow_part(
     same samples (same gene blocks and tiles; memory of one batch and one tile)."""
     result = source if isinstance(source, ArrowResult) else ArrowResult(source)
     with result:
-        if not result.has_gene_order:
-            raise ResultError("the Arrow stream has no gene_order in its schema metadata: the part needs gene ids")
         return write_part(result, target, query_id=query_id)
 
 

@@ -26,7 +26,7 @@ import json
 import math
 import os
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import pyarrow as pa
@@ -83,8 +83,17 @@ def _probability_rows(sample_id: str, probs: Any, index: int) -> Iterator[tuple[
             yield sample_id, str(field), str(value), float(probability)
 
 
+def _open_prediction(source: Any, expected: int):
+    """A JSON result document's path (opened here), or a reader already open (a self-hosted
+    container's Arrow stream, left open). GEM-2 predict-metadata outputs carry no counts: none
+    are needed here."""
+    if hasattr(source, "samples") and hasattr(source, "model_version"):
+        return nullcontext(source)
+    return open_result(source, expected_samples=expected, require_counts=False)
+
+
 def write_prediction_part(
-    result_path: str | os.PathLike,
+    result_path: str | os.PathLike | Any,
     *,
     sample_ids: Sequence[str],
     model_id: str,
@@ -94,7 +103,9 @@ def write_prediction_part(
     latents_out: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """One metadata-prediction result -> its two parts (three with ``latents_out``: each
-    sample's latents); ``sample_ids`` name the outputs in order.
+    sample's latents); ``sample_ids`` name the outputs in order. ``result_path`` is a JSON
+    result document, or a self-hosted container's Arrow stream already open
+    (:class:`~synthbio_pipeline.formats.arrow_stream.ArrowResult`, ``predict_metadata`` layout).
 
     The result is parsed one output at a time; a part holds one query's samples (at most
     ``predict_metadata_batch``), so its rows are gathered in memory and written at once.
@@ -102,9 +113,8 @@ def write_prediction_part(
     rows: list[dict[str, Any]] = []
     probs: list[tuple[str, str, str, float]] = []
     latents: list[dict | None] = []
-    # GEM-2 predict-metadata outputs carry no counts: none are needed here.
-    with open_result(result_path, expected_samples=len(sample_ids), require_counts=False) as reader:
-        for index, sample in enumerate(reader.samples()):
+    with _open_prediction(result_path, len(sample_ids)) as reader:
+        for index, sample in enumerate(reader.samples(len(sample_ids))):
             # GEM-2 names them predicted_metadata and classifier_probabilities; GEM-1 metadata and classifier_probs.
             predicted = sample.predicted_metadata
             rows.append(predicted if predicted is not None else sample.metadata)

@@ -227,6 +227,8 @@ def model_family(model_id: str) -> str:
 def _open_source(source, expected: int | None):
     """A JSON result document's path (opened here), or a reader already open (left open)."""
     if hasattr(source, "samples") and hasattr(source, "gene_order"):
+        if getattr(source, "has_gene_order", True) is False:
+            raise ResultError("the Arrow stream has no gene_order in its schema metadata: the part needs gene ids")
         return contextlib.nullcontext(source)
     return open_result(source, expected_samples=expected)
 

@@ -27,7 +27,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager as ContextManager
 from contextlib import nullcontext
@@ -56,7 +56,7 @@ from synthbio_pipeline.errors import (
     ValidationError,
 )
 from synthbio_pipeline.files import atomic_path
-from synthbio_pipeline.formats.arrow_stream import write_arrow_part
+from synthbio_pipeline.formats.arrow_stream import ArrowResult, open_arrow_result
 from synthbio_pipeline.formats.metadata_prediction import merge_prediction_parts, write_prediction_part
 from synthbio_pipeline.formats.parquet import PartTarget, merge_latents, merge_parts, write_part
 from synthbio_pipeline.vocabulary.families import GEM2, PREDICT_METADATA, gem2_operation, is_gem2
@@ -294,14 +294,14 @@ def run_prediction(
     body = json.loads(Path(query_path).read_text())
     digest = body_sha256(body)
     url_rules = {"allowed_http_hosts": tuple(allowed_http_hosts), "send_token_over_http": send_token_over_http}
+    # ``write`` turns an answer into the parts: a downloaded result document, or (self-hosted)
+    # the container's Arrow stream, open.
     if result_kind(model_id, body) == METADATA_PREDICTION:
-        if self_hosted_enabled(self_hosted):
-            raise ValueError(f"{model_id} predicts metadata: the self-hosted path writes expression parts only")
         if predicted_out is None or probs_out is None or sample_ids is None:
             raise ValueError(f"{model_id} predicts metadata: give predicted_out, probs_out and sample_ids")
         first = predicted_out
 
-        def write(result: Path, query_id: str) -> dict[str, Any]:
+        def write(result: Path | ArrowResult, query_id: str) -> dict[str, Any]:
             return write_prediction_part(
                 result,
                 sample_ids=sample_ids,
@@ -315,6 +315,7 @@ def run_prediction(
     else:
         if expression_out is None or metadata_out is None:
             raise ValueError(f"{model_id} generates expression: give expression_out and metadata_out")
+        first = expression_out
         target = PartTarget(
             condition=condition,
             model_id=model_id,
@@ -326,19 +327,23 @@ def run_prediction(
             expected_genes=expected_genes,
             latents_out=latents_out,
         )
-        if self_hosted_enabled(self_hosted):
-            return run_self_hosted(
-                target,
-                base_url=base_url,
-                log=log,
-                cpu_lock=cpu_lock,
-                download_limits=download_limits,
-                **url_rules,
-            )
-        first = expression_out
 
-        def write(result: Path, query_id: str) -> dict[str, Any]:
+        def write(result: Path | ArrowResult, query_id: str) -> dict[str, Any]:
             return write_part(result, target, query_id=query_id)
+
+    if self_hosted_enabled(self_hosted):
+        return run_self_hosted(
+            body,
+            model_id=model_id,
+            condition=condition,
+            write=write,
+            folder=Path(first).parent,
+            base_url=base_url,
+            log=log,
+            cpu_lock=cpu_lock,
+            download_limits=download_limits,
+            **url_rules,
+        )
 
     outputs = Path(first).parent
     outputs.mkdir(parents=True, exist_ok=True)
@@ -453,8 +458,12 @@ SELF_HOSTED_QUERY_ID = "self-hosted"
 
 
 def run_self_hosted(
-    target: PartTarget,
+    body: dict,
     *,
+    model_id: str,
+    condition: str,
+    write: Callable[[ArrowResult, str], dict[str, Any]],
+    folder: str | os.PathLike,
     base_url: str | None = None,
     log: logging.Logger = logger,
     cpu_lock: ContextManager | None = None,
@@ -462,10 +471,12 @@ def run_self_hosted(
     send_token_over_http: bool = False,
     download_limits: DownloadLimits | None = None,
 ) -> dict[str, Any]:
-    """One condition (``target``) against a self-hosted model container: ``POST .../predict``
-    answered synchronously with an Arrow IPC stream, parsed batch by batch straight off the socket
-    into the condition's parts (:func:`~synthbio_pipeline.formats.arrow_stream.write_arrow_part`;
-    memory of one record batch and one tile, as the JSON path).
+    """One condition against a self-hosted model container: ``POST .../predict`` answered
+    synchronously with an Arrow IPC stream, which ``write`` (given the open stream and the
+    query id ``self-hosted``) parses batch by batch straight off the socket into the parts in
+    ``folder``: an expression model's (:func:`~synthbio_pipeline.formats.parquet.write_part`;
+    memory of one record batch and one tile, as the JSON path) or a metadata-prediction
+    model's (:func:`~synthbio_pipeline.formats.metadata_prediction.write_prediction_part`).
 
     No ticket is kept: the container is the partner's own and answers at once, so a job
     killed mid-request sends the request again when rerun (said in the README). The request is
@@ -478,8 +489,7 @@ def run_self_hosted(
     :class:`~synthbio_pipeline.errors.DownloadRefusedError` and no part is written.
     """
     started = time.monotonic()
-    condition, model_id = target.condition, target.model_id
-    Path(target.expression_out).parent.mkdir(parents=True, exist_ok=True)
+    Path(folder).mkdir(parents=True, exist_ok=True)
     with (
         SelfHostedClient(
             base_url,
@@ -491,8 +501,8 @@ def run_self_hosted(
         cpu_lock or nullcontext(),
     ):
         log.info("%s: sending to the self-hosted container at %s (%s)", condition, client.base_url, model_id)
-        with client.predict_stream(model_id, target.body) as stream:
-            summary = write_arrow_part(stream, target, query_id=SELF_HOSTED_QUERY_ID)
+        with client.predict_stream(model_id, body) as stream, open_arrow_result(stream) as result:
+            summary = write(result, SELF_HOSTED_QUERY_ID)
             log.info("%s: read %.1f MB of Arrow stream", condition, stream.bytes_read / 1e6)
         url = client.base_url
     summary["seconds"] = round(time.monotonic() - started, 2)
@@ -500,14 +510,12 @@ def run_self_hosted(
     summary["base_url"] = url
     summary["self_hosted"] = True
     summary.setdefault("condition", condition)
-    log.info(
-        "%s: wrote %s samples x %s genes (%s, self-hosted) in %.1f s",
-        condition,
-        summary["samples"],
-        summary["genes"],
-        summary["backend"],
-        summary["seconds"],
+    shape = (
+        f"{summary['samples']} samples x {summary['genes']} genes"
+        if "genes" in summary
+        else (f"predicted metadata of {summary['samples']} samples")
     )
+    log.info("%s: wrote %s (%s, self-hosted) in %.1f s", condition, shape, summary["backend"], summary["seconds"])
     return summary
 
 
