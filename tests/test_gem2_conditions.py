@@ -212,7 +212,12 @@ def test_overlong_numbers_in_gem2_rows_are_told_at_their_column_cut_short(tmp_pa
         2,
         f"{path}:2 (condition 'a'), column 'seed': {'9' * 20}... has 5,000 digits; a whole number here has at most 18",
     ) in told
-    assert any("config defaults.total_count" in text and "has 400 digits" in text for _, text in told)
+    assert any(
+        "column 'total_count'" in text
+        and "has 400 digits" in text
+        and "the value is config defaults.total_count" in text
+        for _, text in told
+    )
     assert any("column 'num_samples'" in text and "has 300 digits" in text for _, text in told)
     # No overlong value is echoed whole, and num_samples is told once (a stand-in checks the rest).
     assert all("9" * 21 not in text and "7" * 21 not in text for _, text in told)

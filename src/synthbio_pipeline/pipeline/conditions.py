@@ -687,7 +687,7 @@ def _read_options(cells: Mapping[str, str], defaults, bad, takes, refusal: Calla
     options, columns = {}, {}
     for key, option in ALL_OPTIONS.items():
         value, column = _pick(cells, defaults, key)
-        if _too_long(value, column, bad) or value is None:
+        if _too_long(value, column, bad, key) or value is None:
             continue
         if key not in takes:
             if column == key:
@@ -698,10 +698,11 @@ def _read_options(cells: Mapping[str, str], defaults, bad, takes, refusal: Calla
     return options, columns
 
 
-def _too_long(value: Any, column: str, bad) -> bool:
-    """Refuse a text value too long to be checked further at ``column``; whether it was."""
+def _too_long(value: Any, column: str, bad, key: str | None = None) -> bool:
+    """Refuse a text value too long to be checked further at ``column`` (a config default's at
+    the row's ``key``, naming the default); whether it was."""
     if isinstance(value, str) and too_long(value):
-        bad(column, f"{value[:20]}... {too_long(value)}")
+        _report_at(bad, column, key or column, f"{value[:20]}... {too_long(value)}")
         return True
     return False
 
