@@ -4,9 +4,12 @@ tickets before any request; `snakemake -n` says it; a run over `max_samples` sto
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import textwrap
 
 import yaml
-from snakemake_runs import ROOT, SNAKEFILE, copy_config, output_of, snakemake
+from snakemake_runs import ROOT, SNAKEFILE, copy_config, output_of, snakemake, snakemake_env
 
 from synthbio_pipeline.pipeline.budget import budget_problem, describe, plan_purchases
 from synthbio_pipeline.pipeline.conditions import read_conditions
@@ -96,3 +99,52 @@ def test_metadata_predictions_count_against_the_budget_with_the_rows(tmp_path):
     assert budget_problem(plan, 60) is None
     assert "105 samples in 4 model queries" in budget_problem(combined, 60)
     assert plan["gem-1-bulk"].samples == 50 and "gem-1-bulk_predict-metadata" not in plan  # not changed
+
+
+# Snakemake driven from Python, as a notebook or a workflow manager does: no command line to say
+# whether jobs will run when the Snakefile is parsed.
+THROUGH_THE_API = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, ResourceSettings
+
+    workdir, snakefile, url, max_samples = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+    with SnakemakeApi(OutputSettings()) as api:
+        try:
+            workflow = api.workflow(
+                snakefile=snakefile,
+                workdir=workdir,
+                resource_settings=ResourceSettings(cores=1),
+                config_settings=ConfigSettings(
+                    configfiles=[workdir / "config" / "config.yaml"],
+                    config={"api_base_url": url, "poll_interval_seconds": 1, "max_samples": max_samples},
+                ),
+            )
+            workflow.dag(DAGSettings()).execute_workflow()
+        except Exception as error:
+            print(f"refused: {error}", file=sys.stderr)
+            sys.exit(3)
+    """
+)
+
+
+def test_snakemake_driven_through_its_python_api_is_held_to_the_budget(make_emulator, emulator_token, tmp_path):
+    """The guard does not depend on Snakemake's command line: through its Python API the command
+    is not known when the Snakefile is parsed, and the table is held to max_samples as a run is."""
+    emulator = make_emulator()
+    copy_config(ROOT / ".test/config", tmp_path)  # 3 queries, 6 samples
+    run = subprocess.run(
+        [sys.executable, "-c", THROUGH_THE_API, str(tmp_path), str(SNAKEFILE), emulator.url, "5"],
+        cwd=tmp_path,
+        env=snakemake_env(emulator_token),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert run.returncode == 3, output_of(run)
+    assert "refused: this run would buy 6 samples" in run.stderr and "max_samples (5)" in run.stderr
+    assert sum(emulator.stats()["requests"].values()) == 0
+    assert not (tmp_path / "results" / "predictions").exists()

@@ -184,8 +184,9 @@ def runs_jobs():
     """Whether this command runs jobs: not -n, --report, --lint, --dag, --summary, --touch...
 
     This file is parsed before Snakemake decides what to do: the command line's options,
-    in the frame of snakemake.cli.args_to_api, say it. Used as a library, or inside a
-    cluster job (the main process has checked), Snakemake gets no preflight.
+    in the frame of snakemake.cli.args_to_api, say it. Inside a cluster job (the main
+    process has checked) and in a dry run: False. None when Snakemake was not started from
+    its command line (its Python API parses the Snakefile before it is told what to run).
     """
     if not workflow.is_main_process or workflow.output_settings.dryrun:
         return False
@@ -202,7 +203,7 @@ def runs_jobs():
                 return False
             return not any(getattr(args, name, None) for name in NO_JOB_OPTIONS)
         frame = frame.f_back
-    return False
+    return None
 
 
 def config_schema():
@@ -243,6 +244,9 @@ if not SELF_HOSTED and not token_may_travel(
         "sent unencrypted unless send_token_over_http: true (config/README.md, 'Self-hosted')"
     )
 RUNS_JOBS = runs_jobs()
+# Money: the budget guard holds unless the command surely buys nothing. A dry run says the
+# plan; a command that cannot be told (Snakemake's Python API) is held to it as a run is.
+GUARDS_BUDGET = RUNS_JOBS is not False or workflow.output_settings.dryrun
 if (
     workflow.check_envvars
     and not SELF_HOSTED
@@ -263,7 +267,7 @@ def ticket_dir(group):
 # The budget guard: a run that would buy more than max_samples stops here, before any
 # request. What the run would buy is said by `snakemake -n`, and by a run once the service
 # has answered the preflight.
-if RUNS_JOBS or workflow.output_settings.dryrun:
+if GUARDS_BUDGET:
     PURCHASES = plan_purchases(
         CONDITIONS.values(),
         ticket_dir,
@@ -291,7 +295,7 @@ if RUNS_JOBS:
     )
     if problem:
         raise PreflightError(problem)
-if RUNS_JOBS or workflow.output_settings.dryrun:
+if GUARDS_BUDGET:
     print(describe(PURCHASES), file=sys.stderr)
 # Counts as text from log1p-CPM values would be mislabelled: refuse before any job.
 if config["outputs"]["counts_tsv"] and not config["as_counts"]:
@@ -441,7 +445,7 @@ if workflow.is_main_process and gene_order_groups():
             file=sys.stderr,
         )
     # Those one-sample queries are bought too: the budget counts them.
-    if _unknown and (RUNS_JOBS or workflow.output_settings.dryrun):
+    if _unknown and GUARDS_BUDGET:
         PURCHASES = with_purchases(
             PURCHASES,
             [(GENE_ORDER_MODELS[g], group_modality(g), 1, 1) for g in _unknown],
@@ -469,7 +473,7 @@ if workflow.is_main_process and (
     )
     print(describe_plan(_plan), file=sys.stderr)
     # The budget guard again, with metadata prediction's samples (before any job buys them).
-    if RUNS_JOBS or workflow.output_settings.dryrun:
+    if GUARDS_BUDGET:
         _modality_of = {
             group_metadata_model(g): group_modality(g) for g in OUTPUT_GROUPS
         }
