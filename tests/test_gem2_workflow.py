@@ -373,3 +373,29 @@ def test_gem2_group_gets_its_round_trip_and_ma_plots(make_emulator, emulator_tok
     assert page.returncode == 0, output_of(page)
     gathered = (tmp_path / "report.html").read_text()
     assert "gem-2-bulk" in gathered and "round_trip.svg" in gathered and "ma_plots.svg" in gathered
+
+
+def test_a_configured_gene_order_of_the_other_family_is_refused_before_anything_is_bought(
+    make_emulator, emulator_token, tmp_path
+):
+    """gene_order_files.gem-2-bulk naming GEM-1's cached order (the file says which model it came
+    from): counts aligned to it would be paid for and then refused, so the run stops at parse time."""
+    from synthbio_pipeline.emulator.generate import gene_order
+    from synthbio_pipeline.pipeline.references import write_gene_order
+
+    emulator = make_emulator(genes=GENES)
+    genes = list(gene_order(GENES))
+    (tmp_path / "refs").mkdir()
+    pd.DataFrame({"gene_id": genes, "ctrl": 100}).to_csv(tmp_path / "refs/ref.tsv", sep="\t", index=False)
+    write_gene_order(tmp_path / "refs/order.json", genes, model_id="gem-1-bulk", base_url=emulator.url, source="test")
+    table = (
+        "condition\tnum_samples\tmodel\ttissue\tgene_perturbations\treference\treference_sample\n"
+        f"tp53_ko\t2\tgem-2-bulk_reference-conditioning\tliver\t{TP53}\trefs/ref.tsv\tctrl\n"
+    )
+    configfile = workdir_with(tmp_path, table, gene_order_files={"gem-2-bulk": "refs/order.json"})
+    run = run_workflow(tmp_path, configfile, emulator, emulator_token)
+    said = run.stdout + run.stderr
+    assert run.returncode != 0, output_of(run)
+    assert "gene_order_files.gem-2-bulk: refs/order.json: it holds the gene order of gem-1-bulk" in said, said
+    assert "not of gem-2-bulk" in said and "Traceback" not in said
+    assert "predict" not in emulator.stats()["requests"] and not (tmp_path / "results").exists()

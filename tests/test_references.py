@@ -28,6 +28,7 @@ from synthbio_pipeline.pipeline.references import (
     gene_order_model,
     gene_order_path,
     read_annotations,
+    read_configured_gene_order,
     read_gene_order,
     reference_problems,
     service_key,
@@ -459,6 +460,34 @@ def test_gene_order_files_in_every_accepted_form(tmp_path):
         read_gene_order(tmp_path / "symbols.txt")
     with pytest.raises(ReferenceError, match="cannot read"):
         read_gene_order(tmp_path / "absent.json")
+
+
+def test_a_gene_order_file_that_names_its_model_must_be_of_the_wanted_family(tmp_path):
+    write_gene_order(tmp_path / "gem1.json", GENES, model_id="gem-1-bulk", base_url="https://x.org", source="test")
+    write_gene_order(tmp_path / "gem2.json", GENES, model_id="gem-2-bulk", base_url="https://x.org", source="test")
+    write_gene_order(tmp_path / "future.json", GENES, model_id="gem-9-bulk", base_url="https://x.org", source="test")
+    (tmp_path / "ids.txt").write_text("\n".join(GENES) + "\n")
+    gem1_expression, _ = our_pair(tmp_path / "gem1")
+    gem2_expression, _ = our_pair(tmp_path / "gem2", model_id="gem-2-bulk_baseline")
+    # Every GEM-1 bulk id answers in gem-1-bulk's order; every GEM-2 bulk id in gem-2-bulk's.
+    for wanted, taken in [
+        ("gem-1-bulk", ["gem1.json", gem1_expression]),
+        ("gem-1-bulk_reference-conditioning", ["gem1.json"]),
+        ("gem-2-bulk", ["gem2.json", gem2_expression]),
+        ("gem-2-bulk_reference-conditioning-p3rz5xv7", ["gem2.json"]),
+    ]:
+        for path in [*taken, "ids.txt", "future.json"]:  # a plain list, or a model we do not know: taken
+            assert read_gene_order(tmp_path / path, model_id=wanted) == GENES
+    with pytest.raises(ReferenceError, match="gene order of gem-1-bulk .*not of gem-2-bulk"):
+        read_gene_order(tmp_path / "gem1.json", model_id="gem-2-bulk")
+    with pytest.raises(ReferenceError, match="gene order of gem-2-bulk .*not of gem-1-bulk"):
+        read_gene_order(gem2_expression, model_id="gem-1-bulk")
+    with pytest.raises(ReferenceError, match="gene order of gem-1-bulk .*not of gem-1-sc"):
+        read_gene_order(gem1_expression, model_id="gem-1-sc")
+    with pytest.raises(
+        ReferenceError, match=r"^gene_order_files\.gem-2-bulk: .*gem1\.json: .*'Reference conditioning'"
+    ):
+        read_configured_gene_order("gene_order_files.gem-2-bulk", tmp_path / "gem1.json", "gem-2-bulk")
 
 
 def test_validate_checks_the_reference_files_too(tmp_path, capsys):

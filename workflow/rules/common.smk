@@ -49,6 +49,7 @@ from synthbio_pipeline.pipeline.references import (
     known_gene_order,
     raise_if_problems,
     read_annotations,
+    read_configured_gene_order,
     read_gene_order,
     reference_problems,
 )
@@ -382,14 +383,19 @@ def known_gene_orders():
     orders = {}
     for group in gene_order_groups():
         configured = config["gene_order_files"].get(group)
-        if configured and not os.path.exists(configured):
-            raise WorkflowError(
-                f"gene_order_files.{group}: {configured} does not exist (config/README.md, "
-                "'Reference conditioning')"
+        if configured:
+            if not os.path.exists(configured):
+                raise WorkflowError(
+                    f"gene_order_files.{group}: {configured} does not exist (config/README.md, "
+                    "'Reference conditioning')"
+                )
+            orders[group] = read_configured_gene_order(
+                f"gene_order_files.{group}", configured, GENE_ORDER_MODELS[group]
             )
-        path = configured or prefixed(gene_order_file(group))
-        if os.path.exists(path):
-            orders[group] = read_gene_order(path)
+            continue
+        cache = prefixed(gene_order_file(group))
+        if os.path.exists(cache):
+            orders[group] = read_gene_order(cache)
             continue
         known = known_gene_order(
             prefixed(f"results/predictions/{group}"),

@@ -54,6 +54,7 @@ import pyarrow.parquet as pq
 from synthbio_pipeline.client.http import redact_url, resolve_base_url
 from synthbio_pipeline.errors import SynthbioError
 from synthbio_pipeline.files import atomic_path
+from synthbio_pipeline.formats.parquet import SCHEMA_KEY
 from synthbio_pipeline.formats.references import CountsFile, CountsFileError, open_counts
 from synthbio_pipeline.pipeline.conditions import Condition, TableProblem
 from synthbio_pipeline.pipeline.runner import load_ticket, run_prediction
@@ -549,25 +550,64 @@ def gene_order_path(base_url: str, model_id: str, root: str = GENE_ORDER_DIR, *,
     return f"{root}/{service_key(base_url)}/{gene_order_model(model_id, modality)}.json"
 
 
-def read_gene_order(path: str | os.PathLike) -> list[str]:
-    """A gene order from the cache's JSON, a JSON list, a text file (one id a line) or a Parquet ``gene_id``."""
+def read_gene_order(path: str | os.PathLike, *, model_id: str | None = None) -> list[str]:
+    """A gene order from the cache's JSON, a JSON list, a text file (one id a line) or a Parquet ``gene_id``.
+
+    ``model_id``: the model whose order is wanted. A file that says which model it comes from (the
+    cache's ``model_id``, an expression file's synthbio label) must name one that answers in the
+    same order (:func:`gene_order_model`): GEM-1's and GEM-2's differ, and counts sent in the other
+    family's order would be paid for and then refused. A plain list says nothing and is taken.
+    """
     path = Path(path)
     try:
         if path.suffix == ".parquet":
             genes = pq.read_table(path, columns=["gene_id"]).column(0).to_pylist()
+            label = json.loads((pq.read_schema(path).metadata or {}).get(SCHEMA_KEY, b"{}"))
+            sources = [m for m in [label.get("model_id"), *label.get("model_ids", [])] if isinstance(m, str)]
+            modality = label.get("modality")
         elif path.suffix == ".json":
             document = json.loads(path.read_text())
             genes = document.get("genes") if isinstance(document, dict) else document
+            source = document.get("model_id") if isinstance(document, dict) else None
+            sources, modality = ([source] if isinstance(source, str) else []), None
         else:
             genes = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    except (OSError, ValueError, KeyError, pa.ArrowException) as error:
+            sources, modality = [], None
+    except (OSError, ValueError, KeyError, AttributeError, pa.ArrowException) as error:
         raise ReferenceError(f"{path}: cannot read a gene order from it ({error})") from error
     if not isinstance(genes, list) or not genes or not all(isinstance(gene, str) for gene in genes):
         raise ReferenceError(f"{path}: not a gene order (a non-empty list of gene ids)")
     problem = gene_id_problem(genes)
     if problem:
         raise ReferenceError(f"{path}: {problem}")
+    if model_id is not None:
+        wanted = gene_order_model(model_id)
+        found = sorted({_order_model_or_none(source, modality) for source in sources} - {wanted, None})
+        if found:
+            raise ReferenceError(
+                f"{path}: it holds the gene order of {', '.join(found)} (the file says so), not of {wanted}; "
+                "GEM-1 and GEM-2 order their genes differently"
+            )
     return genes
+
+
+def read_configured_gene_order(setting: str, path: str | os.PathLike, model_id: str) -> list[str]:
+    """:func:`read_gene_order` of a file the config names; ``setting`` (``gene_order_files.bulk``)
+    leads its message, so the user knows which line of the config to change."""
+    try:
+        return read_gene_order(path, model_id=model_id)
+    except ReferenceError as error:
+        raise ReferenceError(f"{setting}: {error} (config/README.md, 'Reference conditioning')") from None
+
+
+def _order_model_or_none(model_id: str, modality: str | None) -> str | None:
+    """:func:`gene_order_model`, or None for an id of no model we know (its order cannot be told)."""
+    if not (is_known_model(model_id) or is_gem2(model_id)):
+        return None
+    try:
+        return gene_order_model(model_id, modality)
+    except (ValueError, KeyError):
+        return None
 
 
 def write_gene_order(
@@ -696,6 +736,7 @@ __all__ = [
     "gene_order_path",
     "learn_gene_order",
     "read_annotations",
+    "read_configured_gene_order",
     "read_gene_order",
     "reference_problems",
     "write_references",
