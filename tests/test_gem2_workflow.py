@@ -11,7 +11,16 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import yaml
-from snakemake_runs import ROOT, SNAKEFILE, assert_same_outputs, copy_config, merged, output_of, snakemake
+from snakemake_runs import (
+    ROOT,
+    SNAKEFILE,
+    assert_same_outputs,
+    copy_config,
+    merged,
+    output_of,
+    snakemake,
+    workflow_args,
+)
 
 GENES = 300
 TP53 = "ENSG00000141510"
@@ -35,16 +44,15 @@ def workdir_with(tmp_path, table: str, outputs=None, **config):
     return configfile
 
 
-def run_workflow(workdir, configfile, emulator, token, *extra, env=None):
-    args = ("-s", str(SNAKEFILE), "-d", str(workdir), "--configfile", str(configfile))
-    overrides = ("--config", f"api_base_url={emulator.url}", "poll_interval_seconds=1", *extra)
-    return snakemake("--cores", "2", *args, *overrides, cwd=workdir, token=token, env=env)
+def run_workflow(workdir, emulator, token, *extra, env=None):
+    """The workflow in ``workdir`` (its config from :func:`workdir_with`) against ``emulator``."""
+    return snakemake("--cores", "2", *workflow_args(workdir, emulator.url), *extra, cwd=workdir, token=token, env=env)
 
 
 def test_mixed_gem1_and_gem2_rows_give_separate_merged_pairs(make_emulator, emulator_token, tmp_path):
     emulator = make_emulator(genes=GENES, latency=0.2)
-    configfile = workdir_with(tmp_path, MIXED, outputs={"latents": True})
-    run = run_workflow(tmp_path, configfile, emulator, emulator_token)
+    workdir_with(tmp_path, MIXED, outputs={"latents": True})
+    run = run_workflow(tmp_path, emulator, emulator_token)
     assert run.returncode == 0, output_of(run)
     results = tmp_path / "results"
     groups = sorted(p.name for p in results.iterdir() if (p / "expression.parquet").exists())
@@ -91,8 +99,8 @@ def test_bad_gem2_cells_are_refused_before_anything_is_sent(make_emulator, emula
         "ok\t1\tgem-2-bulk\tliver\tCCO\t\n"
         "bad\t1\tgem-2-bulk\tliver\tC C\tmale\n"
     )
-    configfile = workdir_with(tmp_path, table)
-    run = run_workflow(tmp_path, configfile, emulator, emulator_token)
+    workdir_with(tmp_path, table)
+    run = run_workflow(tmp_path, emulator, emulator_token)
     assert run.returncode != 0
     text = run.stdout + run.stderr
     assert "conditions.tsv:3 (condition 'bad'), column 'smiles': 'C C' is malformed" in text, output_of(run)
@@ -121,12 +129,13 @@ def test_self_hosted_run_gives_the_outputs_of_the_asynchronous_path(make_emulato
             workdir / "refs/mine.tsv", sep="\t", index=False
         )
     api = make_emulator(genes=GENES, latency=0.2)
-    run = run_workflow(hosted, workdir_with(hosted, MIXED, outputs=outputs, **settings), api, emulator_token)
+    workdir_with(hosted, MIXED, outputs=outputs, **settings)
+    run = run_workflow(hosted, api, emulator_token)
     assert run.returncode == 0, output_of(run)
 
     local = make_emulator(genes=GENES, latency=0.2, self_hosted=True, tokens=())
-    configfile = workdir_with(container, MIXED, outputs=outputs, **settings)
-    run = run_workflow(container, configfile, local, None, env={"SYNTHESIZE_SELF_HOSTED": "1"})
+    workdir_with(container, MIXED, outputs=outputs, **settings)
+    run = run_workflow(container, local, None, env={"SYNTHESIZE_SELF_HOSTED": "1"})
     assert run.returncode == 0, output_of(run)
     # latents.parquet included (the same latent names on both paths), and the predicted
     # metadata, class probabilities and encoded latents of every group and of the file.
@@ -142,8 +151,8 @@ def test_self_hosted_run_gives_the_outputs_of_the_asynchronous_path(make_emulato
     (again / "refs").mkdir(parents=True)
     (again / "refs/mine.tsv").write_text((container / "refs/mine.tsv").read_text())
     table = "condition\tnum_samples\ttissue_ontology_id\tsex\nlung\t1\tUBERON:0002048\tmale\n"
-    configfile = workdir_with(again, table, annotate=annotate)
-    run = run_workflow(again, configfile, local, None, env={"SYNTHESIZE_SELF_HOSTED": "1"})
+    workdir_with(again, table, annotate=annotate)
+    run = run_workflow(again, local, None, env={"SYNTHESIZE_SELF_HOSTED": "1"})
     assert run.returncode == 0, output_of(run)
     (cached,) = (again / "resources/gene_order").glob("*/gem-1-bulk.json")
     assert json.loads(cached.read_text())["genes"] == list(gene_order(GENES))
@@ -193,7 +202,8 @@ def test_gem2_reference_and_autoencode_rows_send_aligned_counts(make_emulator, e
     emulator = make_emulator(genes=GENES, latency=0.1)
     earlier = tmp_path / "earlier"
     earlier.mkdir()
-    run = run_workflow(earlier, workdir_with(earlier, MIXED), emulator, emulator_token)
+    workdir_with(earlier, MIXED)
+    run = run_workflow(earlier, emulator, emulator_token)
     assert run.returncode == 0, output_of(run)
     source = pd.read_parquet(earlier / "results/gem-2-bulk/expression.parquet").set_index("gene_id")
     genes = list(source.index)
@@ -220,7 +230,7 @@ def test_gem2_reference_and_autoencode_rows_send_aligned_counts(make_emulator, e
         )
     )
     annotate = [{"name": "mine", "path": "refs/mine.tsv", "modality": "bulk", "model": "gem-2-bulk_predict-metadata"}]
-    configfile = workdir_with(
+    workdir_with(
         work,
         table,
         outputs={"predicted_metadata": True, "latents": True},
@@ -229,7 +239,7 @@ def test_gem2_reference_and_autoencode_rows_send_aligned_counts(make_emulator, e
         predict_metadata_batch=2,
     )
     before = sum(emulator.stats()["submissions"].values())
-    run = run_workflow(work, configfile, emulator, emulator_token)
+    run = run_workflow(work, emulator, emulator_token)
     assert run.returncode == 0, output_of(run)
     # 5 conditions, 3 annotated samples in 2 queries, the 6 generated samples' metadata in 3,
     # and the gene order: the earlier run's results are not this workdir's, so one sample of
@@ -324,7 +334,7 @@ def test_gem2_group_gets_its_round_trip_and_ma_plots(make_emulator, emulator_tok
         outputs={"predicted_metadata": True, "report": True},
         gene_order_files={"gem-2-bulk": "refs/order.txt"},
     )
-    run = run_workflow(tmp_path, configfile, emulator, emulator_token)
+    run = run_workflow(tmp_path, emulator, emulator_token)
     assert run.returncode == 0, output_of(run)
     # 3 conditions and the 7 samples' metadata in one query; no gene-order sample.
     assert sum(emulator.stats()["submissions"].values()) == 3 + 1
@@ -392,8 +402,8 @@ def test_a_configured_gene_order_of_the_other_family_is_refused_before_anything_
         "condition\tnum_samples\tmodel\ttissue\tgene_perturbations\treference\treference_sample\n"
         f"tp53_ko\t2\tgem-2-bulk_reference-conditioning\tliver\t{TP53}\trefs/ref.tsv\tctrl\n"
     )
-    configfile = workdir_with(tmp_path, table, gene_order_files={"gem-2-bulk": "refs/order.json"})
-    run = run_workflow(tmp_path, configfile, emulator, emulator_token)
+    workdir_with(tmp_path, table, gene_order_files={"gem-2-bulk": "refs/order.json"})
+    run = run_workflow(tmp_path, emulator, emulator_token)
     said = run.stdout + run.stderr
     assert run.returncode != 0, output_of(run)
     assert "gene_order_files.gem-2-bulk: refs/order.json: it holds the gene order of gem-1-bulk" in said, said

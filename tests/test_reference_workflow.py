@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import yaml
-from snakemake_runs import SNAKEFILE, output_of, snakemake
+from snakemake_runs import output_of, snakemake, workflow_args
 
 from synthbio_pipeline.pipeline.references import service_key, unversioned
 
@@ -42,20 +42,7 @@ def setup(workdir, table, **config):
 
 def run_workflow(workdir, emulator, token, *extra, dry=False):
     args = ["-n"] if dry else ["--cores", "2"]
-    return snakemake(
-        *args,
-        *extra,
-        "-s",
-        str(SNAKEFILE),
-        "-d",
-        str(workdir),
-        "--configfile",
-        str(workdir / "config/config.yaml"),
-        "--config",
-        f"api_base_url={emulator.url}",
-        cwd=workdir,
-        token=token,
-    )
+    return snakemake(*args, *extra, *workflow_args(workdir, emulator.url), cwd=workdir, token=token)
 
 
 def submissions(emulator) -> int:

@@ -17,7 +17,7 @@ import yaml
 pytest.importorskip("matplotlib")  # the workflow extra: the report's figures need it
 h5py = pytest.importorskip("h5py")
 
-from snakemake_runs import ROOT, SNAKEFILE, copy_config, output_of, snakemake  # noqa: E402
+from snakemake_runs import ROOT, SNAKEFILE, copy_config, output_of, snakemake, workflow_args  # noqa: E402
 
 from synthbio_pipeline import log_cpm  # noqa: E402
 
@@ -34,17 +34,7 @@ def run_workflow(workdir, emulator, token, outputs=None, *extra):
     if outputs is not None:
         config = yaml.safe_load(configfile.read_text())
         configfile.write_text(yaml.safe_dump({**config, "outputs": outputs}))
-    args = (
-        "-s",
-        str(SNAKEFILE),
-        "-d",
-        str(workdir),
-        "--configfile",
-        str(configfile),
-        "--config",
-        f"api_base_url={emulator.url}",
-        *extra,
-    )
+    args = (*workflow_args(workdir, emulator.url), *extra)
     run = snakemake("--cores", "2", *args, cwd=workdir, token=token)
     assert run.returncode == 0, output_of(run)
     return args

@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from snakemake_runs import ROOT, SNAKEFILE, copy_config, files_under, output_of, snakemake
+from snakemake_runs import ROOT, SNAKEFILE, copy_config, files_under, output_of, snakemake, workflow_args
 
 from synthbio_pipeline.formats.parquet import load_expression
 from synthbio_pipeline.pipeline.conditions import (
@@ -78,9 +78,8 @@ def test_example_table_end_to_end(make_emulator, emulator_token, tmp_path):
     """The example table against an emulator in a fresh working directory, then dry runs."""
     workdir, emulator = tmp_path, make_emulator(genes=GENES, latency=0.2)
     configfile = copy_config(ROOT / "config", workdir)
-    args = ("-s", str(SNAKEFILE), "-d", str(workdir), "--configfile", str(configfile))
-    overrides = ("--config", f"api_base_url={emulator.url}", "poll_interval_seconds=1")
-    run = snakemake("--cores", "2", *args, *overrides, cwd=workdir, token=emulator_token)
+    args = workflow_args(workdir, emulator.url)
+    run = snakemake("--cores", "2", *args, cwd=workdir, token=emulator_token)
     assert run.returncode == 0, output_of(run)
     config = yaml.safe_load(configfile.read_text())
     conditions = read_conditions(workdir / config["conditions"], config["defaults"])
@@ -142,15 +141,16 @@ def test_example_table_end_to_end(make_emulator, emulator_token, tmp_path):
     for path in files_under(workdir):
         assert emulator_token.encode() not in path.read_bytes(), path
 
-    check_rerun_triggers(workdir, args, overrides, emulator_token, emulator)
+    check_rerun_triggers(workdir, args, emulator_token, emulator)
 
 
-def check_rerun_triggers(workdir, args, overrides, token, emulator):
-    """A finished run is not redone for a change of polling; an edited row buys that row only."""
+def check_rerun_triggers(workdir, args, token, emulator):
+    """A finished run is not redone for a change of polling; an edited row buys that row only.
+
+    ``args``: :func:`workflow_args`, whose --config list the polling values below extend (the
+    last value of a key wins)."""
     # How often or how long to poll is not a reason to buy a prediction again.
-    run = snakemake(
-        "-n", *args, *overrides[:-1], "poll_interval_seconds=5", "poll_timeout_seconds=60", cwd=workdir, token=token
-    )
+    run = snakemake("-n", *args, "poll_interval_seconds=5", "poll_timeout_seconds=60", cwd=workdir, token=token)
     assert run.returncode == 0, output_of(run)
     assert "Nothing to be done" in run.stdout + run.stderr, output_of(run)
 
@@ -159,7 +159,7 @@ def check_rerun_triggers(workdir, args, overrides, token, emulator):
     frame = pd.read_csv(table, sep="\t", dtype=str, keep_default_na=False)
     frame.loc[frame["condition"] == "heart_normal", "num_samples"] = "5"
     frame.to_csv(table, sep="\t", index=False)
-    run = snakemake("-n", *args, *overrides, cwd=workdir, token=token)
+    run = snakemake("-n", *args, cwd=workdir, token=token)
     assert run.returncode == 0, output_of(run)
     expected = {"write_queries": 1, "predict": 1, "merge": 1, "report_figures": 1, "report_conditions": 1, "all": 1}
     assert job_counts(run) == {**expected, "total": 6}, output_of(run)
@@ -167,7 +167,7 @@ def check_rerun_triggers(workdir, args, overrides, token, emulator):
 
     # ... and buys that row only: the batch's other queries are downloaded again, not resubmitted.
     before = emulator.stats()
-    run = snakemake("--cores", "2", *args, *overrides, cwd=workdir, token=token)
+    run = snakemake("--cores", "2", *args, cwd=workdir, token=token)
     assert run.returncode == 0, output_of(run)
     after = emulator.stats()
     assert sum(after["submissions"].values()) - sum(before["submissions"].values()) == 1
