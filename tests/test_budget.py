@@ -131,20 +131,47 @@ THROUGH_THE_API = textwrap.dedent(
 )
 
 
+def through_the_api(workdir, url, max_samples, token):
+    return subprocess.run(
+        [sys.executable, "-c", THROUGH_THE_API, str(workdir), str(SNAKEFILE), url, str(max_samples)],
+        cwd=workdir,
+        env=snakemake_env(token),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
 def test_snakemake_driven_through_its_python_api_is_held_to_the_budget(make_emulator, emulator_token, tmp_path):
     """The guard does not depend on Snakemake's command line: through its Python API the command
     is not known when the Snakefile is parsed, and the table is held to max_samples as a run is."""
     emulator = make_emulator()
     copy_config(ROOT / ".test/config", tmp_path)  # 3 queries, 6 samples
-    run = subprocess.run(
-        [sys.executable, "-c", THROUGH_THE_API, str(tmp_path), str(SNAKEFILE), emulator.url, "5"],
-        cwd=tmp_path,
-        env=snakemake_env(emulator_token),
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    run = through_the_api(tmp_path, emulator.url, 5, emulator_token)
     assert run.returncode == 3, output_of(run)
     assert "refused: this run would buy 6 samples" in run.stderr and "max_samples (5)" in run.stderr
     assert sum(emulator.stats()["requests"].values()) == 0
     assert not (tmp_path / "results" / "predictions").exists()
+
+
+def test_through_the_python_api_the_token_and_the_service_are_checked_before_any_job(
+    make_emulator, emulator_token, tmp_path
+):
+    """The preflight a command-line run makes while reading the Snakefile, made at onstart."""
+    emulator = make_emulator()
+    copy_config(ROOT / ".test/config", tmp_path)
+    run = through_the_api(tmp_path, emulator.url, 6, None)
+    assert run.returncode == 3, output_of(run)
+    assert "refused: No Synthesize Bio API token for the emulator" in run.stderr, output_of(run)
+    assert sum(emulator.stats()["requests"].values()) == 0 and not (tmp_path / "results").exists()
+
+    # A token the service does not take: the preflight's request says so, and no job starts.
+    run = through_the_api(tmp_path, emulator.url, 6, "not-the-emulators-token")
+    assert run.returncode == 3, output_of(run)
+    assert "refused: the token was refused by" in run.stderr, output_of(run)
+    assert "predict" not in emulator.stats()["requests"] and not (tmp_path / "results").exists()
+
+    run = through_the_api(tmp_path, emulator.url, 6, emulator_token)
+    assert run.returncode == 0, output_of(run)
+    assert "This run would buy 3 model queries, 6 samples" in run.stderr
+    assert sum(emulator.stats()["submissions"].values()) == 3

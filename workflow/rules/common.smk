@@ -248,11 +248,9 @@ RUNS_JOBS = runs_jobs()
 # Money: the budget guard holds unless the command surely buys nothing. A dry run says the
 # plan; a command that cannot be told (Snakemake's Python API) is held to it as a run is.
 GUARDS_BUDGET = RUNS_JOBS is not False or workflow.output_settings.dryrun
-if (
-    workflow.check_envvars
-    and not SELF_HOSTED
-    and (RUNS_JOBS or workflow.output_settings.dryrun)
-):
+# Not when linting (Snakemake reads no environment then), nor for a self-hosted container.
+TOKEN_NEEDED = workflow.check_envvars and not SELF_HOSTED
+if TOKEN_NEEDED and (RUNS_JOBS or workflow.output_settings.dryrun):
     check_token(config["api_base_url"], allowed_http_hosts=config["allowed_http_hosts"])
 
 
@@ -278,24 +276,47 @@ if GUARDS_BUDGET:
     _over = budget_problem(PURCHASES, config["max_samples"])
     if _over:
         raise WorkflowError(_over)
-# Before any job: the API answers, takes the token and has every model the table needs.
-if RUNS_JOBS:
-    # The rows' models, and metadata prediction's (outputs: predicted_metadata, annotate).
-    _predicting = {
+
+
+def service_problem_before_jobs():
+    """What stops the run before any job, if anything: the API answers, takes the token and has
+    every model the table needs (the rows', and metadata prediction's: outputs:
+    predicted_metadata, annotate). One line naming the cause and the fix."""
+    predicting = {
         e.get("model") or PREDICT_METADATA_MODELS[e["modality"]]
         for e in config["annotate"]
     }
     if config["outputs"]["predicted_metadata"]:
-        _predicting |= {group_metadata_model(c.group) for c in CONDITIONS.values()}
-    problem = service_problem(
+        predicting |= {group_metadata_model(c.group) for c in CONDITIONS.values()}
+    return service_problem(
         config["api_base_url"],
-        {c.model_id for c in CONDITIONS.values()} | _predicting,
+        {c.model_id for c in CONDITIONS.values()} | predicting,
         self_hosted=SELF_HOSTED,
         allowed_http_hosts=config["allowed_http_hosts"],
         send_token_over_http=config["send_token_over_http"],
     )
+
+
+def check_at_start(log):
+    """The token and the service, checked as Snakemake starts a run's jobs: when it was driven
+    through its Python API, which command it runs is first known there (onstart is not called
+    for a dry run, nor when nothing is to be done)."""
+    if TOKEN_NEEDED:
+        check_token(
+            config["api_base_url"], allowed_http_hosts=config["allowed_http_hosts"]
+        )
+    problem = service_problem_before_jobs()
     if problem:
         raise PreflightError(problem)
+
+
+# Raised here, not in a function: Snakemake shows one line of where (the message is the news).
+if RUNS_JOBS:
+    problem = service_problem_before_jobs()
+    if problem:
+        raise PreflightError(problem)
+elif RUNS_JOBS is None:
+    workflow.onstart(check_at_start)
 if GUARDS_BUDGET:
     print(describe(PURCHASES), file=sys.stderr)
 # Counts as text from log1p-CPM values would be mislabelled: refuse before any job.
