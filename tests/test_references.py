@@ -490,6 +490,29 @@ def test_a_gene_order_file_that_names_its_model_must_be_of_the_wanted_family(tmp
         read_configured_gene_order("gene_order_files.gem-2-bulk", tmp_path / "gem1.json", "gem-2-bulk")
 
 
+def test_validate_checks_the_overlap_and_family_of_a_configured_gene_order(tmp_path, capsys, monkeypatch):
+    from synthbio_pipeline.cli import main
+
+    monkeypatch.chdir(tmp_path)  # paths in the config are the workflow's: from its working directory
+    tsv(tmp_path / "ref.tsv")
+    rows = ["ko\t2\tref.tsv\tctrl_a\tcrispr"]
+    config = tmp_path / "config.yaml"
+    (tmp_path / "far.txt").write_text("\n".join(GENES[:4] + [f"ENSG{i:011d}" for i in range(500, 700)]) + "\n")
+    config.write_text("gene_order_files: {bulk: far.txt}\n")
+    assert main(["validate", str(table(tmp_path, rows)), "--config", str(config)]) == 1
+    assert "covers 4 of the model's 204 genes" in capsys.readouterr().err
+    write_gene_order(tmp_path / "gem1.json", GENES, model_id="gem-1-bulk", base_url="https://x.org", source="test")
+    config.write_text("gene_order_files: {bulk: gem1.json}\n")
+    assert main(["validate", str(table(tmp_path, rows)), "--config", str(config)]) == 0
+    capsys.readouterr()
+    gem2 = ["ko\t2\tref.tsv\tctrl_a\tgem-2-bulk_reference-conditioning\tliver\t" + GENES[0]]
+    header = "condition\tnum_samples\treference\treference_sample\tmodel\ttissue\tgene_perturbations"
+    config.write_text("gene_order_files: {gem-2-bulk: gem1.json}\n")
+    assert main(["validate", str(table(tmp_path, gem2, header=header)), "--config", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: gene_order_files.gem-2-bulk: gem1.json: it holds the gene order of gem-1-bulk"), err
+
+
 def test_validate_checks_the_reference_files_too(tmp_path, capsys):
     from synthbio_pipeline.cli import main
 

@@ -137,7 +137,7 @@ TICKETS = "results/predictions/{group}/.tickets"
 def _validate(args) -> int:
     from synthbio_pipeline.pipeline.budget import budget_problem, plan_purchases
     from synthbio_pipeline.pipeline.conditions import MAX_TABLE_ROWS, ConditionsError, read_conditions
-    from synthbio_pipeline.pipeline.references import reference_problems
+    from synthbio_pipeline.pipeline.references import GENE_ORDER_MODELS, read_configured_gene_order, reference_problems
 
     path = args.config if args.config is not None else (WORKFLOW_CONFIG if WORKFLOW_CONFIG.is_file() else None)
     try:
@@ -146,9 +146,16 @@ def _validate(args) -> int:
         if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1:
             raise SynthbioError(f"{path}: max_table_rows must be a whole number of at least 1, not {max_rows!r}")
         conditions = read_conditions(args.table, config.get("defaults") or {}, max_rows=max_rows)
-        # Reference rows: their files and samples (the overlap with the model's genes is checked
-        # by the workflow, which knows the model's gene order).
-        problems = reference_problems(conditions, args.table)
+        # Reference rows: their files and samples, and their overlap with the model's genes where
+        # the config gives the gene order (gene_order_files; else the workflow checks it once
+        # it knows the order).
+        referenced = {condition.group for condition in conditions if condition.is_reference}
+        gene_orders = {
+            group: read_configured_gene_order(f"gene_order_files.{group}", path, GENE_ORDER_MODELS[group])
+            for group, path in (config.get("gene_order_files") or {}).items()
+            if group in referenced and group in GENE_ORDER_MODELS and path
+        }
+        problems = reference_problems(conditions, args.table, gene_orders)
         if problems:
             raise ConditionsError(problems)
         # What the rows would buy, less what the workflow's tickets here already hold (the
