@@ -399,20 +399,24 @@ def readme_option_columns() -> list[str]:
         (f"`{WIRE_MODE}`", "The API's name for `mode`; give one or the other, not both.", "see `mode`"),
         (
             "`model`",
-            f"Any model id of the model table, such as `{MODELS[0].model_id}`, or a GEM-2 id of "
+            "A GEM-1 model id of the model table that generates samples (baseline or reference "
+            f"conditioning), such as `{MODELS[0].model_id}`, or a GEM-2 id of "
             f"{_code(PREDICT_EXPRESSION)}: {', '.join(_code(i) for i in GEM2_TABLE_IDS)} "
             f"(also with `-ensemble`), or {_code(GEM2)} with the `operation` column; with a `reference`, "
             "`gem-2-{bulk,sc}_reference-conditioning` (an ensemble member too) or "
-            "`gem-2-{bulk,sc}_autoencode`. It overrides "
-            "`modality`'s model; a GEM-2 row takes GEM-2's metadata columns (below) and merges into "
+            "`gem-2-{bulk,sc}_autoencode`. Any other id is refused at this column (metadata "
+            "prediction is an output: `outputs.predicted_metadata`, `annotate:`). The model names the "
+            "row's modality: it overrides `defaults.modality`, and a `modality` cell must agree with it. "
+            "A GEM-2 row takes GEM-2's metadata columns (below) and merges into "
             "`results/gem-2-{modality}/`, never into a GEM-1 matrix. `model_id` is its synonym.",
             "the modality's GEM-1 model",
         ),
         (
             "`operation`",
-            f"Rows of model {_code(GEM2)} only: the GEM-2 operation, {_code(PREDICT_EXPRESSION)}, or, on a "
+            f"The GEM-2 operation of a {_code(GEM2)} row: {_code(PREDICT_EXPRESSION)}, or, on a "
             f"row with a `reference`, {_code(FROM_REFERENCE)} or {_code(AUTOENCODE)} (`num_samples` 1). "
-            "`predict-metadata` runs from an `annotate:` entry, not the table.",
+            "A GEM-2 compatibility id names its own operation: the cell may repeat it, not contradict it; "
+            "a GEM-1 row takes none. `predict-metadata` runs from an `annotate:` entry, not the table.",
             f"{_code(PREDICT_EXPRESSION)}",
         ),
     ]

@@ -74,6 +74,41 @@ def test_model_id_column_addresses_a_model_by_id(tmp_path):
     assert (x.modality, x.model_id, x.mode) == ("single-cell", "gem-1-sc", "mean estimation")
 
 
+def test_a_rows_model_names_its_modality_over_the_config_default(tmp_path):
+    """A gem-1-sc row under the shipped config (defaults: modality: bulk) is single-cell: its
+    samples merge into the single-cell matrix, never into the bulk one."""
+    path = table(tmp_path, "condition\tnum_samples\tmodel\nbulk_row\t1\t\nsc_row\t1\tgem-1-sc\n")
+    rows = read_conditions(path, {"modality": "bulk"})
+    assert [(c.name, c.modality, c.model_id, c.group) for c in rows] == [
+        ("bulk_row", "bulk", "gem-1-bulk", "bulk"),
+        ("sc_row", "single-cell", "gem-1-sc", "single-cell"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "model, modality, column, fragment",
+    [
+        ("gem-1-sc", "bulk", "modality", "gem-1-sc is for 'single-cell', the row says 'bulk'"),
+        ("gem-1-bulk", "single-cell", "modality", "gem-1-bulk is for 'bulk', the row says 'single-cell'"),
+        ("gem-1-blk", "", "model", "unknown model id 'gem-1-blk'; did you mean 'gem-1-bulk'?"),
+        ("gem-1-bulk_predict-metadata", "", "model", "answers metadata, not samples"),
+    ],
+)
+def test_a_model_the_table_cannot_run_or_of_the_other_modality_is_told_at_its_column(
+    tmp_path, model, modality, column, fragment
+):
+    path = table(tmp_path, f"condition\tnum_samples\tmodel\tmodality\nx\t1\t{model}\t{modality}\n")
+    (problem,) = problems(path)
+    assert (problem.line, problem.column) == (2, column) and fragment in problem.message, problem
+
+
+def test_a_table_over_its_byte_bound_is_refused_unread_with_readable_sizes(tmp_path):
+    path = table(tmp_path, "condition\tnum_samples\n" + "".join(f"c{i}\t1\n" for i in range(3)) + "#" * 9000)
+    with pytest.raises(ConditionsError) as caught:
+        read_conditions(path, max_rows=1)
+    assert "the file is 9.0 kB, more than a table of 1 row should take (8.2 kB at most)" in str(caught.value)
+
+
 def test_write_query_writes_the_wire_body(tmp_path):
     (lung,) = read_conditions(table(tmp_path, "condition\tnum_samples\nlung\t2\n"))
     write_query(lung, tmp_path / "q" / "lung.json")

@@ -276,6 +276,20 @@ def test_plain_http_to_a_listed_host_carries_the_token_only_when_told(lan_server
     assert lan_server.requests[-1].headers["Authorization"] == f"Bearer {TOKEN}"
 
 
+def test_the_preflight_says_a_token_was_withheld_not_refused_over_plain_http(lan_server, monkeypatch):
+    from synthbio_pipeline.pipeline.preflight import service_problem
+
+    monkeypatch.setenv("SYNTHESIZE_API_KEY", TOKEN)
+    lan_server.answer("GET", "/api/models", (401, {}, {"detail": "token needed"}))
+    options = {"self_hosted": True, "allowed_http_hosts": [lan_server.host]}
+    problem = service_problem(lan_server.url, ["gem-1-bulk"], **options)
+    assert "asks for a token (401), which is not sent over plain http" in problem, problem
+    assert "send_token_over_http: true" in problem
+    problem = service_problem(lan_server.url, ["gem-1-bulk"], send_token_over_http=True, **options)
+    assert problem.startswith("the token was refused by"), problem  # it was sent, and refused
+    assert lan_server.requests[-1].headers["Authorization"] == f"Bearer {TOKEN}"
+
+
 # --- the download limits bound a self-hosted stream too ---------------------------------------
 
 

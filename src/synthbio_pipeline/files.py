@@ -1,4 +1,4 @@
-"""Atomic file writes: a reader never sees a half-written output."""
+"""Atomic file writes (a reader never sees a half-written output), and file sizes as messages say them."""
 
 from __future__ import annotations
 
@@ -48,3 +48,12 @@ def _fsync(path: str | os.PathLike) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def size_text(n_bytes: int | float) -> str:
+    """A size for a message: ``512 bytes``, ``40.1 kB``, ``10,737.4 MB`` (decimal units)."""
+    if n_bytes < 1e3:
+        return f"{n_bytes:,.0f} bytes"
+    if n_bytes < 1e6:
+        return f"{n_bytes / 1e3:,.1f} kB"
+    return f"{n_bytes / 1e6:,.1f} MB"

@@ -48,7 +48,7 @@ from synthbio_pipeline.client.urls import (
     redact_url,
 )
 from synthbio_pipeline.errors import APIConnectionError, APITimeoutError, DownloadRefusedError
-from synthbio_pipeline.files import atomic_path
+from synthbio_pipeline.files import atomic_path, size_text
 
 #: Genes per sample the size bound allows for (GEM-1 models have about 44,590).
 GENES_BOUND = 65_536
@@ -95,6 +95,18 @@ class DownloadLimits:
         n = DEFAULT_SAMPLES if samples is None else max(1, int(samples))
         return self.fixed_bytes + n * self.genes * self.bytes_per_value
 
+    def too_large(self, subject: str, how: str, samples: int | None) -> DownloadRefusedError:
+        """The refusal of ``subject`` (``the result``), larger than the limit for ``samples``:
+        ``how`` it showed, the limit and its terms, and the setting that raises it."""
+        asked = "the samples asked for" if samples is None else f"{samples:,} sample(s)"
+        return DownloadRefusedError(
+            f"{subject} is larger than the download limit: {how}; the limit for {asked} is "
+            f"{size_text(self.max_bytes(samples))} ({size_text(self.fixed_bytes)} + samples × {self.genes:,} genes × "
+            f"{self.bytes_per_value} bytes). Nothing was kept. If it is really that large, raise "
+            "download.bytes_per_value in the config (or DownloadLimits(bytes_per_value=...))",
+            limit="size",
+        )
+
 
 def samples_asked(body: Any) -> int | None:
     """The samples a wire body asks for (an input without ``num_samples`` yields one), or None
@@ -107,10 +119,6 @@ def samples_asked(body: Any) -> int | None:
     except (AttributeError, TypeError, ValueError):
         return None
     return total if total > 0 else None
-
-
-def _mb(n: int) -> str:
-    return f"{n / 1e6:,.1f} MB"
 
 
 class ResultDownload:
@@ -205,7 +213,7 @@ class ResultDownload:
         decoder = _decoder(response.headers.get("Content-Encoding"), what)
         declared = _content_length(response.headers.get("Content-Length"), what)
         if declared is not None and declared > self.max_bytes:
-            raise self._too_large(f"it declares {_mb(declared)}")
+            raise self._too_large(f"it declares {size_text(declared)}")
         raw = written = 0
         with atomic_path(destination) as temporary, open(temporary, "wb") as sink:
             while True:
@@ -217,11 +225,11 @@ class ResultDownload:
                 if declared is not None and raw > declared:
                     raise APIConnectionError(f"{what}: more bytes than the {declared} its Content-Length declares")
                 if raw > self.max_bytes:
-                    raise self._too_large(f"more than {_mb(self.max_bytes)} arrived")
+                    raise self._too_large(f"more than {size_text(self.max_bytes)} arrived")
                 for piece in decoder.feed(chunk) if decoder else (chunk,):
                     written += len(piece)
                     if written > self.max_bytes:
-                        raise self._too_large(f"it decodes to more than {_mb(self.max_bytes)}")
+                        raise self._too_large(f"it decodes to more than {size_text(self.max_bytes)}")
                     sink.write(piece)
             if declared is not None and raw != declared:
                 raise APIConnectionError(f"{what}: got {raw} of {declared} bytes")
@@ -241,14 +249,7 @@ class ResultDownload:
             ) from None
 
     def _too_large(self, how: str) -> DownloadRefusedError:
-        asked = "the samples asked for" if self.samples is None else f"{self.samples:,} sample(s)"
-        return DownloadRefusedError(
-            f"the result is larger than the download limit: {how}; the limit for {asked} is "
-            f"{_mb(self.max_bytes)} ({_mb(self.limits.fixed_bytes)} + samples × {self.limits.genes:,} genes × "
-            f"{self.limits.bytes_per_value} bytes). Nothing was kept. If the result is really that large, raise "
-            "download.bytes_per_value in the config (or DownloadLimits(bytes_per_value=...))",
-            limit="size",
-        )
+        return self.limits.too_large("the result", how, self.samples)
 
 
 def _content_length(value: str | None, what: str) -> int | None:

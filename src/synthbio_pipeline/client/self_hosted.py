@@ -40,6 +40,7 @@ from synthbio_pipeline.client import constants as C
 from synthbio_pipeline.client.download import DownloadLimits, samples_asked
 from synthbio_pipeline.client.http import SynthesizeClient, redact_url, status_error
 from synthbio_pipeline.errors import APIConnectionError, APITimeoutError, DownloadRefusedError
+from synthbio_pipeline.files import size_text
 
 log = logging.getLogger(__name__)
 
@@ -184,9 +185,9 @@ class ArrowBody:
         raw = self._raw_tell()
         self.raw_bytes = raw if raw is not None else self.bytes_read
         if self.raw_bytes > self.max_bytes:
-            raise self._too_large(f"more than {_mb(self.max_bytes)} arrived")
+            raise self._too_large(f"more than {size_text(self.max_bytes)} arrived")
         if self.bytes_read > self.max_bytes:
-            raise self._too_large(f"it decodes to more than {_mb(self.max_bytes)}")
+            raise self._too_large(f"it decodes to more than {size_text(self.max_bytes)}")
 
     def _check_deadline(self) -> None:
         if time.monotonic() - self.started > self.limits.deadline_seconds:
@@ -199,15 +200,7 @@ class ArrowBody:
             )
 
     def _too_large(self, how: str) -> DownloadRefusedError:
-        asked = "the samples asked for" if self.samples is None else f"{self.samples:,} sample(s)"
-        limits = self.limits
-        return DownloadRefusedError(
-            f"{self._what}: the self-hosted stream is larger than the download limit: {how}; the limit for "
-            f"{asked} is {_mb(self.max_bytes)} ({_mb(limits.fixed_bytes)} + samples × {limits.genes:,} genes × "
-            f"{limits.bytes_per_value} bytes). Nothing was kept. If the answer is really that large, raise "
-            "download.bytes_per_value in the config (or DownloadLimits(bytes_per_value=...))",
-            limit="size",
-        )
+        return self.limits.too_large(f"{self._what}: the self-hosted stream", how, self.samples)
 
     def readable(self) -> bool:
         return True
@@ -221,10 +214,6 @@ class ArrowBody:
 
     def close(self) -> None:  # the response is closed by predict_stream
         pass
-
-
-def _mb(n: int) -> str:
-    return f"{n / 1e6:,.1f} MB"
 
 
 def _describe(error: requests.RequestException, base_url: str) -> str:

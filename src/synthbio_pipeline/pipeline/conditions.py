@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from synthbio_pipeline.errors import SynthbioError
-from synthbio_pipeline.files import atomic_path
+from synthbio_pipeline.files import atomic_path, size_text
 from synthbio_pipeline.vocabulary.families import (
     AUTOENCODE,
     FROM_REFERENCE,
@@ -55,6 +55,7 @@ from synthbio_pipeline.vocabulary.models import (
     BASELINE,
     DEFAULT_MODALITY,
     MODALITY_MODELS,
+    MODELS,
     REFERENCE_CONDITIONING,
     REFERENCE_MODELS,
     get_model,
@@ -107,6 +108,10 @@ GEM2_ONLY_COLUMNS = (
 TABLE_GEM2_OPERATIONS = (PREDICT_EXPRESSION, FROM_REFERENCE, AUTOENCODE)
 #: The GEM-2 operations whose items carry a sample's counts (a reference row's).
 GEM2_COUNTS_OPERATIONS = tuple(o for o in TABLE_GEM2_OPERATIONS if "counts" in GEM2_OPERATION_BY_NAME[o].item_keys)
+#: The kinds of GEM-1 model a table row runs (metadata prediction is an output, not a row).
+TABLE_GEM1_KINDS = (BASELINE, REFERENCE_CONDITIONING)
+#: GEM-1 ids the table runs, for messages.
+TABLE_GEM1_IDS = tuple(spec.model_id for spec in MODELS if spec.kind in TABLE_GEM1_KINDS)
 #: GEM-2 compatibility ids the table runs, for messages.
 TABLE_GEM2_IDS = tuple(
     row.model_id for row in GEM2_MODEL_IDS.values() if row.operation in TABLE_GEM2_OPERATIONS and row.member is None
@@ -307,8 +312,9 @@ def _read_rows(
             problems.add(
                 None,
                 None,
-                f"the file is {size / 1e6:,.1f} MB, more than a table of {max_rows:,} rows should take "
-                f"({limit / 1e6:,.1f} MB at most); nothing was read. Split the table, or raise max_table_rows "
+                f"the file is {size_text(size)}, more than a table of {max_rows:,} row{'' if max_rows == 1 else 's'} "
+                "should take "
+                f"({size_text(limit)} at most); nothing was read. Split the table, or raise max_table_rows "
                 "in the config if you mean to run this many conditions",
             )
             return None
@@ -460,10 +466,31 @@ def _condition_of(
                 f"a GEM-2 column: the row's model ({which}) does not take it; "
                 f"set the row's {MODEL_COLUMN!r} to a GEM-2 id (gem-2-bulk, gem-2-sc, ...) or leave the cell empty",
             )
+    if model_id is not None and not is_known_model(model_id):
+        hint = did_you_mean(model_id, [*TABLE_GEM1_IDS, *TABLE_GEM2_IDS])
+        bad(
+            model_column,
+            f"unknown model id {model_id!r}{hint or f'; the table runs {quoted(TABLE_GEM1_IDS)} and GEM-2 ids'}",
+        )
+        return None
+    if model_id is not None and get_model(model_id).kind not in TABLE_GEM1_KINDS:
+        bad(
+            model_column,
+            f"{model_id} answers metadata, not samples: the conditions table runs {quoted(TABLE_GEM1_IDS)} "
+            "(and GEM-2 ids); predict the rows' metadata with outputs: predicted_metadata, a counts file's with "
+            "an 'annotate:' entry of the config (config/README.md)",
+        )
+        return None
     modality, modality_column = _pick(cells, defaults, "modality")
     mode, mode_column = _pick(cells, defaults, "mode", synonym=WIRE_MODE)
-    if modality is None:
-        modality = get_model(model_id).modality if model_id and is_known_model(model_id) else DEFAULT_MODALITY
+    if model_id is not None:
+        # The model names its modality: a row's cell must agree, a config default gives way.
+        own = get_model(model_id).modality
+        if "modality" in cells and cells["modality"] != own:
+            bad("modality", f"{model_id} is for {own!r}, the row says {cells['modality']!r}")
+        modality, modality_column = own, model_column
+    elif modality is None:
+        modality = DEFAULT_MODALITY
     if model_id and is_known_model(model_id):
         kind = get_model(model_id).kind
         takes = get_model(model_id).options

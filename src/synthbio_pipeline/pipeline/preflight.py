@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from synthbio_pipeline.client.constants import TOKEN_ENV
-from synthbio_pipeline.client.http import SynthesizeClient, check_base_url, is_loopback
+from synthbio_pipeline.client.http import SynthesizeClient, check_base_url, is_loopback, token_may_travel
 from synthbio_pipeline.client.self_hosted import SelfHostedClient
 from synthbio_pipeline.client.token_store import resolve_token
 from synthbio_pipeline.errors import (
@@ -120,6 +120,11 @@ def service_problem(
             return f"nothing answers at {url} — is the emulator running? check api_base_url"
         return f"nothing answers at {url} — check api_base_url, your network and any proxy"
     except AuthenticationError as error:
+        if not token_may_travel(url, send_token_over_http=send_token_over_http):
+            return (
+                f"{url} asks for a token ({error.status_code}), which is not sent over plain http — "
+                "set send_token_over_http: true if the network to it is trusted (config/README.md, 'Self-hosted')"
+            )
         return (
             f"the token was refused by {url} ({error.status_code}) — "
             f"set {TOKEN_ENV} or run `synthbio-pipeline token set`"
