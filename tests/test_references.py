@@ -391,6 +391,11 @@ def test_annotate_entries_and_their_files_are_checked(tmp_path):
         read_annotations([{"name": "a", "path": "x", "modality": "bulk", "model": "gem-2-sc_metadata"}])
     with pytest.raises(ReferenceError, match="gem-2-bulk_autoencode' does not predict"):
         read_annotations([{"name": "a", "path": "x", "modality": "bulk", "model": "gem-2-bulk_autoencode"}])
+    # A generating model: its own family's predictor, not the nearest spelling of the other's.
+    with pytest.raises(
+        ReferenceError, match="'gem-1-bulk' does not predict bulk metadata; did you mean 'gem-1-bulk_pre"
+    ):
+        read_annotations([{"name": "a", "path": "x", "modality": "bulk", "model": "gem-1-bulk"}])
     with pytest.raises(ReferenceError, match="used twice"):
         read_annotations([{"name": "a", "path": "x", "modality": "bulk"}] * 2)
     tsv(tmp_path / "mine.tsv")

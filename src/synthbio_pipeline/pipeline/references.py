@@ -389,7 +389,12 @@ def read_annotations(entries: Sequence[Mapping[str, Any]] | None) -> list[Annota
         model_id = str(entry.get("model") or PREDICT_METADATA_MODELS[modality])
         allowed = annotation_models(modality)
         if model_id not in allowed:
+            # A model of a family we know: a metadata predictor of that family and the modality,
+            # not merely the nearest spelling (gem-1-bulk is nearest to gem-2-bulk_metadata).
             hint = did_you_mean(model_id, allowed)
+            if is_known_model(model_id) or gem2_model(model_id) is not None:
+                same_family = [m for m in allowed if m != GEM2 and is_gem2(m) == is_gem2(model_id)]
+                hint = did_you_mean(model_id, same_family) or f"; did you mean {same_family[0]!r}?"
             problems.append(
                 f"annotate[{index}] ({name!r}): model {model_id!r} does not predict {modality} metadata"
                 f"{hint or f'; one of {quoted(allowed)}'}"
