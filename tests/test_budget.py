@@ -175,3 +175,23 @@ def test_through_the_python_api_the_token_and_the_service_are_checked_before_any
     assert run.returncode == 0, output_of(run)
     assert "This run would buy 3 model queries, 6 samples" in run.stderr
     assert sum(emulator.stats()["submissions"].values()) == 3
+
+
+def test_a_reference_rows_ticket_is_recognised_by_the_counts_it_was_sent_with(tmp_path):
+    table = tmp_path / "c.tsv"
+    table.write_text(
+        "condition\tnum_samples\treference\treference_sample\tperturbation_type\nko\t3\tr.tsv\tS1\tcrispr\n"
+    )
+    (ko,) = read_conditions(table)
+    counts = [5, 0, 7]
+    save_ticket(
+        tmp_path / "bulk/ko.json",
+        Ticket("q-ko", body_sha256(ko.wire_body(counts)), "gem-1-bulk_reference-conditioning", URL),
+    )
+    # Without the counts the body differs from the one bought: to buy, never undercounted.
+    assert plan_purchases([ko], lambda group: tmp_path / group, URL)[ko.model_id].samples == 3
+    plan = plan_purchases([ko], lambda group: tmp_path / group, URL, reference_counts={"ko": counts})
+    assert (plan[ko.model_id].samples, plan[ko.model_id].held_samples) == (0, 3)
+    # Other counts (the reference file changed): a new query, to buy.
+    plan = plan_purchases([ko], lambda group: tmp_path / group, URL, reference_counts={"ko": [5, 0, 8]})
+    assert plan[ko.model_id].samples == 3

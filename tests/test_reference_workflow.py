@@ -101,6 +101,13 @@ def test_baseline_and_reference_rows_predicted_metadata_and_annotate(make_emulat
     assert run.returncode == 0, output_of(run)
     # 3 conditions, the gene order (1 sample), 6 generated samples in 2 queries, 3 annotated in 1.
     assert submissions(emulator) - before == 3 + 1 + 2 + 1
+    # Bought: the plan knows the reference rows' tickets too (bought with their aligned counts).
+    run = run_workflow(work, emulator, emulator_token, dry=True)
+    assert run.returncode == 0, output_of(run)
+    said = run.stdout + run.stderr
+    held = "0 queries, 0 samples to buy; {} queries ({} samples) already bought (tickets)"
+    assert f"gem-1-bulk_reference-conditioning (bulk): {held.format(2, 4)}" in said, said
+    assert f"gem-1-bulk (bulk): {held.format(1, 2)}" in said and "one sample of it will be bought" not in said
 
     # The gene order: learned once, cached per service and model.
     cache = work / "resources/gene_order" / service_key(emulator.url) / "gem-1-bulk.json"

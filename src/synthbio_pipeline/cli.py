@@ -137,7 +137,12 @@ TICKETS = "results/predictions/{group}/.tickets"
 def _validate(args) -> int:
     from synthbio_pipeline.pipeline.budget import budget_problem, plan_purchases
     from synthbio_pipeline.pipeline.conditions import MAX_TABLE_ROWS, ConditionsError, read_conditions
-    from synthbio_pipeline.pipeline.references import GENE_ORDER_MODELS, read_configured_gene_order, reference_problems
+    from synthbio_pipeline.pipeline.references import (
+        GENE_ORDER_MODELS,
+        aligned_reference_counts,
+        read_configured_gene_order,
+        reference_problems,
+    )
 
     path = args.config if args.config is not None else (WORKFLOW_CONFIG if WORKFLOW_CONFIG.is_file() else None)
     try:
@@ -165,6 +170,8 @@ def _validate(args) -> int:
             lambda group: Path(TICKETS.format(group=group)),
             config.get("api_base_url"),
             allowed_http_hosts=config.get("allowed_http_hosts") or (),
+            # A reference row's ticket is recognised by the counts it was sent with.
+            reference_counts=aligned_reference_counts(conditions, gene_orders),
         )
         over = budget_problem(plan, config.get("max_samples"))
         if over:

@@ -44,6 +44,7 @@ from synthbio_pipeline.pipeline.preflight import (
 from synthbio_pipeline.pipeline.references import (
     GENE_ORDER_MODELS,
     CountsFiles,
+    aligned_reference_counts,
     annotation_problems,
     gene_order_path,
     known_gene_order,
@@ -263,62 +264,6 @@ def ticket_dir(group):
         return Path(path)
 
 
-# The budget guard: a run that would buy more than max_samples stops here, before any
-# request. What the run would buy is said by `snakemake -n`, and by a run once the service
-# has answered the preflight.
-if GUARDS_BUDGET:
-    PURCHASES = plan_purchases(
-        CONDITIONS.values(),
-        ticket_dir,
-        config["api_base_url"],
-        allowed_http_hosts=config["allowed_http_hosts"],
-    )
-    _over = budget_problem(PURCHASES, config["max_samples"])
-    if _over:
-        raise WorkflowError(_over)
-
-
-def service_problem_before_jobs():
-    """What stops the run before any job, if anything: the API answers, takes the token and has
-    every model the table needs (the rows', and metadata prediction's: outputs:
-    predicted_metadata, annotate). One line naming the cause and the fix."""
-    predicting = {
-        e.get("model") or PREDICT_METADATA_MODELS[e["modality"]]
-        for e in config["annotate"]
-    }
-    if config["outputs"]["predicted_metadata"]:
-        predicting |= {group_metadata_model(c.group) for c in CONDITIONS.values()}
-    return service_problem(
-        config["api_base_url"],
-        {c.model_id for c in CONDITIONS.values()} | predicting,
-        self_hosted=SELF_HOSTED,
-        allowed_http_hosts=config["allowed_http_hosts"],
-        send_token_over_http=config["send_token_over_http"],
-    )
-
-
-def check_at_start(log):
-    """The token and the service, checked as Snakemake starts a run's jobs: when it was driven
-    through its Python API, which command it runs is first known there (onstart is not called
-    for a dry run, nor when nothing is to be done)."""
-    if TOKEN_NEEDED:
-        check_token(
-            config["api_base_url"], allowed_http_hosts=config["allowed_http_hosts"]
-        )
-    problem = service_problem_before_jobs()
-    if problem:
-        raise PreflightError(problem)
-
-
-# Raised here, not in a function: Snakemake shows one line of where (the message is the news).
-if RUNS_JOBS:
-    problem = service_problem_before_jobs()
-    if problem:
-        raise PreflightError(problem)
-elif RUNS_JOBS is None:
-    workflow.onstart(check_at_start)
-if GUARDS_BUDGET:
-    print(describe(PURCHASES), file=sys.stderr)
 # Counts as text from log1p-CPM values would be mislabelled: refuse before any job.
 if config["outputs"]["counts_tsv"] and not config["as_counts"]:
     raise WorkflowError(
@@ -456,6 +401,7 @@ def samples_of(group):
 
 
 _files = CountsFiles()
+_orders, _unknown = {}, []
 if workflow.is_main_process and gene_order_groups():
     _orders = known_gene_orders()
     raise_if_problems(
@@ -471,8 +417,27 @@ if workflow.is_main_process and gene_order_groups():
             "of it will be bought to learn it (config/README.md, 'Reference conditioning').",
             file=sys.stderr,
         )
-    # Those one-sample queries are bought too: the budget counts them.
-    if _unknown and GUARDS_BUDGET:
+
+
+# The budget guard: a run that would buy more than max_samples stops here, before any
+# request. What the run would buy is said by `snakemake -n`, and by a run once the service
+# has answered the preflight. A reference row's ticket holds the body sent with its aligned
+# counts: they are aligned here too, where the gene order is known, to recognise it.
+if GUARDS_BUDGET:
+    PURCHASES = plan_purchases(
+        CONDITIONS.values(),
+        ticket_dir,
+        config["api_base_url"],
+        allowed_http_hosts=config["allowed_http_hosts"],
+        reference_counts=aligned_reference_counts(
+            CONDITIONS.values(), _orders, files=_files
+        ),
+    )
+    _over = budget_problem(PURCHASES, config["max_samples"])
+    if _over:
+        raise WorkflowError(_over)
+    # The gene order's one-sample queries are bought too: the budget counts them.
+    if _unknown:
         PURCHASES = with_purchases(
             PURCHASES,
             [(GENE_ORDER_MODELS[g], group_modality(g), 1, 1) for g in _unknown],
@@ -482,6 +447,49 @@ if workflow.is_main_process and gene_order_groups():
             raise WorkflowError(
                 f"{_over} (the gene order's one-sample queries included)"
             )
+
+
+def service_problem_before_jobs():
+    """What stops the run before any job, if anything: the API answers, takes the token and has
+    every model the table needs (the rows', and metadata prediction's: outputs:
+    predicted_metadata, annotate). One line naming the cause and the fix."""
+    predicting = {
+        e.get("model") or PREDICT_METADATA_MODELS[e["modality"]]
+        for e in config["annotate"]
+    }
+    if config["outputs"]["predicted_metadata"]:
+        predicting |= {group_metadata_model(c.group) for c in CONDITIONS.values()}
+    return service_problem(
+        config["api_base_url"],
+        {c.model_id for c in CONDITIONS.values()} | predicting,
+        self_hosted=SELF_HOSTED,
+        allowed_http_hosts=config["allowed_http_hosts"],
+        send_token_over_http=config["send_token_over_http"],
+    )
+
+
+def check_at_start(log):
+    """The token and the service, checked as Snakemake starts a run's jobs: when it was driven
+    through its Python API, which command it runs is first known there (onstart is not called
+    for a dry run, nor when nothing is to be done)."""
+    if TOKEN_NEEDED:
+        check_token(
+            config["api_base_url"], allowed_http_hosts=config["allowed_http_hosts"]
+        )
+    problem = service_problem_before_jobs()
+    if problem:
+        raise PreflightError(problem)
+
+
+# Raised here, not in a function: Snakemake shows one line of where (the message is the news).
+if RUNS_JOBS:
+    problem = service_problem_before_jobs()
+    if problem:
+        raise PreflightError(problem)
+elif RUNS_JOBS is None:
+    workflow.onstart(check_at_start)
+if GUARDS_BUDGET:
+    print(describe(PURCHASES), file=sys.stderr)
 # What metadata prediction would buy, said before any job (each query is paid for).
 if workflow.is_main_process and (
     config["outputs"]["predicted_metadata"] or ANNOTATIONS

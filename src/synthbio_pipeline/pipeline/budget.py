@@ -10,7 +10,7 @@ run would buy; :func:`budget_problem` compares it with ``max_samples`` (config; 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -40,10 +40,14 @@ def plan_purchases(
     base_url: str,
     *,
     allowed_http_hosts: Iterable[str] = (),
+    reference_counts: Mapping[str, Sequence[int]] | None = None,
 ) -> dict[str, Purchase]:
     """Per model id, what the run would buy and what tickets already hold.
 
     ``allowed_http_hosts``: as :func:`~synthbio_pipeline.client.http.check_base_url`'s.
+    ``reference_counts``: per reference row (condition name), the counts its query carries
+    (:func:`~synthbio_pipeline.pipeline.references.aligned_reference_counts`): its ticket holds
+    the body sent with them. A reference row without them is counted as to buy.
 
     ``ticket_dir(group)`` is the folder of that output group's tickets (a GEM-1 group is its modality).
     """
@@ -52,8 +56,10 @@ def plan_purchases(
         entry = plan.setdefault(condition.model_id, Purchase(condition.model_id, condition.modality))
         # Tickets are kept per output group (GEM-1's are its modalities; gem-2-bulk, ...).
         ticket = load_ticket(Path(ticket_dir(condition.group)) / f"{condition.name}.json")
+        counts = (reference_counts or {}).get(condition.name)
+        body = condition.wire_body(list(counts) if counts is not None else None)
         url = resolve_base_url(base_url, condition.model_id, allowed_http_hosts=allowed_http_hosts)
-        if ticket is not None and ticket.matches(body_sha256(condition.wire_body()), condition.model_id, url):
+        if ticket is not None and ticket.matches(body_sha256(body), condition.model_id, url):
             entry.held_queries += 1
             entry.held_samples += condition.num_samples
         else:

@@ -463,6 +463,28 @@ def raise_if_problems(table_problems: Sequence[TableProblem], other: Sequence[st
 # --- the aligned references (results/{modality}/references.parquet) ----------------------------
 
 
+def aligned_reference_counts(
+    conditions: Iterable[Condition],
+    gene_orders: Mapping[str, Sequence[str]],
+    *,
+    base: str | os.PathLike | None = None,
+    files: CountsFiles | None = None,
+) -> dict[str, list[int]]:
+    """The counts each reference row's query carries (condition -> counts), for the rows whose
+    output group's gene order is known: what their tickets were bought with, so that the budget
+    can tell a query already bought. Raises :class:`ReferenceError` as :func:`align_references`."""
+    files = files or CountsFiles(base)
+    conditions = list(conditions)
+    counts: dict[str, list[int]] = {}
+    for group, order in gene_orders.items():
+        rows = [c for c in conditions if c.is_reference and c.group == group]
+        if rows:
+            quiet = logging.getLogger(f"{__name__}.budget")  # the write_queries job logs its own
+            aligned = align_references(rows, order, files=files, log=quiet)
+            counts |= {name: alignment.counts.tolist() for name, alignment in aligned.items()}
+    return counts
+
+
 def align_references(
     conditions: Sequence[Condition],
     gene_order: Sequence[str],
@@ -735,6 +757,7 @@ __all__ = [
     "CountsFiles",
     "ReferenceError",
     "align",
+    "aligned_reference_counts",
     "annotation_models",
     "annotation_problems",
     "gene_order_model",
