@@ -101,7 +101,12 @@ def test_gene_order_files_take_every_output_group_and_refuse_other_keys():
     assert config_problems(valid_config(gene_order_files=groups), CONFIG_SCHEMA) == []
     assert config_problems(valid_config(gene_order_files={"gem-2-bulk": "order.json"}), CONFIG_SCHEMA) == []
     problems = config_problems(valid_config(gene_order_files={"gem-2-sc": "order.json"}), CONFIG_SCHEMA)
-    assert problems == ["gene_order_files: unknown key 'gem-2-sc' — did you mean gem-2-bulk?"], problems
+    # The model id names its group (the key whose description gives that model's order).
+    assert problems == ["gene_order_files: unknown key 'gem-2-sc' — did you mean gem-2-single-cell?"], problems
+    problems = config_problems(valid_config(gene_order_files={"gem-1-bulk": "order.json"}), CONFIG_SCHEMA)
+    assert problems == ["gene_order_files: unknown key 'gem-1-bulk' — did you mean bulk?"], problems
+    problems = config_problems(valid_config(gene_order_files={"bulkk": "order.json"}), CONFIG_SCHEMA)
+    assert problems == ["gene_order_files: unknown key 'bulkk' — did you mean bulk?"], problems
     problems = config_problems(valid_config(gene_order_files={"gem-2-bulk": ""}), CONFIG_SCHEMA)
     assert len(problems) == 1 and problems[0].startswith("gene_order_files.gem-2-bulk: "), problems
 
@@ -158,3 +163,21 @@ def test_a_misspelt_config_key_gets_did_you_mean(tmp_path):
     lines = (run.stdout + run.stderr).splitlines()
     assert "- unknown key 'batchsize' — did you mean batch_size?" in lines, output_of(run)
     assert len(lines) <= 7, output_of(run)
+
+
+def test_boolean_options_given_as_words_are_read_as_booleans():
+    from synthbio_pipeline.pipeline.preflight import with_boolean_words
+
+    given = valid_config(as_counts="false", self_hosted="No", send_token_over_http="1", batch_size="10")
+    read = with_boolean_words(given, CONFIG_SCHEMA)
+    assert (read["as_counts"], read["self_hosted"], read["send_token_over_http"]) == (False, False, True)
+    assert read["batch_size"] == "10"  # not a boolean option: left for the schema to refuse
+    assert config_problems(with_boolean_words(valid_config(as_counts="nope"), CONFIG_SCHEMA), CONFIG_SCHEMA)
+
+
+def test_as_counts_false_on_the_command_line_is_taken(tmp_path):
+    """Snakemake passes --config as_counts=false as the text 'false' (it reads only True/False)."""
+    args = workflow_args(tmp_path, "as_counts=false", "api_base_url=http://127.0.0.1:9")
+    run = snakemake("-n", *args, cwd=tmp_path, token="unused", timeout=60)
+    assert run.returncode == 0, output_of(run)
+    assert "results/bulk/log1p_cpm.parquet" not in run.stdout  # log1p-CPM already: no separate file

@@ -518,6 +518,38 @@ def test_validate_checks_the_overlap_and_family_of_a_configured_gene_order(tmp_p
     assert err.startswith("error: gene_order_files.gem-2-bulk: gem1.json: it holds the gene order of gem-1-bulk"), err
 
 
+def test_validate_uses_the_cached_gene_order_and_refuses_what_the_workflow_refuses(tmp_path, capsys, monkeypatch):
+    from synthbio_pipeline.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    tsv(tmp_path / "ref.tsv")
+    config = tmp_path / "config.yaml"
+    config.write_text("api_base_url: http://127.0.0.1:8321\n")
+    conditions = table(tmp_path, ["ko\t2\tref.tsv\tctrl_a\tcrispr"])
+    assert main(["validate", str(conditions), "--config", str(config)]) == 0
+    capsys.readouterr()
+    # An earlier run here cached the service's gene order: the overlap is checked against it.
+    far = GENES[:4] + [f"ENSG{i:011d}" for i in range(500, 700)]
+    cache = gene_order_path("http://127.0.0.1:8321", "gem-1-bulk")
+    write_gene_order(tmp_path / cache, far, model_id="gem-1-bulk", base_url="http://127.0.0.1:8321", source="test")
+    assert main(["validate", str(conditions), "--config", str(config)]) == 1
+    assert "covers 4 of the model's 204 genes" in capsys.readouterr().err
+    # A reference inside the workflow's own results/, and a gene_order_files key that is no group.
+    (tmp_path / "results/bulk").mkdir(parents=True)
+    tsv(tmp_path / "results/bulk/ref.tsv")
+    inside = table(tmp_path, ["ko\t2\tresults/bulk/ref.tsv\tctrl_a\tcrispr"])
+    assert main(["validate", str(inside), "--config", str(config)]) == 1
+    assert (
+        "results/bulk/ref.tsv: a reference or annotate file inside this workflow's results/" in capsys.readouterr().err
+    )
+    config.write_text("gene_order_files: {gem-1-bulk: order.txt}\n")
+    conditions = table(tmp_path, ["ko\t2\tref.tsv\tctrl_a\tcrispr"])  # the same file, written again
+    assert main(["validate", str(conditions), "--config", str(config)]) == 1
+    assert (
+        "gene_order_files: unknown key 'gem-1-bulk' — the keys are the output groups bulk," in capsys.readouterr().err
+    )
+
+
 def test_validate_checks_the_reference_files_too(tmp_path, capsys):
     from synthbio_pipeline.cli import main
 

@@ -137,12 +137,7 @@ TICKETS = "results/predictions/{group}/.tickets"
 def _validate(args) -> int:
     from synthbio_pipeline.pipeline.budget import budget_problem, plan_purchases
     from synthbio_pipeline.pipeline.conditions import MAX_TABLE_ROWS, ConditionsError, read_conditions
-    from synthbio_pipeline.pipeline.references import (
-        GENE_ORDER_MODELS,
-        aligned_reference_counts,
-        read_configured_gene_order,
-        reference_problems,
-    )
+    from synthbio_pipeline.pipeline.references import aligned_reference_counts, own_output_problem, reference_problems
 
     path = args.config if args.config is not None else (WORKFLOW_CONFIG if WORKFLOW_CONFIG.is_file() else None)
     try:
@@ -152,14 +147,13 @@ def _validate(args) -> int:
             raise SynthbioError(f"{path}: max_table_rows must be a whole number of at least 1, not {max_rows!r}")
         conditions = read_conditions(args.table, config.get("defaults") or {}, max_rows=max_rows)
         # Reference rows: their files and samples, and their overlap with the model's genes where
-        # the config gives the gene order (gene_order_files; else the workflow checks it once
-        # it knows the order).
-        referenced = {condition.group for condition in conditions if condition.is_reference}
-        gene_orders = {
-            group: read_configured_gene_order(f"gene_order_files.{group}", path, GENE_ORDER_MODELS[group])
-            for group, path in (config.get("gene_order_files") or {}).items()
-            if group in referenced and group in GENE_ORDER_MODELS and path
-        }
+        # the gene order is known here (configured, or cached by an earlier run in this folder;
+        # else the workflow checks it once it knows the order).
+        references = [condition.reference for condition in conditions if condition.is_reference]
+        own = own_output_problem(references)
+        if own:
+            raise SynthbioError(own)
+        gene_orders = _known_gene_orders(config, {c.group for c in conditions if c.is_reference})
         problems = reference_problems(conditions, args.table, gene_orders)
         if problems:
             raise ConditionsError(problems)
@@ -188,6 +182,38 @@ def _validate(args) -> int:
     rows = f"{len(conditions):,} condition{'' if len(conditions) == 1 else 's'}"
     print(f"{rows}, {samples:,} samples ({to_buy:,} to buy{held}, within max_samples), OK")
     return 0
+
+
+def _known_gene_orders(config: dict, groups: set[str]) -> dict[str, list[str]]:
+    """The gene orders of ``groups`` that validate knows as the workflow would: the config's
+    ``gene_order_files``, else the cache an earlier run in this folder left for the config's
+    service (the workflow also reads them from its results)."""
+    from synthbio_pipeline.client.constants import API_BASE_URL
+    from synthbio_pipeline.pipeline.references import (
+        GENE_ORDER_MODELS,
+        gene_order_path,
+        read_configured_gene_order,
+        read_gene_order,
+    )
+
+    configured = config.get("gene_order_files") or {}
+    if not isinstance(configured, dict):
+        raise SynthbioError("gene_order_files: a mapping of output group -> file")
+    for key in configured:
+        if key not in GENE_ORDER_MODELS:
+            raise SynthbioError(
+                f"gene_order_files: unknown key {key!r} — the keys are the output groups {', '.join(GENE_ORDER_MODELS)}"
+            )
+    orders = {}
+    for group in sorted(groups):
+        model = GENE_ORDER_MODELS[group]
+        if configured.get(group):
+            orders[group] = read_configured_gene_order(f"gene_order_files.{group}", configured[group], model)
+            continue
+        cache = Path(gene_order_path(config.get("api_base_url") or API_BASE_URL, model))
+        if cache.is_file():
+            orders[group] = read_gene_order(cache)
+    return orders
 
 
 def _report(args) -> int:

@@ -40,14 +40,17 @@ from synthbio_pipeline.pipeline.preflight import (
     check_token,
     config_problems,
     service_problem,
+    with_boolean_words,
 )
 from synthbio_pipeline.pipeline.references import (
     GENE_ORDER_MODELS,
+    WORKFLOW_OUTPUT_ROOTS,
     CountsFiles,
     aligned_reference_counts,
     annotation_problems,
     gene_order_path,
     known_gene_order,
+    own_output_problem,
     raise_if_problems,
     read_annotations,
     read_configured_gene_order,
@@ -214,6 +217,8 @@ def config_schema():
         return yaml.safe_load(handle)
 
 
+# --config as_counts=false arrives as text: the table's boolean words are read as booleans.
+config.update(with_boolean_words(config, config_schema()))
 # One line per problem, naming the key (the schema's own messages would show regexes). NaN
 # passes every comparison a schema makes (poll_timeout_seconds=nan would poll forever).
 problems = [
@@ -287,30 +292,15 @@ def prefixed(path):
         return path
 
 
-def own_outputs(paths):
-    """The paths that lie in this workflow's results/ or resources/ (under its prefix)."""
-    roots = [os.path.abspath(prefixed(root)) for root in ("results", "resources")]
-    return [
-        path
-        for path in paths
-        if any(
-            os.path.commonpath([os.path.abspath(path), root]) == root for root in roots
-        )
-    ]
-
-
 # A reference or annotate file that this workflow writes would make the run depend on its
 # own output (and change under the rows that use it): it must be a copy kept elsewhere.
-_own = own_outputs(
+_own = own_output_problem(
     [c.reference for c in CONDITIONS.values() if c.is_reference]
-    + [entry.path for entry in ANNOTATIONS.values()]
+    + [entry.path for entry in ANNOTATIONS.values()],
+    [prefixed(root) for root in WORKFLOW_OUTPUT_ROOTS],
 )
 if _own:
-    raise WorkflowError(
-        f"{', '.join(sorted(set(_own)))}: a reference or annotate file inside this workflow's "
-        "results/ (or resources/) would be rewritten by the run that reads it; copy it out "
-        "first (for example to references/) and name the copy"
-    )
+    raise WorkflowError(_own)
 
 
 def gene_order_file(group):

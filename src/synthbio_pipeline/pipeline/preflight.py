@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,6 +28,7 @@ from synthbio_pipeline.errors import (
     MissingTokenError,
     SynthbioError,
 )
+from synthbio_pipeline.vocabulary.options import FALSE_WORDS, TRUE_WORDS
 
 #: (connect, read) seconds of the preflight request: a refused port fails at once, an
 #: unroutable host after the connect timeout; the models list is answered at once.
@@ -170,6 +172,21 @@ _TYPE_NAMES = {
 }
 
 
+def with_boolean_words(config: Mapping[str, Any], schema: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` with the top-level boolean options given as words read as booleans.
+
+    Snakemake's ``--config as_counts=false`` passes the text ``'false'`` (it reads only
+    ``True`` and ``False``); the table's words for a boolean (``true``/``false``, ``yes``/``no``,
+    ``1``/``0``, any case) are taken here too. Other text is left for the schema to refuse.
+    """
+    booleans = {key for key, spec in schema.get("properties", {}).items() if spec.get("type") == "boolean"}
+    words = {**dict.fromkeys(TRUE_WORDS, True), **dict.fromkeys(FALSE_WORDS, False)}
+    return {
+        key: words.get(value.strip().lower(), value) if key in booleans and isinstance(value, str) else value
+        for key, value in config.items()
+    }
+
+
 def config_problems(config: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
     """Every way ``config`` breaks ``schema``, one line each, in the order of the keys.
 
@@ -191,11 +208,16 @@ def _describe(error) -> list[str]:
     path = _key_path(error.absolute_path)
     schema, value, kind = error.schema, error.instance, error.validator
     if kind == "additionalProperties":
-        known = list(schema.get("properties", {}))
+        properties = schema.get("properties", {})
+        known = list(properties)
         where = f"{path}: " if path else ""
         lines = []
         for key in (k for k in value if k not in known):
-            near = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+            # A key whose description names the unknown one is meant (gene_order_files: the model
+            # id gem-1-sc is the single-cell group's), else the nearest spelling.
+            word = re.compile(rf"(?<![\w-]){re.escape(str(key))}(?![\w-])")
+            named = [k for k in known if word.search(str(properties[k].get("description", "")))]
+            near = named if len(named) == 1 else difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
             hint = f"did you mean {near[0]}?" if near else f"known keys: {', '.join(known)}"
             lines.append(f"{where}unknown key {key!r} — {hint}")
         return lines

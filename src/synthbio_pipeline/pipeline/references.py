@@ -463,6 +463,31 @@ def raise_if_problems(table_problems: Sequence[TableProblem], other: Sequence[st
 # --- the aligned references (results/{modality}/references.parquet) ----------------------------
 
 
+#: The folders a workflow run writes: a file it reads must not lie in them.
+WORKFLOW_OUTPUT_ROOTS = ("results", "resources")
+
+
+def own_output_problem(paths: Iterable[str], roots: Iterable[str] = WORKFLOW_OUTPUT_ROOTS) -> str | None:
+    """Why reference or annotate ``paths`` that lie in the workflow's own output folders
+    (``roots``, relative to the working directory) cannot be read, or None: the run that reads
+    them would rewrite them (and change them under the rows that use them)."""
+    folders = [os.path.abspath(root) for root in roots]
+    own = sorted(
+        {
+            path
+            for path in paths
+            if any(os.path.commonpath([os.path.abspath(path), folder]) == folder for folder in folders)
+        }
+    )
+    if not own:
+        return None
+    return (
+        f"{', '.join(own)}: a reference or annotate file inside this workflow's results/ (or resources/) "
+        "would be rewritten by the run that reads it; copy it out first (for example to references/) "
+        "and name the copy"
+    )
+
+
 def aligned_reference_counts(
     conditions: Iterable[Condition],
     gene_orders: Mapping[str, Sequence[str]],
@@ -751,6 +776,7 @@ def _one_sample_body(model_id: str) -> dict[str, Any]:
 
 __all__ = [
     "GENE_ORDER_MODELS",
+    "WORKFLOW_OUTPUT_ROOTS",
     "MIN_GENE_OVERLAP",
     "Alignment",
     "Annotation",
@@ -763,6 +789,7 @@ __all__ = [
     "gene_order_model",
     "gene_order_path",
     "learn_gene_order",
+    "own_output_problem",
     "read_annotations",
     "read_configured_gene_order",
     "read_gene_order",
