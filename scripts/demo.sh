@@ -42,13 +42,24 @@ config=(--configfile config/config.yaml --config api_base_url="$url" conditions=
 SYNTHESIZE_API_KEY=emulator-demo "$venv/bin/snakemake" --cores 2 --directory "$workdir" "${config[@]}" "$@"
 echo "==> workflow finished in $(($(date +%s) - start)) s"
 
-"$venv/bin/python" - "$workdir/results" <<'PY'
+"$venv/bin/python" - "$workdir/results" "$table" <<'PY'
+import hashlib
+import json
 import sys
 from pathlib import Path
 
 from synthbio_pipeline.formats.parquet import load_expression
 
-for folder in sorted(p for p in Path(sys.argv[1]).iterdir() if (p / "expression.parquet").exists()):
+# Only this run's groups: an earlier demo run on another table may have left others.
+table_sha256 = hashlib.sha256(Path(sys.argv[2]).read_bytes()).hexdigest()
+
+
+def made_by_this_table(folder: Path) -> bool:
+    provenance = folder / "provenance.json"
+    return provenance.exists() and json.loads(provenance.read_text()).get("conditions_table_sha256") == table_sha256
+
+
+for folder in sorted(p for p in Path(sys.argv[1]).iterdir() if (p / "expression.parquet").exists() and made_by_this_table(p)):
     expression, metadata = load_expression(folder / "expression.parquet", folder / "metadata.parquet")
     print(f"\n{folder}/: {expression.shape[0]:,} genes x {expression.shape[1]} samples, "
           f"{metadata['condition'].nunique()} condition(s), backend: {', '.join(metadata['backend'].unique())}")

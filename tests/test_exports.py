@@ -128,6 +128,8 @@ def test_h5ad_follows_the_anndata_on_disk_format(tmp_path):
         assert [s.decode() for s in backend["categories"][:]] == ["synthesize"] and set(backend["codes"][:]) == {0}
         assert f["obs/seed"].attrs["encoding-type"] == "nullable-integer" and list(f["obs/seed/values"][:]) == [4] * 3
         assert f["uns/synthbio/backend"][()].decode() == "synthesize"
+        # X is samples x genes here (the Parquet file's label says genes x samples).
+        assert f["uns/synthbio/orientation"][()].decode() == "samples x genes" and f["X"].attrs["shape"][0] == 3
 
 
 def test_sparse_can_be_forced_either_way(tmp_path):

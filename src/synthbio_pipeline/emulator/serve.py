@@ -33,7 +33,8 @@ fault plans (--faults PATH_OR_JSON: a .json/.yaml file, or inline JSON starting 
                  (429/5xx and drop: the request has no effect; drop_after: processed, then
                  the connection closes unanswered; stall: answer after stall_seconds;
                  failed, expire_url: status only (an expire_url hit on a status that is
-                 not ready is carried to the next ready one); truncate, short: download only)
+                 not ready is carried to the next ready one); truncate: download only; short:
+                 download, and predict of a self-hosted container (the stream breaks off))
   requests       1-based ordinals of that endpoint's requests, counted from when the plan
                  was installed; or
   fraction       chance per request, drawn from a generator seeded by seed and endpoint

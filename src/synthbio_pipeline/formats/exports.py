@@ -215,7 +215,8 @@ def to_h5ad(
         _write_dataframe(f, "var", GENE_ID, genes, {})
         uns = f.create_group("uns")
         _attrs(uns, "dict", "0.1.0")
-        _write_uns(uns, "synthbio", label)
+        # The Parquet label says "genes x samples"; AnnData's X is samples x genes.
+        _write_uns(uns, "synthbio", {**label, "orientation": "samples x genes"})
         for name in ("layers", "obsm", "obsp", "varm", "varp"):
             _attrs(f.create_group(name), "dict", "0.1.0")
     return {"samples": shape[0], "genes": shape[1], "sparse": sparse, "backend": label.get("backend")}
