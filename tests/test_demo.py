@@ -42,6 +42,19 @@ def test_the_demo_command_runs_the_workflow_builds_the_report_and_says_what_next
     text = "\n".join(last)
     for step in ("Open the report", "load_expression(", "ENSG00000141510", "bash scripts/demo.sh my_conditions.tsv"):
         assert step in text, step
+    assert "demo/results/single-cell/:" in run.stdout  # the example table makes both groups
+
+    # A bulk-only table next: the summary is of this run's groups, not the single-cell folder
+    # the example table left in demo/results/.
+    bulk_only = pd.read_csv(ROOT / "config/conditions.tsv", sep="\t", dtype=str, keep_default_na=False)
+    bulk_only = bulk_only[bulk_only["modality"] != "single-cell"].head(2)
+    table = ROOT / "demo/bulk_only.tsv"
+    bulk_only.to_csv(table, sep="\t", index=False)
+    run = demo(str(table))
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert (ROOT / "demo/results/single-cell/expression.parquet").exists()  # still there, not summarised
+    assert "demo/results/bulk/: " in run.stdout and "2 condition(s)" in run.stdout
+    assert "demo/results/single-cell/:" not in run.stdout, run.stdout[-3000:]
 
 
 def test_the_demo_refuses_a_table_that_does_not_exist():
