@@ -391,10 +391,11 @@ def read_annotations(entries: Sequence[Mapping[str, Any]] | None) -> list[Annota
         if model_id not in allowed:
             # A model of a family we know: a metadata predictor of that family and the modality,
             # not merely the nearest spelling (gem-1-bulk is nearest to gem-2-bulk_metadata).
-            hint = did_you_mean(model_id, allowed)
             if is_known_model(model_id) or gem2_model(model_id) is not None:
                 same_family = [m for m in allowed if m != GEM2 and is_gem2(m) == is_gem2(model_id)]
                 hint = did_you_mean(model_id, same_family) or f"; did you mean {same_family[0]!r}?"
+            else:
+                hint = did_you_mean(model_id, allowed)
             problems.append(
                 f"annotate[{index}] ({name!r}): model {model_id!r} does not predict {modality} metadata"
                 f"{hint or f'; one of {quoted(allowed)}'}"
@@ -500,11 +501,11 @@ def aligned_reference_counts(
     can tell a query already bought. Raises :class:`ReferenceError` as :func:`align_references`."""
     files = files or CountsFiles(base)
     conditions = list(conditions)
+    quiet = logging.getLogger(f"{__name__}.budget")  # the write_queries job logs its own
     counts: dict[str, list[int]] = {}
     for group, order in gene_orders.items():
         rows = [c for c in conditions if c.is_reference and c.group == group]
         if rows:
-            quiet = logging.getLogger(f"{__name__}.budget")  # the write_queries job logs its own
             aligned = align_references(rows, order, files=files, log=quiet)
             counts |= {name: alignment.counts.tolist() for name, alignment in aligned.items()}
     return counts
@@ -613,8 +614,9 @@ def read_gene_order(path: str | os.PathLike, *, model_id: str | None = None) -> 
     path = Path(path)
     try:
         if path.suffix == ".parquet":
-            genes = pq.read_table(path, columns=["gene_id"]).column(0).to_pylist()
-            label = json.loads((pq.read_schema(path).metadata or {}).get(SCHEMA_KEY, b"{}"))
+            parquet = pq.ParquetFile(path)  # opened once: the ids and the label
+            genes = parquet.read(columns=["gene_id"]).column(0).to_pylist()
+            label = json.loads((parquet.schema_arrow.metadata or {}).get(SCHEMA_KEY, b"{}"))
             sources = [m for m in [label.get("model_id"), *label.get("model_ids", [])] if isinstance(m, str)]
             modality = label.get("modality")
         elif path.suffix == ".json":
